@@ -1,0 +1,30 @@
+"""Errors that name a problem in the user's input. The CLI prints them without a traceback and
+exits with code 2; anything else is a bug and exits with code 1."""
+
+from __future__ import annotations
+
+
+class MpimarlError(Exception):
+    """Base class for every error caused by user input (config, environment, world size, file)."""
+
+    exit_code = 2
+
+
+class ConfigError(MpimarlError):
+    """A config file, override or value is invalid."""
+
+
+class EnvironmentSpecError(MpimarlError):
+    """The environment named in the config cannot be built or does not fit the config's roles."""
+
+
+class WorldSizeError(MpimarlError):
+    """The MPI world size cannot run this config (e.g. one rank, or fewer trainers than roles)."""
+
+
+class RunFileError(MpimarlError):
+    """A run file is missing, unreadable, truncated or was written by an incompatible schema."""
+
+
+class ProtocolError(RuntimeError):
+    """A rank received a message it did not expect; this is a bug, not a user error."""
