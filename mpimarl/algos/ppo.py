@@ -1,0 +1,279 @@
+"""PPO for one role's policy, read top to bottom in the order of the maths:
+rollout storage -> advantages (GAE) -> clipped loss -> update.
+
+The rollout is organised in *streams*: one stream per (environment copy, agent) the learner
+controls. Agents act at different times (turn-based AEC games) or together (parallel games), so a
+transition is only complete when its agent acts again (its reward and bootstrap value are known
+then) or its episode ends. Incomplete transitions carry over into the next rollout. Time-limit
+truncation bootstraps from the value of the final observation instead of zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from mpimarl.algos.networks import ActorCritic, PolicyShape
+from mpimarl.config import PPOConfig
+
+# ---------------------------------------------------------------------------------------------
+# Rollout storage
+# ---------------------------------------------------------------------------------------------
+
+
+class StreamRollout:
+    """Transitions of the learner's agents, stored flat, chained per stream."""
+
+    def __init__(self, shape: PolicyShape, capacity: int) -> None:
+        self.shape = shape
+        self.capacity = capacity
+        act_shape: tuple[int, ...] = () if shape.discrete else (shape.action_dim,)
+        self.obs = np.zeros((capacity, shape.obs_size), np.float32)
+        self.mask = np.ones((capacity, shape.action_dim), bool) if shape.discrete else None
+        self.action = np.zeros((capacity, *act_shape), np.int64 if shape.discrete else np.float32)
+        self.logp = np.zeros(capacity, np.float32)
+        self.value = np.zeros(capacity, np.float32)
+        self.reward = np.zeros(capacity, np.float32)
+        self.next_value = np.zeros(capacity, np.float32)
+        self.chain_break = np.zeros(capacity, bool)  # no GAE link to the stream's next transition
+        self.next_index = np.full(capacity, -1, np.int64)
+        self.complete = np.zeros(capacity, bool)
+        self.size = 0
+        self.num_complete = 0
+        self.pending: dict[Hashable, int] = {}  # stream -> index of its open transition
+
+    def add(self, streams: Sequence[Hashable], obs: np.ndarray, mask: np.ndarray | None,
+            action: np.ndarray, logp: np.ndarray, value: np.ndarray) -> None:
+        """Open one transition per stream; the stream's previous one completes with this value."""
+        n = len(streams)
+        start = self.size
+        if start + n > self.capacity:
+            self._grow(start + n)
+        end = start + n
+        self.obs[start:end] = obs
+        if self.mask is not None and mask is not None:
+            self.mask[start:end] = mask
+        self.action[start:end] = action
+        self.logp[start:end] = logp
+        self.value[start:end] = value
+        self.reward[start:end] = 0.0
+        self.complete[start:end] = False
+        self.chain_break[start:end] = False
+        self.next_index[start:end] = -1
+        pending = self.pending
+        for j, stream in enumerate(streams):
+            prev = pending.get(stream)
+            if prev is not None:
+                self.next_value[prev] = value[j]
+                self.next_index[prev] = start + j
+                self.complete[prev] = True
+                self.num_complete += 1
+            pending[stream] = start + j
+        self.size = end
+
+    def add_reward(self, stream: Hashable, reward: float) -> None:
+        """Credit a reward to the stream's open transition (ignored before its first action)."""
+        idx = self.pending.get(stream)
+        if idx is not None:
+            self.reward[idx] += reward
+
+    def end(self, stream: Hashable, bootstrap: float | None) -> None:
+        """Close the stream's episode: terminated (bootstrap None) or truncated (value of final obs)."""
+        idx = self.pending.pop(stream, None)
+        if idx is None:
+            return
+        self.next_value[idx] = 0.0 if bootstrap is None else bootstrap
+        self.chain_break[idx] = True
+        self.complete[idx] = True
+        self.num_complete += 1
+
+    def _grow(self, need: int) -> None:
+        new_cap = max(need, 2 * self.capacity)
+        for name in ("obs", "mask", "action", "logp", "value", "reward", "next_value", "chain_break",
+                     "next_index", "complete"):
+            arr = getattr(self, name)
+            if arr is None:
+                continue
+            fill = -1 if name == "next_index" else (1 if name == "mask" else 0)
+            bigger = np.full((new_cap, *arr.shape[1:]), fill, arr.dtype)
+            bigger[: self.size] = arr[: self.size]
+            setattr(self, name, bigger)
+        self.capacity = new_cap
+
+    def carry_over(self) -> None:
+        """Drop complete transitions; move the open ones to the front for the next rollout."""
+        keep = np.array(sorted(self.pending.values()), np.int64)
+        remap = {int(old): new for new, old in enumerate(keep)}
+        for name in ("obs", "mask", "action", "logp", "value", "reward"):
+            arr = getattr(self, name)
+            if arr is not None and len(keep):
+                arr[: len(keep)] = arr[keep]
+        self.complete[: len(keep)] = False
+        self.chain_break[: len(keep)] = False
+        self.next_index[: len(keep)] = -1
+        self.pending = {s: remap[i] for s, i in self.pending.items()}
+        self.size = len(keep)
+        self.num_complete = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Advantages
+# ---------------------------------------------------------------------------------------------
+
+
+def compute_gae(reward: np.ndarray, value: np.ndarray, next_value: np.ndarray, chain_break: np.ndarray,
+                next_index: np.ndarray, complete: np.ndarray, gamma: float, lam: float) -> np.ndarray:
+    """Generalised advantage estimation over chained transitions.
+
+    delta_i = r_i + gamma * next_value_i - v_i, and A_i = delta_i + gamma * lam * A_next(i) when the
+    transition links to a complete successor in this rollout (no episode end in between); at a
+    rollout boundary the lambda-sum is truncated, as in standard PPO. Successors always have higher
+    indices, so one backward sweep suffices.
+    """
+    n = len(reward)
+    adv = np.zeros(n, np.float32)
+    delta = reward + gamma * next_value - value
+    link = (~chain_break) & (next_index >= 0)
+    coef = gamma * lam
+    for i in range(n - 1, -1, -1):
+        if not complete[i]:
+            continue
+        a = delta[i]
+        if link[i]:
+            j = next_index[i]
+            if complete[j]:
+                a += coef * adv[j]
+        adv[i] = a
+    return adv
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss and update
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class UpdateStats:
+    """What one PPO update measured (averaged over minibatches)."""
+
+    policy_loss: float
+    value_loss: float
+    entropy: float
+    approx_kl: float
+    clip_fraction: float
+    explained_variance: float
+    learning_rate: float
+    samples: int
+
+
+class PPOLearner:
+    """One role's learning policy: acts for the rollout and improves itself with clipped PPO."""
+
+    def __init__(self, shape: PolicyShape, cfg: PPOConfig, device: torch.device, seed: int) -> None:
+        torch.manual_seed(seed)
+        self.cfg = cfg
+        self.shape = shape
+        self.device = device
+        self.net = ActorCritic(shape).to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.rollout = StreamRollout(shape, capacity=cfg.rollout_steps + 4 * cfg.num_envs)
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    # -- acting ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample actions; return (actions, log-probs, values) as numpy arrays."""
+        o = torch.from_numpy(obs).to(self.device)
+        m = None if mask is None else torch.from_numpy(mask).to(self.device)
+        dist = self.net.distribution(o, m)
+        action = dist.sample()
+        logp = self.net.log_prob(dist, action)
+        value = self.net.value(o)
+        return action.cpu().numpy(), logp.cpu().numpy(), value.cpu().numpy()
+
+    @torch.no_grad()
+    def values(self, obs: np.ndarray) -> np.ndarray:
+        """Critic values for a batch of observations (truncation bootstraps)."""
+        return self.net.value(torch.from_numpy(obs).to(self.device)).cpu().numpy()
+
+    @property
+    def ready(self) -> bool:
+        """True once the rollout holds enough complete transitions for an update."""
+        return self.rollout.num_complete >= self.cfg.rollout_steps
+
+    # -- update ---------------------------------------------------------------------------------
+    def update(self, progress: float) -> UpdateStats:
+        """One PPO update on the complete transitions; `progress` in [0, 1] anneals the LR."""
+        cfg = self.cfg
+        ro = self.rollout
+        n = ro.size
+        lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
+        lr = max(lr, 1e-8)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+        adv_all = compute_gae(ro.reward[:n], ro.value[:n], ro.next_value[:n], ro.chain_break[:n],
+                              ro.next_index[:n], ro.complete[:n], cfg.gamma, cfg.gae_lambda)
+        idx = np.flatnonzero(ro.complete[:n])
+        dev = self.device
+        obs = torch.from_numpy(ro.obs[idx]).to(dev)
+        mask = torch.from_numpy(ro.mask[idx]).to(dev) if ro.mask is not None else None
+        actions = torch.from_numpy(ro.action[idx]).to(dev)
+        old_logp = torch.from_numpy(ro.logp[idx]).to(dev)
+        old_value = torch.from_numpy(ro.value[idx]).to(dev)
+        adv = torch.from_numpy(adv_all[idx]).to(dev)
+        returns = adv + old_value
+
+        batch = len(idx)
+        mb_size = max(1, batch // cfg.minibatches)
+        sums = np.zeros(5)
+        count = 0
+        stop = False
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(batch, generator=self.generator).to(dev)
+            for start in range(0, batch - mb_size + 1, mb_size):
+                mb = perm[start : start + mb_size]
+                dist = self.net.distribution(obs[mb], None if mask is None else mask[mb])
+                new_logp = self.net.log_prob(dist, actions[mb])
+                entropy = self.net.entropy(dist).mean()
+                new_value = self.net.value(obs[mb])
+                log_ratio = new_logp - old_logp[mb]
+                ratio = log_ratio.exp()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                    clip_frac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+                mb_adv = adv[mb]
+                if cfg.norm_adv and len(mb) > 1:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg_loss = torch.max(-mb_adv * ratio,
+                                    -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+                if cfg.clip_value:
+                    v_clipped = old_value[mb] + (new_value - old_value[mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
+                    v_loss = 0.5 * torch.max((new_value - returns[mb]) ** 2,
+                                             (v_clipped - returns[mb]) ** 2).mean()
+                else:
+                    v_loss = 0.5 * ((new_value - returns[mb]) ** 2).mean()
+                loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                sums += [pg_loss.item(), v_loss.item(), entropy.item(), approx_kl.item(), clip_frac.item()]
+                count += 1
+                if cfg.target_kl is not None and approx_kl.item() > cfg.target_kl:
+                    stop = True
+                    break
+            if stop:
+                break
+
+        ret_np = returns.cpu().numpy()
+        var_ret = float(np.var(ret_np))
+        ev = float("nan") if var_ret == 0 else 1.0 - float(np.var(ret_np - old_value.cpu().numpy())) / var_ret
+        ro.carry_over()
+        m = sums / max(count, 1)
+        return UpdateStats(policy_loss=m[0], value_loss=m[1], entropy=m[2], approx_kl=m[3],
+                           clip_fraction=m[4], explained_variance=ev, learning_rate=lr, samples=batch)

@@ -1,0 +1,109 @@
+"""Command line: `mpimarl train | check | envs | report` (also `python -m mpimarl ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mpimarl import __version__
+from mpimarl.errors import MpimarlError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mpimarl",
+        description="Distributed multi-agent RL over MPI: rank 0 serves the policy pool, ranks 1..N-1 train.",
+    )
+    p.add_argument("--version", action="version", version=f"mpimarl {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="run a config under mpiexec (rank 0 server, ranks 1.. trainers)",
+                       description="Train a population. Example: mpiexec -n 3 python -m mpimarl train "
+                       "configs/connect_four_league.yaml --steps 200000 ppo.learning_rate=1e-3")
+    t.add_argument("config", help="YAML config file")
+    t.add_argument("overrides", nargs="*", metavar="key.path=value", help="override any config field")
+    t.add_argument("--run-dir", help="folder for run.h5 (default: a new folder under runs/)")
+    t.add_argument("--steps", type=int, help="environment steps per trainer (schedule.total_steps)")
+    t.add_argument("--seed", type=int, help="root seed (seed)")
+
+    c = sub.add_parser("check", help="validate a config and its environment without MPI")
+    c.add_argument("config", help="YAML config file")
+    c.add_argument("overrides", nargs="*", metavar="key.path=value")
+    c.add_argument("--episodes", type=int, default=3, help="random episodes to run through the environment")
+
+    sub.add_parser("envs", help="list the environments a config can name")
+
+    r = sub.add_parser("summary", help="print a run file's per-policy summary")
+    r.add_argument("run", help="path to run.h5")
+    return p
+
+
+def _check(config_path: str, overrides: list[str], episodes: int) -> int:
+    from mpimarl.config import load_config
+    from mpimarl.envs.checker import check_env
+    from mpimarl.roles.context import RunContext
+
+    config = load_config(config_path, overrides)
+    ctx = RunContext.build(config, None)
+    report = check_env(ctx.factory, ctx.spec, episodes=episodes, seed=config.seed)
+    print(f"config {config_path}: ok ({config.name})")
+    print(f"  environment {config.env.id} ({ctx.spec.api}), agents: {', '.join(ctx.spec.agents)}")
+    for role, rs in ctx.spec.roles.items():
+        print(f"  role {role}: agents {', '.join(rs.agents)}; obs {rs.obs_size}, actions {rs.action_space}, "
+              f"{'team' if rs.team else 'one seat per agent'}{', masked' if rs.has_mask else ''}")
+    print(f"  needs at least {config.min_world_size()} MPI ranks; {ctx.generations} generations of "
+          f"{config.schedule.steps_per_generation} steps per trainer")
+    print(f"  {episodes} random episodes: {report}")
+    return 0
+
+
+def _envs() -> int:
+    from mpimarl.envs.catalog import list_environments
+
+    for env_id, description in list_environments():
+        print(f"{env_id:45s} {description}")
+    return 0
+
+
+def _summary(path: str) -> int:
+    import pandas as pd
+
+    from mpimarl.analysis import load_run, summarize
+
+    run = load_run(path)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(summarize(run).to_string())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run a command; user errors print one line and return 2."""
+    parser = _parser()
+    # Overrides may come after options (`train cfg.yaml --steps 10 ppo.lr=1`), which argparse's
+    # positional handling does not allow; collect them from the leftovers.
+    args, extra = parser.parse_known_args(argv)
+    stray = [x for x in extra if x.startswith("-") or "=" not in x or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    try:
+        if args.command == "train":
+            from mpimarl.roles.launch import train
+
+            return train(args.config, args.overrides, args.run_dir, args.steps, args.seed)
+        if args.command == "check":
+            return _check(args.config, args.overrides, args.episodes)
+        if args.command == "envs":
+            return _envs()
+        if args.command == "summary":
+            return _summary(args.run)
+    except MpimarlError as exc:
+        print(f"mpimarl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 2
+
+
+def entry_point() -> None:
+    """Console script `mpimarl`."""
+    sys.exit(main())

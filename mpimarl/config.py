@@ -1,0 +1,325 @@
+"""The typed config tree of a run.
+
+YAML files in `configs/` are data only; this module is the one place that says which keys exist,
+what they mean and which values are allowed. Validation happens once, at load: an unknown key names
+the nearest valid one, a bad value names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mpimarl.errors import ConfigError
+
+
+class _Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RoleConfig(_Section):
+    """One role of the task and the agents that play it."""
+
+    name: str = Field(description="Role name, e.g. 'player', 'predator', 'speaker'.")
+    agents: str = Field(
+        default=".*",
+        description="Regular expression matched (fullmatch) against the environment's agent names.",
+    )
+    team: bool = Field(
+        default=True,
+        description="True: one policy controls all of the role's agents in a match (a team). "
+        "False: every agent of the role is its own seat (e.g. the two players of connect_four).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", value):
+            raise ValueError(f"role name {value!r} must be letters, digits and '_' (starting with a letter)")
+        return value
+
+
+class EnvConfig(_Section):
+    """Which environment to run."""
+
+    id: str = Field(
+        description="Import path of the environment: 'package.module' (PettingZoo module with "
+        "env()/parallel_env()), 'package.module:factory', or 'gymnasium:ID' for a registered "
+        "Gymnasium id. `python -m mpimarl envs` lists what is installed."
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the env factory.")
+
+
+class TaskConfig(_Section):
+    """What kind of multi-agent problem this is."""
+
+    kind: Literal["competitive", "cooperative"] = Field(
+        default="competitive",
+        description="competitive: seats play against each other (wins/draws/losses, Elo). "
+        "cooperative: all seats share the outcome; a policy is judged by its team return.",
+    )
+    roles: list[RoleConfig] = Field(description="Roles, in order; every agent must match exactly one.")
+    draw_margin: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Competitive outcome rule: a side wins an episode when its mean per-agent return "
+        "exceeds the other side's by more than this margin; otherwise it is a draw.",
+    )
+
+    @field_validator("roles")
+    @classmethod
+    def _unique_roles(cls, roles: list[RoleConfig]) -> list[RoleConfig]:
+        if not roles:
+            raise ValueError("at least one role is needed")
+        names = [r.name for r in roles]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"role names must be unique, repeated: {dupes}")
+        return roles
+
+
+class PPOConfig(_Section):
+    """Proximal policy optimisation, as each trainer runs it."""
+
+    num_envs: int = Field(default=16, ge=1, description="Environment copies stepped together per trainer.")
+    rollout_steps: int = Field(
+        default=2048, ge=16, description="Learner transitions collected per update (across all copies)."
+    )
+    epochs: int = Field(default=4, ge=1, description="Passes over each rollout.")
+    minibatches: int = Field(default=4, ge=1, description="Minibatches per epoch.")
+    learning_rate: float = Field(default=2.5e-4, gt=0, description="Adam learning rate.")
+    anneal_lr: bool = Field(default=False, description="Linearly decay the learning rate to 0 over the run.")
+    gamma: float = Field(default=0.99, gt=0, le=1, description="Discount factor.")
+    gae_lambda: float = Field(default=0.95, ge=0, le=1, description="GAE lambda.")
+    clip_coef: float = Field(default=0.2, gt=0, description="PPO ratio clip.")
+    clip_value: bool = Field(default=True, description="Clip the value loss like the policy ratio.")
+    ent_coef: float = Field(default=0.01, ge=0, description="Entropy bonus coefficient.")
+    vf_coef: float = Field(default=0.5, ge=0, description="Value loss coefficient.")
+    max_grad_norm: float = Field(default=0.5, gt=0, description="Global gradient norm clip.")
+    norm_adv: bool = Field(default=True, description="Normalise advantages per minibatch.")
+    target_kl: float | None = Field(default=None, description="Stop the epochs early past this KL.")
+    hidden: list[int] = Field(default=[64, 64], description="Hidden layer sizes of actor and critic MLPs.")
+    activation: Literal["tanh", "relu"] = Field(default="tanh", description="Hidden activation.")
+
+    @model_validator(mode="after")
+    def _minibatch_fits(self) -> PPOConfig:
+        if self.rollout_steps < self.minibatches:
+            raise ValueError(f"{self.rollout_steps=} must be at least {self.minibatches=}")
+        return self
+
+
+class ScheduleConfig(_Section):
+    """How trainers and the server take turns."""
+
+    mode: Literal["sync", "async"] = Field(
+        default="sync",
+        description="sync: generations (train, publish, evaluate, broadcast), deterministic for a "
+        "seed and world size. async: trainers never wait for each other.",
+    )
+    total_steps: int = Field(default=1_000_000, ge=1, description="Environment steps per trainer (--steps).")
+    steps_per_generation: int = Field(
+        default=50_000, ge=1, description="Environment steps a trainer takes between two snapshots."
+    )
+
+
+class MatchmakingConfig(_Section):
+    """Who a learner meets in training."""
+
+    strategy: Literal["latest", "uniform", "openai_five"] = Field(
+        default="openai_five",
+        description="latest: naive self-play; uniform: fictitious self-play over the pool; "
+        "openai_five: latest_fraction latest, the rest past snapshots by quality score.",
+    )
+    latest_fraction: float = Field(default=0.8, ge=0, le=1, description="openai_five: share of latest.")
+    quality_lr: float = Field(default=0.01, gt=0, description="openai_five: quality score step (eta).")
+    lineups: int = Field(default=8, ge=1, description="Opponent/partner line-ups drawn per generation.")
+
+
+class EvaluationConfig(_Section):
+    """Scheduled evaluation matches the server plays, apart from training statistics."""
+
+    baseline_episodes: int = Field(
+        default=40, ge=0, description="Episodes of each new snapshot against the uniform-random baseline."
+    )
+    pool_opponents: int = Field(default=2, ge=0, description="Pool members each new snapshot meets.")
+    pool_episodes: int = Field(default=20, ge=0, description="Episodes against each sampled pool member.")
+    num_envs: int = Field(default=8, ge=1, description="Environment copies the evaluator steps together.")
+    greedy: bool = Field(default=False, description="Evaluate with the most likely action, not a sample.")
+    elo_k: float = Field(default=16.0, gt=0, description="Elo K factor.")
+    elo_initial: float = Field(default=1000.0, description="Elo of a new policy and of the random anchor.")
+
+
+class TrainerConfig(_Section):
+    """Per-trainer resources."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: the GPU of the node-local rank when CUDA is present, else CPU."
+    )
+    cache_size: int = Field(default=16, ge=1, description="Opponent weights kept, keyed by (policy, version).")
+    torch_threads: int = Field(default=1, ge=1, description="torch threads per rank.")
+
+
+class ServerConfig(_Section):
+    """Rank 0's watchdog and progress output."""
+
+    timeout_s: float = Field(
+        default=900.0, gt=0, description="Abort the job when a peer is silent this long (stuck rank)."
+    )
+    progress_interval_s: float = Field(default=10.0, gt=0, description="Seconds between plain progress lines.")
+
+
+class RunConfig(_Section):
+    """One experiment: the environment, the task's roles, the learner, the league and the schedule."""
+
+    name: str = Field(default="run", description="Experiment name, recorded in the run file.")
+    seed: int = Field(default=0, ge=0, description="Root seed; every rank derives its own from it.")
+    env: EnvConfig
+    task: TaskConfig
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    matchmaking: MatchmakingConfig = Field(default_factory=MatchmakingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @property
+    def role_names(self) -> list[str]:
+        """Role names in config order."""
+        return [r.name for r in self.task.roles]
+
+    def min_world_size(self) -> int:
+        """The server plus one trainer per role."""
+        return 1 + len(self.task.roles)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides and error messages
+# ---------------------------------------------------------------------------------------------
+
+
+def _model_at(path: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The config model class found by following `path` from RunConfig, or None."""
+    model: type[BaseModel] = RunConfig
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", None)
+        candidates = [annotation, *(inner or ())]
+        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One line for one pydantic error, naming the dotted key, the bad value and what is allowed."""
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc) or "<root>"
+    if error["type"] == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        valid = sorted(model.model_fields) if model else []
+        near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        return f"unknown key '{key}'{hint} (valid keys here: {', '.join(valid)})"
+    if error["type"] == "missing":
+        return f"missing required key '{key}'"
+    value = error.get("input")
+    msg = error["msg"]
+    if error["type"] == "literal_error":
+        allowed = error.get("ctx", {}).get("expected", "")
+        return f"'{key}' = {value!r} is not allowed; expected {allowed}"
+    return f"'{key}' = {value!r}: {msg}"
+
+
+def parse_config(data: Any, source: str = "config") -> RunConfig:
+    """Validate a plain dict as a RunConfig, raising ConfigError with every problem named."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    """Set data[a][b][c] = value for dotted 'a.b.c', checking each key against the config tree."""
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(f"{source}: override key '{dotted}' is not a dotted path like ppo.learning_rate")
+    node: Any = data
+    for depth, part in enumerate(parts[:-1]):
+        model = _model_at(tuple(parts[:depth]))
+        if model is not None and part not in model.model_fields:
+            near = difflib.get_close_matches(part, sorted(model.model_fields), n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"{source}: unknown key '{'.'.join(parts[: depth + 1])}'{hint}")
+        child = node.get(part) if isinstance(node, dict) else None
+        if child is None:
+            child = {}
+            node[part] = child
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: cannot set '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.path=value` overrides (values parsed as YAML: numbers, booleans, lists)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.path=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_path(data, key.strip(), value, source=f"override '{item}'")
+    return data
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a dict, with clear errors for a missing or malformed file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file '{p}' does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file '{p}' cannot be read: {exc.strerror}") from None
+    if data is None:
+        raise ConfigError(f"config file '{p}' is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{p}': the top level must be a mapping of keys")
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, *, steps: int | None = None,
+                seed: int | None = None) -> RunConfig:
+    """Load, override and validate a config file. `steps`/`seed` are the CLI's --steps/--seed."""
+    data = read_config_file(path)
+    apply_overrides(data, list(overrides or []))
+    if steps is not None:
+        _set_path(data, "schedule.total_steps", steps, source="--steps")
+    if seed is not None:
+        data["seed"] = seed
+    return parse_config(data, source=str(path))
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """The resolved config as plain JSON-able data (what the run file records)."""
+    return config.model_dump(mode="json")

@@ -1,0 +1,79 @@
+"""The environment ids a user can name in a config on this installation (`python -m mpimarl envs`).
+
+Nothing is built here: PettingZoo modules are imported (and skipped when an optional dependency
+such as rlcard is missing) and Gymnasium registry entries are kept when their entry point's
+module imports.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+from types import ModuleType
+
+from mpimarl.envs.base import API_AEC, API_GYMNASIUM, API_PARALLEL
+
+# Packages whose environment modules are listed; a missing package is skipped.
+PETTINGZOO_PACKAGES = ("pettingzoo.classic", "mpe2")
+
+
+def list_environments() -> list[tuple[str, str]]:
+    """(env id, api) for every environment this installation can build, sorted by id.
+
+    The api is the one `resolve_env` would use for that id: "parallel" when a PettingZoo module
+    has ``parallel_env``, else "aec"; "gymnasium" for ``gymnasium:ID`` ids.
+    """
+    return list(_pettingzoo_environments()) + list(_gymnasium_environments())
+
+
+@functools.lru_cache(maxsize=1)
+def _pettingzoo_environments() -> tuple[tuple[str, str], ...]:
+    found: list[tuple[str, str]] = []
+    for package_name in PETTINGZOO_PACKAGES:
+        package = _try_import(package_name)
+        if package is None or not hasattr(package, "__path__"):
+            continue
+        for info in pkgutil.iter_modules(package.__path__):
+            if info.name.startswith("_") or info.name == "all_modules":
+                continue
+            module_id = f"{package_name}.{info.name}"
+            module = _try_import(module_id)
+            if module is None:
+                continue
+            if callable(getattr(module, "parallel_env", None)):
+                found.append((module_id, API_PARALLEL))
+            elif callable(getattr(module, "env", None)):
+                found.append((module_id, API_AEC))
+    return tuple(sorted(found))
+
+
+def _gymnasium_environments() -> tuple[tuple[str, str], ...]:
+    # Not cached: users may register more ids after the first call.
+    import gymnasium
+
+    found: list[tuple[str, str]] = []
+    for gym_id, spec in gymnasium.registry.items():
+        entry_point = spec.entry_point
+        if isinstance(entry_point, str):
+            if not _importable(entry_point.partition(":")[0]):
+                continue
+        elif entry_point is None or getattr(entry_point, "__module__", "") == "gymnasium.envs":
+            # gymnasium registers placeholders (mujoco-py, shimmy) in gymnasium.envs that only
+            # raise "install X"; a callable from anywhere else is a real user registration.
+            continue
+        found.append((f"gymnasium:{gym_id}", API_GYMNASIUM))
+    return tuple(sorted(found))
+
+
+@functools.lru_cache(maxsize=None)
+def _importable(module_name: str) -> bool:
+    # Cached because a failing import is retried from scratch by Python every time.
+    return _try_import(module_name) is not None
+
+
+def _try_import(module_name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(module_name)
+    except Exception:  # noqa: BLE001 - missing optional dependencies raise many exception types
+        return None

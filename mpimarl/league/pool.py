@@ -1,0 +1,134 @@
+"""The policy pool: every published snapshot of every policy, keyed by (policy id, version).
+
+The server owns one `PolicyPool`. Trainers publish snapshots into it; the matchmaker and the
+evaluator read from it. Versions of one policy only grow, and a policy keeps its role for life.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RANDOM_POLICY_ID = "random"
+"""Reserved policy id of the uniform-random baseline; never stored in a pool."""
+
+
+@dataclass(frozen=True, order=True)
+class SnapshotKey:
+    """Identifies one published snapshot: a policy id and a version of that policy."""
+
+    policy_id: str
+    version: int
+
+    def __str__(self) -> str:
+        return f"{self.policy_id}@{self.version}"
+
+
+RANDOM_KEY = SnapshotKey(RANDOM_POLICY_ID, 0)
+"""The uniform-random baseline. It is not in any pool; ratings use it as a fixed anchor."""
+
+
+@dataclass
+class Snapshot:
+    """One published policy snapshot: its key, role, lineage, provenance and flat weights.
+
+    `parent` is the snapshot this one was trained from (None for a version 0 initialisation),
+    `rank` the MPI rank that published it, `env_steps` the trainer's environment steps at publish
+    time, `time` seconds since the run started, and `weights` one flat float32 buffer.
+    """
+
+    key: SnapshotKey
+    role: str
+    parent: SnapshotKey | None
+    rank: int
+    env_steps: int
+    time: float
+    weights: np.ndarray = field(repr=False)
+
+
+class PolicyPool:
+    """Every published snapshot of every policy, in publish order.
+
+    Rules enforced by `add`: a key is published once, the versions of one policy strictly
+    increase, a policy keeps the role of its first snapshot, weights are a 1-D float32 array,
+    and the random baseline's id is reserved.
+    """
+
+    def __init__(self) -> None:
+        self._snapshots: dict[SnapshotKey, Snapshot] = {}  # insertion order = publish order
+        self._latest: dict[str, SnapshotKey] = {}  # insertion order = first-publish order
+        self._role_of: dict[str, str] = {}
+
+    def add(self, snapshot: Snapshot) -> None:
+        """Publish a snapshot; ValueError naming the key if it breaks one of the pool's rules."""
+        key = snapshot.key
+        if key.policy_id == RANDOM_POLICY_ID:
+            raise ValueError(
+                f"cannot publish {key}: policy id {RANDOM_POLICY_ID!r} is reserved for the "
+                "uniform-random baseline"
+            )
+        if key in self._snapshots:
+            raise ValueError(f"snapshot {key} is already in the pool")
+        latest = self._latest.get(key.policy_id)
+        if latest is not None and key.version <= latest.version:
+            raise ValueError(
+                f"cannot publish {key}: versions of {key.policy_id!r} must increase, "
+                f"latest is {latest}"
+            )
+        role = self._role_of.get(key.policy_id)
+        if role is not None and snapshot.role != role:
+            raise ValueError(
+                f"cannot publish {key} with role {snapshot.role!r}: earlier versions of "
+                f"{key.policy_id!r} have role {role!r}"
+            )
+        weights = snapshot.weights
+        if not isinstance(weights, np.ndarray) or weights.dtype != np.float32 or weights.ndim != 1:
+            got = (
+                f"dtype={weights.dtype}, shape={weights.shape}"
+                if isinstance(weights, np.ndarray)
+                else type(weights).__name__
+            )
+            raise ValueError(f"snapshot {key} weights must be a 1-D float32 array, got {got}")
+        self._snapshots[key] = snapshot
+        self._latest[key.policy_id] = key
+        self._role_of.setdefault(key.policy_id, snapshot.role)
+
+    def get(self, key: SnapshotKey) -> Snapshot:
+        """The snapshot with this key; KeyError naming the key if it was never published."""
+        try:
+            return self._snapshots[key]
+        except KeyError:
+            raise KeyError(f"snapshot {key} is not in the pool") from None
+
+    def latest(self, policy_id: str) -> Snapshot:
+        """The newest snapshot of a policy; KeyError naming the policy if it has none."""
+        try:
+            return self._snapshots[self._latest[policy_id]]
+        except KeyError:
+            raise KeyError(f"policy {policy_id!r} has no snapshot in the pool") from None
+
+    def role_of(self, policy_id: str) -> str:
+        """The role of a policy; KeyError naming the policy if it has no snapshot."""
+        try:
+            return self._role_of[policy_id]
+        except KeyError:
+            raise KeyError(f"policy {policy_id!r} has no snapshot in the pool") from None
+
+    def policy_ids(self, role: str | None = None) -> list[str]:
+        """Policy ids in first-publish order, only those of `role` when given."""
+        return [p for p, r in self._role_of.items() if role is None or r == role]
+
+    def snapshots(self, role: str | None = None) -> list[Snapshot]:
+        """Snapshots in publish order, only those of `role` when given."""
+        return [s for s in self._snapshots.values() if role is None or s.role == role]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._snapshots
+
+    def __len__(self) -> int:
+        return len(self._snapshots)
+
+    def __iter__(self) -> Iterator[Snapshot]:
+        return iter(list(self._snapshots.values()))

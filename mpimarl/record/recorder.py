@@ -1,0 +1,272 @@
+"""The run recorder: the one writer of a run's HDF5 file (rank 0 only; no MPI here).
+
+Crash consistency: every :meth:`RunRecorder.append` writes its rows, flushes the file, then bumps
+the table's ``committed`` attribute in place and flushes again. A writer killed at any point leaves
+rows ``[0, committed)`` whole; rows past ``committed`` are debris that readers ignore and a later
+append overwrites. Weight snapshots follow the same rule with a ``complete`` attribute written last.
+The file is opened without an HDF5 file lock (see ``__init__``), so it can be read while it grows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import h5py
+import numpy as np
+
+import mpimarl
+from mpimarl.errors import RunFileError
+from mpimarl.record.schema import (
+    CHUNK_ROWS,
+    COMMITTED_ATTR,
+    FORMAT_NAME,
+    ID_BYTES,
+    JSON_ATTRS_ATTR,
+    POLICIES_GROUP,
+    RESERVED_ATTRS,
+    SCHEMA_VERSION,
+    TABLES,
+    TABLES_GROUP,
+    rows_to_array,
+    table_descriptions,
+    table_dtype,
+)
+
+
+def snapshot_name(version: int) -> str:
+    """HDF5 dataset name of a weight snapshot inside ``/policies/<policy_id>``."""
+    return f"{version:06d}"
+
+
+class RunRecorder:
+    """Sole writer of a run's HDF5 file (rank 0 only).
+
+    Creates the file with its attributes and empty tables, appends rows to the tables, stores policy
+    weight snapshots and sets file attributes. Use it as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | Path, attrs: Mapping[str, Any]) -> None:
+        """Create the run file at ``path`` (its folder is created if missing) and write ``attrs``.
+
+        Raises RunFileError, naming the path, if the file already exists or cannot be created;
+        ValueError if an attribute name is reserved or a value cannot be stored.
+        """
+        self._path = Path(path)
+        encoded = {key: _encode_attr(key, value) for key, value in attrs.items()}
+        if self._path.exists():
+            raise RunFileError(
+                f"run file {self._path} already exists; choose a new path or remove it"
+            )
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            # No HDF5 file lock: mode "x" already refuses an existing file, flock fails on some
+            # cluster file systems, and readers (load_run) open without a lock to watch a live run.
+            self._file = h5py.File(self._path, "x", locking=False)
+        except OSError as exc:
+            raise RunFileError(f"cannot create run file {self._path}: {_reason(exc)}") from None
+        self._json_keys: list[str] = []
+        self._closed = False
+        self._committed: dict[str, int] = {}
+        try:
+            root = self._file.attrs
+            root["format"] = FORMAT_NAME
+            root["schema_version"] = SCHEMA_VERSION
+            root["mpimarl_version"] = mpimarl.__version__
+            root["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            for key, (value, is_json) in encoded.items():
+                self._write_attr(key, value, is_json)
+            root[JSON_ATTRS_ATTR] = json.dumps(self._json_keys)
+            tables = self._file.create_group(TABLES_GROUP)
+            for name in TABLES:
+                ds = tables.create_dataset(
+                    name,
+                    shape=(0,),
+                    maxshape=(None,),
+                    chunks=(CHUNK_ROWS,),
+                    dtype=table_dtype(name),
+                )
+                ds.attrs["description"] = json.dumps(table_descriptions(name))
+                ds.attrs[COMMITTED_ATTR] = np.int64(0)
+                self._committed[name] = 0
+            self._file.create_group(POLICIES_GROUP)
+            self._file.flush()
+        except BaseException:
+            self._file.close()
+            raise
+
+    # ---------------------------------------------------------------- tables
+
+    def append(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append ``rows`` (dicts of column -> value) to ``table`` and make them durable.
+
+        Every row is checked first (see :func:`mpimarl.record.schema.rows_to_array`), so a bad row
+        raises ValueError and writes nothing. Then the rows are written and flushed, and only then
+        is the table's ``committed`` count raised and flushed.
+        """
+        self._check_open()
+        data = rows_to_array(table, rows)
+        if len(data) == 0:
+            return
+        ds = self._file[TABLES_GROUP][table]
+        start = self._committed[table]
+        end = start + len(data)
+        # Start at `committed`, not at the dataset's length: debris from an interrupted append is
+        # overwritten rather than kept.
+        ds.resize((end,))
+        ds[start:end] = data
+        self._file.flush()
+        ds.attrs.modify(COMMITTED_ATTR, np.int64(end))
+        self._file.flush()
+        self._committed[table] = end
+
+    def row_count(self, table: str) -> int:
+        """Number of committed rows in ``table``."""
+        if table not in self._committed:
+            raise ValueError(f"unknown table {table!r}; the tables are: {', '.join(TABLES)}")
+        return self._committed[table]
+
+    # ---------------------------------------------------------------- weights
+
+    def save_weights(
+        self,
+        policy_id: str,
+        version: int,
+        role: str,
+        weights: np.ndarray,
+        *,
+        parent: tuple[str, int] | None,
+        layout: str,
+    ) -> None:
+        """Store a policy snapshot's weights as ``/policies/<policy_id>/<version:06d>`` (float32).
+
+        ``parent`` is the (policy id, version) it was derived from, or None. ``layout`` says how to
+        rebuild the network from the flat array (e.g. a JSON list of parameter names and shapes).
+        The snapshot's ``complete`` attribute is written after the data is flushed; a snapshot
+        already stored completely raises ValueError (snapshots are immutable).
+        """
+        self._check_open()
+        _check_policy_id(policy_id)
+        if isinstance(version, bool) or not isinstance(version, int | np.integer):
+            raise TypeError(f"snapshot version must be an integer, got {version!r}")
+        if version < 0:
+            raise ValueError(f"snapshot version must be >= 0, got {version}")
+        if not isinstance(layout, str):
+            raise TypeError(f"snapshot layout must be a string, got {type(layout).__name__}")
+        parent_id, parent_version = parent if parent is not None else ("", -1)
+        group = self._file[POLICIES_GROUP].require_group(policy_id)
+        name = snapshot_name(int(version))
+        if name in group:
+            if group[name].attrs.get("complete", False):
+                raise ValueError(
+                    f"snapshot {policy_id!r} version {version} is already stored in {self._path}"
+                )
+            del group[name]  # debris of an interrupted save
+        ds = group.create_dataset(name, data=np.ascontiguousarray(weights, dtype=np.float32))
+        self._file.flush()
+        ds.attrs["role"] = str(role)
+        ds.attrs["parent_id"] = str(parent_id)
+        ds.attrs["parent_version"] = np.int64(parent_version)
+        ds.attrs["layout"] = layout
+        ds.attrs["saved"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        ds.attrs["complete"] = True
+        self._file.flush()
+
+    # ---------------------------------------------------------------- attributes
+
+    def set_attr(self, key: str, value: Any) -> None:
+        """Set (or replace) a file attribute, e.g. ``finished=True`` or a JSON summary; then flush.
+
+        Dicts, lists, tuples and None are stored as JSON strings and decoded by the loader.
+        """
+        self._check_open()
+        stored, is_json = _encode_attr(key, value)
+        self._write_attr(key, stored, is_json)
+        self._file.attrs[JSON_ATTRS_ATTR] = json.dumps(self._json_keys)
+        self._file.flush()
+
+    def _write_attr(self, key: str, value: Any, is_json: bool) -> None:
+        self._file.attrs[key] = value
+        if is_json and key not in self._json_keys:
+            self._json_keys.append(key)
+        elif not is_json and key in self._json_keys:
+            self._json_keys.remove(key)
+
+    # ---------------------------------------------------------------- lifetime
+
+    @property
+    def path(self) -> Path:
+        """Path of the run file."""
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Flush and close the file. Calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self._file.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"the recorder of {self._path} is closed")
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def _encode_attr(key: str, value: Any) -> tuple[Any, bool]:
+    """The value to store for file attribute ``key`` and whether it was JSON-encoded."""
+    if not isinstance(key, str) or not key or "/" in key:
+        raise ValueError(f"file attribute name must be a non-empty string without '/', got {key!r}")
+    if key in RESERVED_ATTRS:
+        raise ValueError(f"file attribute {key!r} is reserved for the recorder")
+    if value is None or isinstance(value, dict | list | tuple):
+        try:
+            return json.dumps(value, allow_nan=True), True
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"file attribute {key!r} cannot be stored as JSON: {exc}") from None
+    if isinstance(value, str | bytes | bool | int | float | np.generic):
+        return value, False
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value, False
+    raise ValueError(
+        f"file attribute {key!r} has type {type(value).__name__}; "
+        "use a str, number, bool, numeric array, or a JSON-compatible dict/list"
+    )
+
+
+def _check_policy_id(policy_id: str) -> None:
+    if (
+        not isinstance(policy_id, str)
+        or not policy_id
+        or "/" in policy_id
+        or policy_id in {".", ".."}
+    ):
+        raise ValueError(f"policy id must be a non-empty string without '/', got {policy_id!r}")
+    if len(policy_id.encode("utf-8")) > ID_BYTES:
+        raise ValueError(f"policy id {policy_id!r} is longer than {ID_BYTES} UTF-8 bytes")
+
+
+def _reason(exc: OSError) -> str:
+    """A short reason for an OSError (strerror when there is one)."""
+    return exc.strerror or str(exc)

@@ -1,0 +1,248 @@
+"""The layout of a run file: its tables, their columns, and the conversion of rows into arrays.
+
+A run file is one HDF5 file written only by rank 0 (:class:`mpimarl.record.recorder.RunRecorder`)
+and read by :func:`mpimarl.analysis.load_run`:
+
+- file attributes: the resolved ``config`` (JSON), ``schema_version``, ``created``,
+  ``mpimarl_version`` and whatever else the server records (world size, hostnames, seeds,
+  ``finished``, ...). Values that were dicts, lists or None are stored as JSON strings; the JSON
+  list ``json_attrs`` names them.
+- ``/tables/<name>``: one resizable, chunked compound dataset per table, one row per event,
+  append-only.
+  Its integer attribute ``committed`` is the number of whole rows; it is written after the rows are
+  flushed, so rows past it are debris of an interrupted append and readers ignore them.
+- ``/policies/<policy_id>/<version:06d>``: a policy snapshot's flat float32 weights, with attributes
+  ``role``, ``parent_id``, ``parent_version``, ``layout`` and ``complete`` (written last).
+
+The columns are defined once, here, as data (:data:`TABLES`); the recorder, the loader and the
+README all read them from this module.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+"""Version of the run-file layout. Bump it when a table, column or attribute changes meaning."""
+
+FORMAT_NAME = "mpimarl-run"
+"""Value of the ``format`` file attribute that marks an HDF5 file as an mpimarl run file."""
+
+ID_BYTES = 64
+"""Width of id columns (policy ids, opponent ids), in UTF-8 bytes."""
+
+LABEL_BYTES = 32
+"""Width of label columns (roles, match kinds), in UTF-8 bytes."""
+
+TABLES_GROUP = "tables"
+"""HDF5 group holding one dataset per table."""
+
+POLICIES_GROUP = "policies"
+"""HDF5 group holding one subgroup of weight snapshots per policy id."""
+
+COMMITTED_ATTR = "committed"
+"""Dataset attribute counting the whole rows of a table."""
+
+JSON_ATTRS_ATTR = "json_attrs"
+"""File attribute listing (as JSON) the attribute names whose values are JSON-encoded."""
+
+RESERVED_ATTRS = frozenset({"schema_version", "created", "format", JSON_ATTRS_ATTR})
+"""File attributes that only the recorder writes."""
+
+CHUNK_ROWS = 128
+"""Rows per HDF5 chunk. Chunks are uncompressed, so a re-flushed partial chunk is rewritten in
+place and the committed rows in it keep their bytes."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table: its name, numpy storage dtype and a one-line description."""
+
+    name: str
+    dtype: np.dtype
+    description: str
+
+    @property
+    def is_text(self) -> bool:
+        """Whether the column holds fixed-length UTF-8 bytes (decoded to ``str`` on load)."""
+        return self.dtype.kind == "S"
+
+    @property
+    def is_float(self) -> bool:
+        """Whether the column holds floats (a missing value is stored as NaN)."""
+        return self.dtype.kind == "f"
+
+
+_F8 = np.dtype("<f8")
+_I8 = np.dtype("<i8")
+_I4 = np.dtype("<i4")
+_ID = np.dtype(f"S{ID_BYTES}")
+_LABEL = np.dtype(f"S{LABEL_BYTES}")
+
+
+def _time() -> Column:
+    return Column("time", _F8, "seconds since the run started")
+
+
+def _generation() -> Column:
+    return Column(
+        "generation", _I8, "server generation (sync schedule round) when the row was made"
+    )
+
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    "train": (
+        _time(),
+        _generation(),
+        Column("rank", _I4, "MPI rank of the trainer"),
+        Column("policy_id", _ID, "id of the policy being trained"),
+        Column("role", _LABEL, "role the policy plays"),
+        Column("version", _I8, "version of the policy after this update"),
+        Column("env_steps", _I8, "environment steps taken by this trainer so far (cumulative)"),
+        Column("episodes", _I8, "episodes finished by this trainer so far (cumulative)"),
+        Column(
+            "episode_return_mean",
+            _F8,
+            "mean return of the learner's agents over episodes finished in this update "
+            "(NaN if none)",
+        ),
+        Column(
+            "episode_length_mean",
+            _F8,
+            "mean length of episodes finished in this update (NaN if none)",
+        ),
+        Column("policy_loss", _F8, "policy (actor) loss of the update"),
+        Column("value_loss", _F8, "value (critic) loss of the update"),
+        Column("entropy", _F8, "mean policy entropy"),
+        Column("approx_kl", _F8, "approximate KL divergence between the old and new policy"),
+        Column("clip_fraction", _F8, "fraction of samples whose probability ratio was clipped"),
+        Column(
+            "explained_variance", _F8, "explained variance of the value function on the returns"
+        ),
+        Column("learning_rate", _F8, "learning rate used by the update"),
+        Column("steps_per_s", _F8, "environment steps per second of this trainer"),
+        Column("wait_s", _F8, "seconds the trainer waited on the server since its previous row"),
+    ),
+    "matches": (
+        _time(),
+        _generation(),
+        Column("kind", _LABEL, "'evaluation' (scheduled by the server) or 'training'"),
+        Column("rank", _I4, "MPI rank that played the match (0 for server evaluations)"),
+        Column("policy_id", _ID, "id of the policy on this side"),
+        Column("version", _I8, "version of the policy on this side"),
+        Column("role", _LABEL, "role of the policy on this side"),
+        Column("opponent_id", _ID, "id of the other side's policy (several seats joined with '+')"),
+        Column(
+            "opponent_version", _I8, "version of the other side's policy (-1 for fixed baselines)"
+        ),
+        Column("opponent_role", _LABEL, "role of the other side (several seats joined with '+')"),
+        Column("episodes", _I8, "episodes played"),
+        Column("wins", _I8, "episodes won by this side"),
+        Column("draws", _I8, "episodes drawn"),
+        Column("losses", _I8, "episodes lost by this side"),
+        Column("return_mean", _F8, "mean episode return of this side"),
+        Column("opponent_return_mean", _F8, "mean episode return of the other side"),
+        Column("length_mean", _F8, "mean episode length"),
+    ),
+    "ratings": (
+        _time(),
+        _generation(),
+        Column("policy_id", _ID, "id of the rated policy"),
+        Column("version", _I8, "version of the rated policy"),
+        Column("role", _LABEL, "role of the rated policy"),
+        Column("elo", _F8, "Elo rating after this update"),
+        Column("games", _I8, "rated games played by this policy version so far"),
+        Column("score", _F8, "mean evaluation return (NaN when unknown)"),
+    ),
+    "pool": (
+        _time(),
+        _generation(),
+        Column("policy_id", _ID, "id of the published policy"),
+        Column("role", _LABEL, "role of the published policy"),
+        Column("version", _I8, "version of the published snapshot"),
+        Column("parent_id", _ID, "policy the snapshot was derived from ('' if none)"),
+        Column("parent_version", _I8, "version of the parent (-1 if none)"),
+        Column("rank", _I4, "MPI rank that published it"),
+        Column("env_steps", _I8, "environment steps the policy had been trained on when published"),
+    ),
+}
+"""Every table of a run file, in column order. Each row is one event; tables are append-only."""
+
+
+def columns(table: str) -> tuple[Column, ...]:
+    """The columns of ``table``; raises ValueError naming it and the known tables if unknown."""
+    try:
+        return TABLES[table]
+    except KeyError:
+        known = ", ".join(TABLES)
+        raise ValueError(f"unknown table {table!r}; the tables are: {known}") from None
+
+
+def table_dtype(table: str) -> np.dtype:
+    """The numpy structured dtype that stores one row of ``table``."""
+    return np.dtype([(c.name, c.dtype) for c in columns(table)])
+
+
+def rows_to_array(table: str, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Convert row dicts into a structured array of :func:`table_dtype`.
+
+    A missing (or None) float field becomes NaN. A missing int or text field, an unknown column, an
+    int field given a non-integer, or a text longer than its column's width raises ValueError naming
+    the table, the row index and the column.
+    """
+    cols = columns(table)
+    known = {c.name for c in cols}
+    out = np.zeros(len(rows), dtype=table_dtype(table))
+    for i, row in enumerate(rows):
+        unknown = [key for key in row if key not in known]
+        if unknown:
+            raise ValueError(
+                f"table {table!r} has no column {unknown[0]!r} (row {i}); "
+                f"its columns are: {', '.join(c.name for c in cols)}"
+            )
+        for col in cols:
+            out[col.name][i] = _cell(table, i, col, row.get(col.name))
+    return out
+
+
+def _cell(table: str, index: int, col: Column, value: Any) -> Any:
+    """Check and convert one value for ``col``; see :func:`rows_to_array` for the rules."""
+    where = f"table {table!r}, row {index}, column {col.name!r}"
+    if col.is_float:
+        if value is None:
+            return math.nan
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected a number, got {value!r}") from None
+    if value is None:
+        raise ValueError(f"{where}: missing value (only float columns may be left out)")
+    if col.is_text:
+        data = value.encode("utf-8") if isinstance(value, str) else value
+        if not isinstance(data, bytes):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        if len(data) > col.dtype.itemsize:
+            raise ValueError(
+                f"{where}: {value!r} is {len(data)} UTF-8 bytes, "
+                f"longer than the column's {col.dtype.itemsize}"
+            )
+        return data
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{where}: expected an integer, got {value!r}") from None
+    info = np.iinfo(col.dtype)
+    if not info.min <= number <= info.max:
+        raise ValueError(f"{where}: {number} does not fit in {col.dtype.name}")
+    return number
+
+
+def table_descriptions(table: str) -> dict[str, str]:
+    """Column name -> one-line description for ``table`` (stored with its dataset, and for docs)."""
+    return {c.name: c.description for c in columns(table)}

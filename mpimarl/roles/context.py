@@ -1,0 +1,88 @@
+"""What every rank knows about a run before any message is sent.
+
+All ranks load the same config and probe the same environment, so they agree on the roles, the
+network shapes and which trainer plays which role without asking each other.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from mpimarl.algos.networks import PolicyShape
+from mpimarl.config import RunConfig
+from mpimarl.envs.loader import EnvFactory, resolve_env
+from mpimarl.envs.spec import EnvSpec, RoleRule, build_env_spec
+from mpimarl.errors import WorldSizeError
+
+
+@dataclass
+class RunContext:
+    """The config, the environment and the rank -> role/policy layout of one run."""
+
+    config: RunConfig
+    factory: EnvFactory
+    spec: EnvSpec
+    world_size: int
+    _shapes: dict[str, PolicyShape] = field(default_factory=dict)
+
+    @staticmethod
+    def build(config: RunConfig, world_size: int | None) -> RunContext:
+        """Resolve the environment and check the world size (None: no MPI, e.g. `mpimarl check`)."""
+        factory = resolve_env(config.env.id, config.env.kwargs)
+        rules = [RoleRule(r.name, r.agents, r.team) for r in config.task.roles]
+        spec = build_env_spec(factory, rules)
+        ctx = RunContext(config, factory, spec, world_size or config.min_world_size())
+        if world_size is not None:
+            ctx.check_world_size()
+        return ctx
+
+    def check_world_size(self) -> None:
+        """One server and at least one trainer per role."""
+        need = self.config.min_world_size()
+        if self.world_size < need:
+            roles = ", ".join(self.config.role_names)
+            raise WorldSizeError(
+                f"world size {self.world_size} is too small for config '{self.config.name}': rank 0 is "
+                f"the server and each role ({roles}) needs at least one trainer, so at least {need} "
+                f"ranks are needed (e.g. mpiexec -n {need + (need == 2)} ...)"
+            )
+
+    # -- layout -----------------------------------------------------------------------------------
+    @property
+    def num_trainers(self) -> int:
+        """Ranks 1..N-1."""
+        return self.world_size - 1
+
+    def trainer_role(self, rank: int) -> str:
+        """Trainers are dealt to roles round-robin: rank 1 -> first role, rank 2 -> second, ..."""
+        names = self.config.role_names
+        return names[(rank - 1) % len(names)]
+
+    def policy_id(self, rank: int) -> str:
+        """The id of the policy trainer `rank` owns, e.g. 'player-0', 'predator-1'."""
+        return f"{self.trainer_role(rank)}-{(rank - 1) // len(self.config.role_names)}"
+
+    def shape(self, role: str) -> PolicyShape:
+        """The network shape for `role`."""
+        if role not in self._shapes:
+            rs = self.spec.roles[role]
+            ppo = self.config.ppo
+            self._shapes[role] = PolicyShape(rs.obs_size, rs.action_space, tuple(ppo.hidden), ppo.activation)
+        return self._shapes[role]
+
+    @property
+    def generations(self) -> int:
+        """Snapshots each trainer publishes after its initial version 0."""
+        sched = self.config.schedule
+        return max(1, math.ceil(sched.total_steps / sched.steps_per_generation))
+
+    def generation_budget(self, generation: int) -> int:
+        """Environment steps of generation `generation` (the last one takes the remainder)."""
+        sched = self.config.schedule
+        done = generation * sched.steps_per_generation
+        return max(0, min(sched.steps_per_generation, sched.total_steps - done))
+
+    def rank_seed(self, rank: int) -> int:
+        """A seed per rank derived from the root seed."""
+        return self.config.seed * 10_007 + rank * 101

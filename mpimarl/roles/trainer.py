@@ -1,0 +1,296 @@
+"""A trainer rank: owns one learning policy, plays its matches, learns, publishes snapshots.
+
+Per generation: get line-ups (sync: from the server's broadcast plan; async: by asking), fetch the
+weights it does not have cached, play and learn for the generation's step budget, report training
+match tallies, publish the new snapshot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from mpimarl.algos.networks import FrozenPolicy, RandomPolicy, flat_weights
+from mpimarl.algos.ppo import PPOLearner, UpdateStats
+from mpimarl.comm.channel import (
+    SERVER_RANK,
+    Deadline,
+    Tag,
+    bcast_json,
+    recv_json,
+    recv_weights,
+    send_json,
+    send_weights,
+)
+from mpimarl.league.outcomes import match_score
+from mpimarl.league.pool import SnapshotKey
+from mpimarl.roles.context import RunContext
+from mpimarl.rollout.runner import LEARNER, ActingPolicy, FinishedEpisode, VectorMatches
+from mpimarl.rollout.seating import Lineup, SeatedKey, seating, seats_of_role
+
+
+def select_device(comm: MPI.Comm, preference: str) -> torch.device:
+    """The node-local rank picks a GPU when CUDA is present (round-robin over the node's GPUs)."""
+    if preference == "cpu" or not torch.cuda.is_available():
+        if preference == "cuda":
+            raise RuntimeError(f"rank {comm.Get_rank()}: trainer.device is 'cuda' but CUDA is not available")
+        return torch.device("cpu")
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        index = local.Get_rank() % torch.cuda.device_count()
+    finally:
+        local.Free()
+    return torch.device("cuda", index)
+
+
+@dataclass
+class _Tally:
+    """Training outcomes against one line-up during one generation."""
+
+    episodes: int = 0
+    wins: int = 0
+    draws: int = 0
+    losses: int = 0
+    own_return: float = 0.0
+    other_return: float = 0.0
+    length: float = 0.0
+    scores: list[float] = field(default_factory=list)
+
+
+class Trainer:
+    """The learning side of one rank."""
+
+    def __init__(self, ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm) -> None:
+        cfg = ctx.config
+        self.ctx = ctx
+        self.comm = comm
+        self.plan_comm = plan_comm
+        self.rank = comm.Get_rank()
+        self.role = ctx.trainer_role(self.rank)
+        self.policy_id = ctx.policy_id(self.rank)
+        self.seed = ctx.rank_seed(self.rank)
+        self.rng = np.random.default_rng(self.seed)
+        self.timeout = cfg.server.timeout_s
+        torch.set_num_threads(cfg.trainer.torch_threads)
+        self.device = select_device(comm, cfg.trainer.device)
+        self.shape = ctx.shape(self.role)
+        self.learner = PPOLearner(self.shape, cfg.ppo, self.device, self.seed)
+        self.matches = VectorMatches([ctx.factory() for _ in range(cfg.ppo.num_envs)], seed=self.seed)
+        self.own_seats = seats_of_role(ctx.spec, self.role)
+        self.cache: OrderedDict[SnapshotKey, FrozenPolicy] = OrderedDict()
+        self.randoms: dict[str, RandomPolicy] = {
+            role: RandomPolicy(rs.action_space, np.random.default_rng(self.seed + 7))
+            for role, rs in ctx.spec.roles.items()
+        }
+        self.version = 0
+        self.generation = 0
+        self.wait_s = 0.0
+        self._episodes = 0
+        self._episode_counter = 0
+        self._returns: list[float] = []
+        self._lengths: list[int] = []
+        self._last_row_time = time.perf_counter()
+        self._last_row_steps = 0
+
+    # -- talking to the server -----------------------------------------------------------------
+    def _deadline(self, what: str) -> Deadline:
+        return Deadline(self.timeout, what)
+
+    def publish(self) -> None:
+        """Send the current weights as snapshot `self.version` (a header, then one flat buffer)."""
+        weights = flat_weights(self.learner.net)
+        header = {
+            "policy_id": self.policy_id,
+            "role": self.role,
+            "version": self.version,
+            "parent_version": self.version - 1 if self.version > 0 else -1,
+            "env_steps": self.matches.env_steps,
+            "size": int(weights.size),
+            "layout": self.shape.layout,
+            "generation": self.generation,
+        }
+        send_json(self.comm, header, SERVER_RANK, Tag.PUBLISH)
+        send_weights(self.comm, weights, SERVER_RANK)
+
+    def fetch_lineups(self, planned: list[list[object]] | None) -> list[Lineup]:
+        """Ask the server for line-ups (or the planned ones) and the weights missing from the cache."""
+        t0 = time.perf_counter()
+        request = {
+            "generation": self.generation,
+            "cached": [[k.policy_id, k.version] for k in self.cache],
+            "lineups": planned,
+        }
+        send_json(self.comm, request, SERVER_RANK, Tag.REQUEST)
+        reply = recv_json(self.comm, SERVER_RANK, Tag.ASSIGN, self._deadline("line-ups from the server"))
+        for pid, version, role in reply["sent"]:
+            key = SnapshotKey(str(pid), int(version))
+            shape = self.ctx.shape(str(role))
+            weights = recv_weights(self.comm, SERVER_RANK, int(reply["sizes"][f"{pid}@{version}"]),
+                                   self._deadline(f"weights of {key}"))
+            self.cache[key] = FrozenPolicy(shape, weights, self.device)
+        lineups = [tuple(SeatedKey.from_json(item) for item in lineup) for lineup in reply["lineups"]]
+        for lineup in lineups:
+            for item in lineup:
+                if not item.is_random:
+                    if item.key not in self.cache:
+                        raise RuntimeError(f"rank {self.rank}: the server did not send weights of {item.key}")
+                    self.cache.move_to_end(item.key)
+        while len(self.cache) > max(self.ctx.config.trainer.cache_size, self._keys_in_use(lineups)):
+            self.cache.popitem(last=False)
+        self.wait_s += time.perf_counter() - t0
+        return lineups
+
+    @staticmethod
+    def _keys_in_use(lineups: list[Lineup]) -> int:
+        return len({item.key for lineup in lineups for item in lineup if not item.is_random})
+
+    # -- the main loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        """Publish version 0, then train generation after generation, then say DONE."""
+        sync = self.ctx.config.schedule.mode == "sync"
+        self.publish()
+        for generation in range(self.ctx.generations):
+            self.generation = generation
+            planned = None
+            if sync:
+                t0 = time.perf_counter()
+                plan = bcast_json(self.plan_comm, None, SERVER_RANK, self._deadline("the generation plan"))
+                self.wait_s += time.perf_counter() - t0
+                planned = plan["lineups"][str(self.rank)]
+            lineups = self.fetch_lineups(planned)
+            tallies = self.play(lineups, self.ctx.generation_budget(generation))
+            self.report_matches(lineups, tallies)
+            self.version += 1
+            self.publish()
+        send_json(self.comm, {"env_steps": self.matches.env_steps}, SERVER_RANK, Tag.DONE)
+        if sync:
+            plan = bcast_json(self.plan_comm, None, SERVER_RANK, self._deadline("the final plan"))
+            if not plan.get("stop"):
+                raise RuntimeError(f"rank {self.rank}: expected the server's stop plan after the last generation")
+
+    def _policies(self, lineups: list[Lineup]) -> dict[Hashable, ActingPolicy]:
+        policies: dict[Hashable, ActingPolicy] = {("random", r): p for r, p in self.randoms.items()}
+        policies.update(self.cache)
+        return policies
+
+    def _seat_next(self, index: int, lineups: list[Lineup]) -> None:
+        """Start a new episode in copy `index` with the next line-up and the next own seat."""
+        n = self._episode_counter
+        self._episode_counter += 1
+        lineup_index = n % len(lineups) if lineups else 0
+        own_seat = self.own_seats[(n // max(1, len(lineups))) % len(self.own_seats)]
+        lineup = lineups[lineup_index] if lineups else ()
+        self.matches.start(index, seating(self.ctx.spec, own_seat, LEARNER, lineup), tag=lineup_index)
+
+    def play(self, lineups: list[Lineup], budget: int) -> dict[int, _Tally]:
+        """Play and learn for `budget` environment steps against `lineups`."""
+        matches = self.matches
+        policies = self._policies(lineups)
+        # Copies still playing a match whose opponents left the cache are cut (with bootstrapping).
+        for i, slot in enumerate(matches.slots):
+            if slot is not None and any(k != LEARNER and k not in policies for k in slot.seating.values()):
+                matches.abandon(i, self.learner)
+            elif slot is not None:
+                slot.tag = None  # its line-up belongs to the previous generation's tallies
+        for i, slot in enumerate(matches.slots):
+            if slot is None:
+                self._seat_next(i, lineups)
+        tallies: dict[int, _Tally] = {}
+        target = matches.env_steps + budget
+        total = self.ctx.config.schedule.total_steps
+        competitive = self.ctx.config.task.kind == "competitive"
+        margin = self.ctx.config.task.draw_margin
+        while matches.env_steps < target:
+            finished = matches.tick(policies, self.learner)
+            for ep in finished:
+                self._account(ep, tallies, competitive, margin)
+                self._seat_next(ep.env_index, lineups)
+            if self.learner.ready:
+                stats = self.learner.update(progress=min(1.0, matches.env_steps / total))
+                self.send_train_row(stats)
+        return tallies
+
+    def _account(self, ep: FinishedEpisode, tallies: dict[int, _Tally], competitive: bool, margin: float) -> None:
+        own = [r for a, r in ep.returns.items() if ep.seating[a] == LEARNER]
+        other = [r for a, r in ep.returns.items() if ep.seating[a] != LEARNER]
+        own_mean = float(np.mean(own))
+        other_mean = float(np.mean(other)) if other else float("nan")
+        self._returns.append(own_mean)
+        self._lengths.append(ep.length)
+        self._episodes += 1
+        if ep.tag is None:
+            return
+        t = tallies.setdefault(ep.tag, _Tally())
+        t.episodes += 1
+        t.own_return += own_mean
+        t.other_return += other_mean if other else 0.0
+        t.length += ep.length
+        if competitive and other:
+            score = match_score(own_mean, other_mean, margin)
+            t.scores.append(score)
+            t.wins += score == 1.0
+            t.draws += score == 0.5
+            t.losses += score == 0.0
+
+    def send_train_row(self, stats: UpdateStats) -> None:
+        """One row of the train table for the update just made."""
+        now = time.perf_counter()
+        steps = self.matches.env_steps
+        row = {
+            "generation": self.generation,
+            "rank": self.rank,
+            "policy_id": self.policy_id,
+            "role": self.role,
+            "version": self.version,
+            "env_steps": steps,
+            "episodes": self._episodes,
+            "episode_return_mean": float(np.mean(self._returns)) if self._returns else float("nan"),
+            "episode_length_mean": float(np.mean(self._lengths)) if self._lengths else float("nan"),
+            "policy_loss": stats.policy_loss,
+            "value_loss": stats.value_loss,
+            "entropy": stats.entropy,
+            "approx_kl": stats.approx_kl,
+            "clip_fraction": stats.clip_fraction,
+            "explained_variance": stats.explained_variance,
+            "learning_rate": stats.learning_rate,
+            "steps_per_s": (steps - self._last_row_steps) / max(now - self._last_row_time, 1e-9),
+            "wait_s": self.wait_s,
+        }
+        send_json(self.comm, _finite(row), SERVER_RANK, Tag.TRAIN_STATS)
+        self._returns.clear()
+        self._lengths.clear()
+        self.wait_s = 0.0
+        self._last_row_time = now
+        self._last_row_steps = steps
+
+    def report_matches(self, lineups: list[Lineup], tallies: dict[int, _Tally]) -> None:
+        """Training tallies per line-up, for the matches table and the matchmaker's quality scores."""
+        rows = []
+        for index, t in sorted(tallies.items()):
+            lineup = lineups[index]
+            rows.append({
+                "opponents": [item.to_json() for item in lineup],
+                "episodes": t.episodes,
+                "wins": t.wins,
+                "draws": t.draws,
+                "losses": t.losses,
+                "return_mean": t.own_return / t.episodes,
+                "opponent_return_mean": t.other_return / t.episodes if lineup else None,
+                "length_mean": t.length / t.episodes,
+                "scores": t.scores,
+            })
+        msg = {"policy_id": self.policy_id, "version": self.version, "role": self.role,
+               "generation": self.generation, "rows": rows}
+        send_json(self.comm, msg, SERVER_RANK, Tag.MATCH_RESULTS)
+
+
+def _finite(row: dict[str, object]) -> dict[str, object]:
+    """JSON has no NaN: send None, which the recorder stores as NaN."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+

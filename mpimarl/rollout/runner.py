@@ -1,0 +1,166 @@
+"""Stepping many environment copies together, with batched inference per policy.
+
+Every copy plays one match at a time: a *seating* maps each agent to the key of the policy that
+controls it (the learner, a pool snapshot, or the random baseline). At each tick the runner asks
+every copy which agents must act, groups them by policy, runs ONE forward pass per policy, and steps
+every copy. The learner's transitions go into its rollout; everything else only acts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from mpimarl.envs.base import MultiAgentEnv
+from mpimarl.algos.ppo import PPOLearner
+
+LEARNER = "learner"
+
+
+class ActingPolicy(Protocol):
+    """Anything that maps a batch of observations (and masks) to actions."""
+
+    def act(self, obs: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """Actions for a batch."""
+        ...
+
+
+@dataclass
+class FinishedEpisode:
+    """One episode that ended in copy `env_index`, with each agent's return."""
+
+    env_index: int
+    seating: dict[str, Hashable]
+    tag: Any
+    returns: dict[str, float]
+    length: int
+
+
+@dataclass
+class _Slot:
+    seating: dict[str, Hashable]
+    tag: Any
+    returns: dict[str, float] = field(default_factory=dict)
+    length: int = 0
+    active: bool = True
+
+
+class VectorMatches:
+    """Steps `len(envs)` copies; the caller seats every copy with `start` before ticking."""
+
+    def __init__(self, envs: list[MultiAgentEnv], seed: int) -> None:
+        self.envs = envs
+        self.slots: list[_Slot | None] = [None] * len(envs)
+        self.env_steps = 0
+        self._seed = seed
+        self._episodes_started = 0
+        self._is_discrete: dict[str, bool] = {}
+        for agent in envs[0].possible_agents:
+            space = envs[0].action_space(agent)
+            self._is_discrete[agent] = hasattr(space, "n")
+
+    def start(self, index: int, seating: dict[str, Hashable], tag: Any = None, seed: int | None = None) -> None:
+        """Reset copy `index` and seat a new match in it.
+
+        Without `seed`, every episode gets the next seed of this runner's sequence; evaluation passes
+        explicit seeds so that two policies can be compared on identical episodes.
+        """
+        env = self.envs[index]
+        env.reset(seed=self._seed + self._episodes_started if seed is None else seed)
+        self._episodes_started += 1
+        self.slots[index] = _Slot(seating=seating, tag=tag, returns=dict.fromkeys(seating, 0.0))
+
+    def stop(self, index: int) -> None:
+        """Leave copy `index` idle until the next `start`."""
+        self.slots[index] = None
+
+    @property
+    def num_active(self) -> int:
+        """Copies currently playing a match."""
+        return sum(s is not None for s in self.slots)
+
+    def tick(self, policies: Mapping[Hashable, ActingPolicy], learner: PPOLearner | None = None) -> list[FinishedEpisode]:
+        """Act and step every active copy once; returns the episodes that ended in this tick."""
+        envs = self.envs
+        slots = self.slots
+        groups: dict[Hashable, list[tuple[int, str]]] = {}
+        for i, slot in enumerate(slots):
+            if slot is None:
+                continue
+            seating = slot.seating
+            for agent in envs[i].acting_agents():
+                groups.setdefault(seating[agent], []).append((i, agent))
+
+        actions: list[dict[str, Any]] = [{} for _ in envs]
+        for key, requests in groups.items():
+            observed = [envs[i].observe(agent) for i, agent in requests]
+            obs = np.stack([o for o, _ in observed])
+            mask = None if observed[0][1] is None else np.stack([m for _, m in observed])
+            if key == LEARNER:
+                assert learner is not None, "a learner seat needs a learner"
+                act, logp, value = learner.act(obs, mask)
+                learner.rollout.add(requests, obs, mask, act, logp, value)
+            else:
+                act = policies[key].act(obs, mask)
+            for (i, agent), a in zip(requests, act):
+                actions[i][agent] = int(a) if self._is_discrete[agent] else a
+
+        finished: list[FinishedEpisode] = []
+        truncated_streams: list[tuple[int, str]] = []
+        truncated_obs: list[np.ndarray] = []
+        for i, slot in enumerate(slots):
+            if slot is None:
+                continue
+            result = envs[i].step(actions[i])
+            self.env_steps += 1
+            slot.length += 1
+            seating = slot.seating
+            returns = slot.returns
+            for agent, r in result.rewards.items():
+                returns[agent] = returns.get(agent, 0.0) + r
+                if learner is not None and seating.get(agent) == LEARNER:
+                    learner.rollout.add_reward((i, agent), r)
+            if learner is not None:
+                for agent, truncated in result.ended.items():
+                    if seating.get(agent) != LEARNER:
+                        continue
+                    if truncated and agent in result.final_obs:
+                        truncated_streams.append((i, agent))
+                        truncated_obs.append(result.final_obs[agent])
+                    else:
+                        learner.rollout.end((i, agent), None)
+            if result.episode_over:
+                finished.append(FinishedEpisode(i, seating, slot.tag, dict(returns), slot.length))
+                slots[i] = None
+
+        if learner is not None:
+            if truncated_streams:
+                boot = learner.values(np.stack(truncated_obs))
+                for stream, v in zip(truncated_streams, boot):
+                    learner.rollout.end(stream, float(v))
+            # An episode can end without the env reporting every learner agent as ended.
+            for ep in finished:
+                for agent, key in ep.seating.items():
+                    if key == LEARNER:
+                        learner.rollout.end((ep.env_index, agent), None)
+        return finished
+
+    def abandon(self, index: int, learner: PPOLearner | None) -> None:
+        """Drop copy `index`'s match mid-episode (its opponents left the cache).
+
+        The learner's open transitions end as if truncated: they bootstrap from the value of each
+        agent's current observation, so no experience is thrown away or mislabelled as terminal.
+        """
+        slot = self.slots[index]
+        if slot is None:
+            return
+        if learner is not None:
+            agents = [a for a, k in slot.seating.items() if k == LEARNER and (index, a) in learner.rollout.pending]
+            if agents:
+                obs = np.stack([self.envs[index].observe(a)[0] for a in agents])
+                for agent, v in zip(agents, learner.values(obs)):
+                    learner.rollout.end((index, agent), float(v))
+        self.slots[index] = None

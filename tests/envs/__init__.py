@@ -1,0 +1,1 @@
+"""Tests for mpimarl.envs (adapters, loader, roles, catalog, checker) on real environments."""

@@ -1,0 +1,323 @@
+"""Matchmakers: latest (naive self-play), uniform (fictitious self-play), openai_five."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from mpimarl.league.matchmaking import (
+    MATCHMAKER_NAMES,
+    QUALITY_FLOOR_GAP,
+    Matchmaker,
+    OpenAIFiveMatchmaker,
+    make_matchmaker,
+)
+from mpimarl.league.pool import RANDOM_KEY, PolicyPool, Snapshot, SnapshotKey
+
+PoolFactory = Callable[[list[tuple[str, str, int]]], PolicyPool]
+SnapshotFactory = Callable[[str, int, str], Snapshot]
+
+# simple_tag-like: the learner is one predator; the other seats are two predators and one prey
+PREDATOR_SEATS = ("predator", "predator", "prey")
+
+
+@pytest.fixture
+def symmetric(pool_factory: PoolFactory) -> PolicyPool:
+    """Two player policies: player-0@0..4 and player-1@0..2 (8 snapshots)."""
+    return pool_factory([("player-0", "player", 5), ("player-1", "player", 3)])
+
+
+@pytest.fixture
+def asymmetric(pool_factory: PoolFactory) -> PolicyPool:
+    """predator-0@0..3, prey-0@0..2, prey-1@0..1."""
+    return pool_factory(
+        [("predator-0", "predator", 4), ("prey-0", "prey", 3), ("prey-1", "prey", 2)]
+    )
+
+
+def keys_of(pool: PolicyPool, role: str) -> set[SnapshotKey]:
+    return {s.key for s in pool.snapshots(role)}
+
+
+# ---- every strategy --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MATCHMAKER_NAMES)
+def test_factory_builds_protocol_conforming_matchmakers(name: str) -> None:
+    mm = make_matchmaker(name)
+    assert isinstance(mm, Matchmaker)
+    assert mm.name == name
+
+
+def test_factory_rejects_unknown_names_listing_the_allowed_ones() -> None:
+    with pytest.raises(ValueError, match=r"'pfsp'.*'latest', 'uniform', 'openai_five'"):
+        make_matchmaker("pfsp")
+
+
+def test_factory_passes_openai_five_parameters() -> None:
+    mm = make_matchmaker("openai_five", latest_fraction=0.3, quality_lr=0.5)
+    assert isinstance(mm, OpenAIFiveMatchmaker)
+    assert (mm.latest_fraction, mm.quality_lr) == (0.3, 0.5)
+    with pytest.raises(ValueError, match="latest_fraction"):
+        make_matchmaker("openai_five", latest_fraction=1.5)
+    with pytest.raises(ValueError, match="quality_lr"):
+        make_matchmaker("openai_five", quality_lr=0.0)
+
+
+@pytest.mark.parametrize("name", MATCHMAKER_NAMES)
+def test_seats_get_snapshots_of_their_own_role(name: str, asymmetric: PolicyPool) -> None:
+    mm = make_matchmaker(name)
+    learner = SnapshotKey("predator-0", 3)
+    lineups = mm.lineups(
+        asymmetric, learner, "predator", PREDATOR_SEATS, 300, np.random.default_rng(0)
+    )
+    assert len(lineups) == 300
+    for lineup in lineups:
+        assert len(lineup) == 3
+        assert [asymmetric.get(k).role for k in lineup] == list(PREDATOR_SEATS)
+    prey_seen = {lineup[2] for lineup in lineups}
+    assert prey_seen <= keys_of(asymmetric, "prey")
+    assert {k.policy_id for k in prey_seen} == {"prey-0", "prey-1"}  # both prey policies meet it
+
+
+@pytest.mark.parametrize("name", MATCHMAKER_NAMES)
+def test_same_seed_same_lineups_other_seed_other_lineups(name: str, asymmetric: PolicyPool) -> None:
+    learner = SnapshotKey("predator-0", 3)
+
+    def draw(seed: int) -> list[tuple[SnapshotKey, ...]]:
+        mm = make_matchmaker(name)
+        return mm.lineups(
+            asymmetric, learner, "predator", PREDATOR_SEATS, 50, np.random.default_rng(seed)
+        )
+
+    assert draw(7) == draw(7)
+    assert draw(7) != draw(8)
+
+
+@pytest.mark.parametrize("name", MATCHMAKER_NAMES)
+def test_missing_seat_role_is_a_runtime_error_naming_it(
+    name: str, pool_factory: PoolFactory
+) -> None:
+    pool = pool_factory([("predator-0", "predator", 2)])
+    mm = make_matchmaker(name)
+    with pytest.raises(RuntimeError, match="role 'prey'"):
+        mm.lineups(
+            pool, SnapshotKey("predator-0", 1), "predator", ["prey"], 1, np.random.default_rng(0)
+        )
+
+
+@pytest.mark.parametrize("name", MATCHMAKER_NAMES)
+def test_bad_requests_are_rejected(name: str, asymmetric: PolicyPool) -> None:
+    mm = make_matchmaker(name)
+    rng = np.random.default_rng(0)
+    with pytest.raises(RuntimeError, match="'ghost-0'"):
+        mm.lineups(asymmetric, SnapshotKey("ghost-0", 0), "predator", ["prey"], 1, rng)
+    with pytest.raises(ValueError, match="role 'predator'"):
+        mm.lineups(asymmetric, SnapshotKey("predator-0", 3), "prey", ["prey"], 1, rng)
+    with pytest.raises(ValueError, match="non-negative"):
+        mm.lineups(asymmetric, SnapshotKey("predator-0", 3), "predator", ["prey"], -1, rng)
+    assert mm.lineups(asymmetric, SnapshotKey("predator-0", 3), "predator", ["prey"], 0, rng) == []
+    with pytest.raises(ValueError, match="score"):
+        mm.record_result(SnapshotKey("predator-0", 3), SnapshotKey("prey-0", 0), 2.0)
+
+
+# ---- latest ------------------------------------------------------------------------------------
+
+
+def test_latest_always_picks_own_latest_for_own_role_seats(symmetric: PolicyPool) -> None:
+    mm = make_matchmaker("latest")
+    learner = SnapshotKey("player-0", 4)
+    lineups = mm.lineups(
+        symmetric, learner, "player", ["player", "player"], 100, np.random.default_rng(0)
+    )
+    assert set(lineups) == {(learner, learner)}  # never player-1, never an old version
+
+
+def test_latest_other_roles_get_latest_of_a_uniform_policy(asymmetric: PolicyPool) -> None:
+    mm = make_matchmaker("latest")
+    learner = SnapshotKey("predator-0", 3)
+    lineups = mm.lineups(
+        asymmetric, learner, "predator", PREDATOR_SEATS, 2000, np.random.default_rng(1)
+    )
+    assert {lineup[:2] for lineup in lineups} == {(learner, learner)}
+    prey = Counter(lineup[2] for lineup in lineups)
+    assert set(prey) == {SnapshotKey("prey-0", 2), SnapshotKey("prey-1", 1)}
+    assert abs(prey[SnapshotKey("prey-0", 2)] / 2000 - 0.5) < 0.05
+
+
+def test_prey_learner_gets_predators_in_predator_seats(asymmetric: PolicyPool) -> None:
+    mm = make_matchmaker("latest")
+    learner = SnapshotKey("prey-1", 1)
+    lineups = mm.lineups(
+        asymmetric,
+        learner,
+        "prey",
+        ["predator", "predator", "predator"],
+        10,
+        np.random.default_rng(0),
+    )
+    assert set(lineups) == {(SnapshotKey("predator-0", 3),) * 3}
+
+
+# ---- uniform -----------------------------------------------------------------------------------
+
+
+def test_uniform_covers_every_snapshot_of_the_role_evenly(symmetric: PolicyPool) -> None:
+    mm = make_matchmaker("uniform")
+    n = 8000
+    lineups = mm.lineups(
+        symmetric, SnapshotKey("player-0", 4), "player", ["player"], n, np.random.default_rng(3)
+    )
+    counts = Counter(lineup[0] for lineup in lineups)
+    assert set(counts) == keys_of(symmetric, "player")
+    expected = n / 8
+    chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
+    assert chi2 < 24.3  # 99.9% quantile of chi-square with 7 degrees of freedom
+
+
+def test_uniform_asymmetric_seats_sample_their_roles(asymmetric: PolicyPool) -> None:
+    mm = make_matchmaker("uniform")
+    lineups = mm.lineups(
+        asymmetric,
+        SnapshotKey("predator-0", 3),
+        "predator",
+        PREDATOR_SEATS,
+        1000,
+        np.random.default_rng(4),
+    )
+    assert {lineup[0] for lineup in lineups} == keys_of(asymmetric, "predator")
+    assert {lineup[2] for lineup in lineups} == keys_of(asymmetric, "prey")
+
+
+# ---- openai_five -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("latest_fraction", [0.8, 0.5])
+def test_openai_five_plays_latest_at_the_configured_rate(
+    latest_fraction: float, pool_factory: PoolFactory
+) -> None:
+    pool = pool_factory([("player-0", "player", 20)])
+    learner = SnapshotKey("player-0", 19)
+    mm = make_matchmaker("openai_five", latest_fraction=latest_fraction)
+    n = 5000
+    lineups = mm.lineups(pool, learner, "player", ["player"], n, np.random.default_rng(5))
+    # the past branch draws the latest snapshot too, with probability 1/20 while all q are equal
+    expected = latest_fraction + (1 - latest_fraction) / 20
+    assert abs(sum(lineup == (learner,) for lineup in lineups) / n - expected) < 0.025
+    assert len({lineup[0] for lineup in lineups}) == 20  # the past branch reaches every version
+
+
+def test_openai_five_quality_update_follows_the_formula(symmetric: PolicyPool) -> None:
+    mm = OpenAIFiveMatchmaker(quality_lr=0.01)
+    for snapshot in symmetric.snapshots():
+        mm.on_publish(snapshot)
+    learner, past = SnapshotKey("player-0", 4), SnapshotKey("player-0", 1)
+    assert mm.probabilities("player")[past] == pytest.approx(1 / 8)
+    mm.record_result(learner, past, 1.0)
+    assert mm.quality(past) == pytest.approx(-0.01 / (8 * (1 / 8)))
+    p = mm.probabilities("player")[past]
+    mm.record_result(learner, past, 1.0)
+    assert mm.quality(past) == pytest.approx(-0.01 - 0.01 / (8 * p))
+    assert sum(mm.probabilities("player").values()) == pytest.approx(1.0)
+
+
+def test_openai_five_only_wins_against_past_snapshots_lower_quality(symmetric: PolicyPool) -> None:
+    mm = OpenAIFiveMatchmaker()
+    for snapshot in symmetric.snapshots():
+        mm.on_publish(snapshot)
+    learner, past = SnapshotKey("player-0", 4), SnapshotKey("player-0", 1)
+    mm.record_result(learner, past, 0.5)
+    mm.record_result(learner, past, 0.0)
+    mm.record_result(learner, learner, 1.0)  # its current self is not a past snapshot
+    mm.record_result(learner, RANDOM_KEY, 1.0)  # the baseline is not in the pool
+    assert all(mm.quality(s.key) == 0.0 for s in symmetric.snapshots())
+    mm.record_result(
+        learner, SnapshotKey("player-1", 2), 1.0
+    )  # another policy's latest is fair game
+    assert mm.quality(SnapshotKey("player-1", 2)) < 0.0
+
+
+def test_openai_five_snapshot_beaten_again_and_again_fades(symmetric: PolicyPool) -> None:
+    mm = OpenAIFiveMatchmaker(latest_fraction=0.0)
+    learner, past = SnapshotKey("player-0", 4), SnapshotKey("player-0", 1)
+
+    def share_of_past(seed: int) -> float:
+        lineups = mm.lineups(
+            symmetric, learner, "player", ["player"], 4000, np.random.default_rng(seed)
+        )
+        return sum(lineup == (past,) for lineup in lineups) / 4000
+
+    before = share_of_past(0)
+    assert abs(before - 1 / 8) < 0.02
+    qualities, probs = [mm.quality(past)], [mm.probabilities("player")[past]]
+    for _ in range(100):
+        mm.record_result(learner, past, 1.0)
+        qualities.append(mm.quality(past))
+        probs.append(mm.probabilities("player")[past])
+    assert all(b < a for a, b in itertools.pairwise(qualities))
+    assert all(b < a for a, b in itertools.pairwise(probs))
+    assert probs[-1] < probs[0] / 3
+    after = share_of_past(1)
+    assert after < before / 3
+    assert after == pytest.approx(probs[-1], abs=0.015)
+
+
+def test_openai_five_quality_stays_finite_however_often_a_snapshot_loses(
+    symmetric: PolicyPool,
+) -> None:
+    mm = OpenAIFiveMatchmaker(latest_fraction=0.0)
+    for snapshot in symmetric.snapshots():
+        mm.on_publish(snapshot)
+    learner, past = SnapshotKey("player-0", 4), SnapshotKey("player-0", 1)
+    for _ in range(1000):  # unweighted, the 1/p step reaches -inf after about 105 reports
+        mm.record_result(learner, past, 1.0)
+    assert mm.quality(past) == pytest.approx(-QUALITY_FLOOR_GAP)
+    probs = mm.probabilities("player")
+    assert 0.0 < probs[past] < 1e-12
+    assert all(np.isfinite(p) for p in probs.values())
+    lineups = mm.lineups(symmetric, learner, "player", ["player"], 500, np.random.default_rng(0))
+    assert (past,) not in lineups
+
+
+def test_openai_five_new_snapshot_starts_at_max_quality_of_its_role(
+    symmetric: PolicyPool, make_snapshot: SnapshotFactory
+) -> None:
+    mm = OpenAIFiveMatchmaker()
+    for snapshot in symmetric.snapshots():
+        mm.on_publish(snapshot)
+    learner = SnapshotKey("player-0", 4)
+    # beat every player snapshot, the older ones more often, so that every q is below 0
+    for i, snapshot in enumerate(symmetric.snapshots("player")):
+        if snapshot.key != learner:
+            for _ in range(8 - i):
+                mm.record_result(learner, snapshot.key, 1.0)
+    mm.record_result(SnapshotKey("player-1", 3), learner, 1.0)
+    best = max(mm.quality(s.key) for s in symmetric.snapshots("player"))
+    assert best < 0.0
+    new = make_snapshot("player-0", 5, "player")
+    symmetric.add(new)
+    mm.on_publish(new)
+    assert mm.quality(new.key) == pytest.approx(best)
+    mm.on_publish(new)  # publishing twice changes nothing
+    assert mm.quality(new.key) == pytest.approx(best)
+    first_of_role = make_snapshot("speaker-0", 0, "speaker")
+    symmetric.add(first_of_role)
+    mm.on_publish(first_of_role)
+    assert mm.quality(first_of_role.key) == 0.0
+    with pytest.raises(KeyError, match="ghost@0"):
+        mm.quality(SnapshotKey("ghost", 0))
+
+
+def test_openai_five_registers_pool_snapshots_it_was_not_told_about(symmetric: PolicyPool) -> None:
+    mm = OpenAIFiveMatchmaker()
+    assert mm.probabilities("player") == {}
+    mm.lineups(
+        symmetric, SnapshotKey("player-0", 4), "player", ["player"], 1, np.random.default_rng(0)
+    )
+    probs = mm.probabilities("player")
+    assert list(probs) == [s.key for s in symmetric.snapshots("player")]
+    assert all(p == pytest.approx(1 / 8) for p in probs.values())

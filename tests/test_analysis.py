@@ -1,0 +1,251 @@
+"""load_run and summarize on real run files: round trip, committed rows only, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from mpimarl.analysis import load_run, summarize
+from mpimarl.errors import RunFileError
+from mpimarl.record.recorder import RunRecorder
+from mpimarl.record.schema import SCHEMA_VERSION, TABLES, rows_to_array
+
+CONFIG = {"env": {"id": "simple_tag"}, "schedule": "sync", "roles": ["predator", "prey"]}
+
+
+def _train(
+    policy_id: str, role: str, version: int, env_steps: int, ret: float | None, **extra: object
+) -> dict:
+    return {
+        "time": float(version), "generation": version, "rank": 1 if role == "predator" else 2,
+        "policy_id": policy_id, "role": role, "version": version, "env_steps": env_steps,
+        "episodes": version * 4, "episode_return_mean": ret, "policy_loss": 0.1, "value_loss": 0.2,
+        "entropy": 1.0, "approx_kl": 0.01, "clip_fraction": 0.1, "explained_variance": 0.5,
+        "learning_rate": 3e-4, "steps_per_s": 1000.0, "wait_s": 0.02, **extra,
+    }  # fmt: skip
+
+
+def _match(
+    policy_id: str, version: int, opponent: str, generation: int, wins: int, episodes: int = 10
+) -> dict:
+    return {
+        "time": float(generation), "generation": generation, "kind": "evaluation", "rank": 0,
+        "policy_id": policy_id, "version": version, "role": "predator", "opponent_id": opponent,
+        "opponent_version": -1, "opponent_role": "prey", "episodes": episodes, "wins": wins,
+        "draws": 0, "losses": episodes - wins, "return_mean": 1.0, "opponent_return_mean": -1.0,
+        "length_mean": 25.0,
+    }  # fmt: skip
+
+
+def _rating(policy_id: str, version: int, role: str, elo: float, generation: int) -> dict:
+    return {
+        "time": float(generation), "generation": generation, "policy_id": policy_id,
+        "version": version, "role": role, "elo": elo, "games": 20 * generation,
+    }  # fmt: skip
+
+
+def _pool(policy_id: str, role: str, version: int, env_steps: int, parent: int = -1) -> dict:
+    return {
+        "time": float(version), "generation": version, "policy_id": policy_id, "role": role,
+        "version": version, "parent_id": policy_id if parent >= 0 else "", "parent_version": parent,
+        "rank": 1 if role == "predator" else 2, "env_steps": env_steps,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def run_path(tmp_path: Path) -> Path:
+    """A small two-role run: predator 'pred' and prey 'prey' over two generations."""
+    path = tmp_path / "run.h5"
+    with RunRecorder(path, {"config": CONFIG, "world_size": 3}) as rec:
+        rec.append(
+            "train",
+            [_train("pred", "predator", 1, 1000, 0.5), _train("prey", "prey", 1, 900, -0.5)],
+        )
+        rec.append(
+            "train",
+            [_train("pred", "predator", 2, 2000, None), _train("prey", "prey", 2, 1800, -0.2)],
+        )
+        rec.append("pool", [_pool("pred", "predator", 1, 1000), _pool("prey", "prey", 1, 900)])
+        rec.append("pool", [_pool("pred", "predator", 2, 2000, parent=1)])
+        rec.append(
+            "matches",
+            [
+                _match("pred", 1, "random", 1, wins=4),
+                _match("pred", 2, "random", 2, wins=7),
+                _match("pred", 2, "random", 2, wins=9),
+                _match("pred", 2, "prey", 2, wins=1),
+                {**_match("pred", 2, "random", 2, wins=0), "kind": "training", "rank": 1},
+            ],
+        )
+        rec.append(
+            "ratings",
+            [
+                _rating("pred", 1, "predator", 1000.0, 1),
+                _rating("prey", 1, "prey", 1000.0, 1),
+                _rating("pred", 2, "predator", 1042.5, 2),
+            ],
+        )
+        rec.save_weights(
+            "pred", 1, "predator", np.arange(6, dtype=np.float64), parent=None, layout="flat6"
+        )
+        rec.save_weights(
+            "pred", 2, "predator", np.arange(6) * 2.0, parent=("pred", 1), layout="flat6"
+        )
+        rec.save_weights("prey", 1, "prey", np.ones(3), parent=None, layout="flat3")
+        rec.set_attr("finished", True)
+    return path
+
+
+def test_round_trip_of_every_table_and_the_weights(run_path: Path) -> None:
+    run = load_run(run_path)
+    assert run.path == run_path and run.config == CONFIG
+    assert run.attrs["world_size"] == 3 and run.attrs["finished"] is True
+    assert run.attrs["schema_version"] == SCHEMA_VERSION
+    for table in TABLES:
+        frame = getattr(run, table)
+        assert list(frame.columns) == [c.name for c in TABLES[table]]
+        for col in TABLES[table]:
+            if col.is_text:
+                assert all(isinstance(v, str) for v in frame[col.name])
+            else:
+                assert frame[col.name].dtype == col.dtype, (table, col.name)
+    assert run.train.policy_id.tolist() == ["pred", "prey", "pred", "prey"]
+    assert run.train.env_steps.tolist() == [1000, 900, 2000, 1800]
+    assert math.isnan(run.train.episode_return_mean[2])
+    assert run.train.wait_s.tolist() == [0.02] * 4
+    assert run.pool.parent_id.tolist() == ["", "", "pred"]
+    assert run.pool.parent_version.tolist() == [-1, -1, 1]
+    assert run.matches.kind.tolist() == ["evaluation"] * 4 + ["training"]
+    assert run.matches.wins.tolist() == [4, 7, 9, 1, 0]
+    assert run.ratings.elo.tolist() == [1000.0, 1000.0, 1042.5]
+    assert run.ratings.score.isna().all()
+
+    weights = run.weights("pred", 2)
+    assert weights.dtype == np.float32
+    np.testing.assert_array_equal(weights, np.arange(6) * 2.0)
+    policies = run.policies()
+    shown = ["policy_id", "version", "role", "parent_id", "parent_version", "layout", "size"]
+    assert policies[shown].values.tolist() == [
+        ["pred", 1, "predator", "", -1, "flat6", 6],
+        ["pred", 2, "predator", "pred", 1, "flat6", 6],
+        ["prey", 1, "prey", "", -1, "flat3", 3],
+    ]
+
+
+def test_empty_run_loads_empty_typed_tables(tmp_path: Path) -> None:
+    path = tmp_path / "empty.h5"
+    RunRecorder(path, {"config": {}}).close()
+    run = load_run(path)
+    assert run.config == {} and run.train.empty and run.policies().empty
+    assert run.ratings.elo.dtype == np.float64 and run.pool.columns[0] == "time"
+    assert summarize(run).empty
+
+
+def test_rows_past_committed_are_ignored(run_path: Path) -> None:
+    torn = rows_to_array(
+        "train", [_train("ghost", "predator", 9, 9, 9.0), _train("ghost", "prey", 9, 9, 9.0)]
+    )
+    with h5py.File(run_path, "r+") as f:  # an append whose commit never happened
+        ds = f["tables/train"]
+        ds.resize((ds.shape[0] + 2,))
+        ds[-2:] = torn
+        assert ds.attrs["committed"] == 4
+    run = load_run(run_path)
+    assert len(run.train) == 4 and "ghost" not in set(run.train.policy_id)
+
+
+def test_snapshot_left_incomplete_is_not_listed_or_served(run_path: Path) -> None:
+    with h5py.File(run_path, "r+") as f:
+        del f["policies/prey/000001"].attrs["complete"]
+    run = load_run(run_path)
+    assert run.policies().policy_id.tolist() == ["pred", "pred"]
+    with pytest.raises(RunFileError, match=r"run\.h5.*'prey' version 1 are incomplete"):
+        run.weights("prey", 1)
+    with pytest.raises(
+        RunFileError, match=r"run\.h5 stores no weights for policy 'pred' version 7.*\[1, 2\]"
+    ):
+        run.weights("pred", 7)
+    with pytest.raises(RunFileError, match=r"no weights for policy 'nobody'"):
+        run.weights("nobody", 1)
+
+
+def test_summary_per_policy(run_path: Path) -> None:
+    summary = summarize(load_run(run_path))
+    assert summary.index.tolist() == ["pred", "prey"]
+    pred, prey = summary.loc["pred"], summary.loc["prey"]
+    assert (pred.role, pred.version, pred.env_steps) == ("predator", 2, 2000)
+    assert pred.episode_return_mean == 0.5  # the latest row had no finished episode
+    assert pred.elo == 1042.5
+    # latest evaluated version (2) vs random, training matches excluded: (7 + 9) / 20
+    assert pred.win_rate_vs_random == pytest.approx(0.8) and pred.random_episodes == 20
+    assert (prey.role, prey.version, prey.env_steps, prey.elo) == ("prey", 1, 1800, 1000.0)
+    assert prey.episode_return_mean == -0.2
+    assert math.isnan(prey.win_rate_vs_random) and prey.random_episodes == 0
+
+
+def test_missing_path_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere.h5"
+    with pytest.raises(RunFileError, match=f"run file {path} does not exist"):
+        load_run(path)
+
+
+def test_text_file_named_h5_is_not_hdf5(tmp_path: Path) -> None:
+    path = tmp_path / "notes.h5"
+    path.write_text("these are not the bytes you are looking for\n")
+    with pytest.raises(RunFileError, match=f"run file {path} is not an HDF5 file"):
+        load_run(path)
+
+
+def test_hdf5_file_from_elsewhere_is_not_a_run_file(tmp_path: Path) -> None:
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["data"] = np.zeros(3)
+    with pytest.raises(RunFileError, match=f"{path} is not an mpimarl run file.*schema_version"):
+        load_run(path)
+
+
+def test_newer_schema_asks_for_an_upgrade(run_path: Path) -> None:
+    with h5py.File(run_path, "r+") as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(
+        RunFileError, match=f"{run_path} was written with schema version {SCHEMA_VERSION + 1}"
+    ):
+        load_run(run_path)
+
+
+def test_wrong_columns_or_truncated_table_is_named(run_path: Path) -> None:
+    with h5py.File(run_path, "r+") as f:
+        f["tables/ratings"].attrs["committed"] = 99
+    with pytest.raises(
+        RunFileError, match=r"run\.h5: table 'ratings' claims 99 committed rows but stores 3"
+    ):
+        load_run(run_path)
+    with h5py.File(run_path, "r+") as f:
+        f["tables/ratings"].attrs["committed"] = 3
+        del f["tables/pool"]
+        f.create_dataset("tables/pool", data=np.zeros(2, dtype=[("time", "f8"), ("mood", "S8")]))
+    with pytest.raises(
+        RunFileError,
+        match=r"table 'pool' does not match.*'policy_id'.*unexpected columns: \['mood'\]",
+    ):
+        load_run(run_path)
+
+
+def test_file_cut_short_is_reported_not_crashed(run_path: Path, tmp_path: Path) -> None:
+    data = run_path.read_bytes()
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunFileError, match=str(cut)):
+        load_run(cut)
+
+
+def test_load_returns_plain_dataframes(run_path: Path) -> None:
+    run = load_run(run_path)
+    assert all(isinstance(getattr(run, t), pd.DataFrame) for t in TABLES)
+    assert json.dumps(run.config)  # the config is plain JSON data
