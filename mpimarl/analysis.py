@@ -160,10 +160,11 @@ def _opened(path: Path) -> Iterator[h5py.File]:
         # file can still catch the writer mid-flush; that ends here as a RunFileError too.
         with h5py.File(path, "r", locking=False) as f:
             yield f
-    except OSError as exc:
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        # h5py reports damaged files with any of these; RunFileError itself passes through.
         raise RunFileError(
             f"run file {path} cannot be read (truncated, corrupt, or caught mid-write?): {exc}"
-        ) from None
+        ) from exc
 
 
 def _read_attrs(path: Path, f: h5py.File) -> dict[str, Any]:

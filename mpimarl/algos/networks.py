@@ -13,7 +13,6 @@ import gymnasium
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical, Normal
 
 MASKED_LOGIT = -1e8
 
@@ -74,24 +73,46 @@ class ActorCritic(nn.Module):
         if not shape.discrete:
             self.log_std = nn.Parameter(torch.zeros(shape.action_dim))
 
-    def distribution(self, obs: torch.Tensor, mask: torch.Tensor | None) -> Categorical | Normal:
-        """The action distribution for a batch of observations (and boolean masks)."""
-        out = self.actor(obs)
+    # The distributions are written out by hand rather than through torch.distributions: on the
+    # small batches of acting, object construction and argument checks cost more than the maths.
+
+    def _masked_logits(self, obs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        logits = self.actor(obs)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, MASKED_LOGIT)
+        return logits
+
+    def act(self, obs: torch.Tensor, mask: torch.Tensor | None, greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample (or pick the most likely) actions; return (actions, log-probabilities)."""
+        out = self._masked_logits(obs, mask) if self.shape.discrete else self.actor(obs)
         if self.shape.discrete:
-            if mask is not None:
-                out = torch.where(mask, out, torch.full_like(out, MASKED_LOGIT))
-            return Categorical(logits=out)
-        return Normal(out, self.log_std.exp().expand_as(out))
+            logp_all = out.log_softmax(-1)
+            if greedy:
+                action = logp_all.argmax(-1)
+            else:
+                # Gumbel-max: argmax(log p + Gumbel noise) is a sample from the categorical.
+                gumbel = -torch.log(-torch.log(torch.rand_like(logp_all).clamp_(1e-20, 1.0)))
+                action = (logp_all + gumbel).argmax(-1)
+            return action, logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        std = self.log_std.exp()
+        action = out if greedy else out + std * torch.randn_like(out)
+        return action, self._normal_logp(out, action)
 
-    def log_prob(self, dist: Categorical | Normal, action: torch.Tensor) -> torch.Tensor:
-        """Log-probability of actions, summed over Box components."""
-        logp = dist.log_prob(action)
-        return logp if self.shape.discrete else logp.sum(-1)
+    def _normal_logp(self, mean: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        var = (2 * self.log_std).exp()
+        return (-((action - mean) ** 2) / (2 * var) - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
-    def entropy(self, dist: Categorical | Normal) -> torch.Tensor:
-        """Entropy per sample, summed over Box components."""
-        ent = dist.entropy()
-        return ent if self.shape.discrete else ent.sum(-1)
+    def evaluate(self, obs: torch.Tensor, mask: torch.Tensor | None,
+                 action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability of `action` and the policy entropy, per sample (for the PPO loss)."""
+        if self.shape.discrete:
+            logp_all = self._masked_logits(obs, mask).log_softmax(-1)
+            probs = logp_all.exp()
+            entropy = -(probs * logp_all).sum(-1)
+            return logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1), entropy
+        mean = self.actor(obs)
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + self.log_std).sum().expand(mean.shape[0])
+        return self._normal_logp(mean, action), entropy
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """State value per observation."""
@@ -138,17 +159,13 @@ class FrozenPolicy:
         self.greedy = greedy
         self.shape = shape
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         """Actions for a batch of flat observations."""
         o = torch.from_numpy(obs).to(self.device)
         m = None if mask is None else torch.from_numpy(mask).to(self.device)
-        dist = self.net.distribution(o, m)
-        if self.greedy:
-            a = dist.probs.argmax(-1) if self.shape.discrete else dist.mean
-        else:
-            a = dist.sample()
-        return a.cpu().numpy()
+        action, _ = self.net.act(o, m, self.greedy)
+        return action.cpu().numpy()
 
 
 class RandomPolicy:

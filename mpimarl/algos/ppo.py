@@ -184,18 +184,16 @@ class PPOLearner:
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     # -- acting ---------------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sample actions; return (actions, log-probs, values) as numpy arrays."""
         o = torch.from_numpy(obs).to(self.device)
         m = None if mask is None else torch.from_numpy(mask).to(self.device)
-        dist = self.net.distribution(o, m)
-        action = dist.sample()
-        logp = self.net.log_prob(dist, action)
+        action, logp = self.net.act(o, m)
         value = self.net.value(o)
         return action.cpu().numpy(), logp.cpu().numpy(), value.cpu().numpy()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def values(self, obs: np.ndarray) -> np.ndarray:
         """Critic values for a batch of observations (truncation bootstraps)."""
         return self.net.value(torch.from_numpy(obs).to(self.device)).cpu().numpy()
@@ -237,9 +235,8 @@ class PPOLearner:
             perm = torch.randperm(batch, generator=self.generator).to(dev)
             for start in range(0, batch - mb_size + 1, mb_size):
                 mb = perm[start : start + mb_size]
-                dist = self.net.distribution(obs[mb], None if mask is None else mask[mb])
-                new_logp = self.net.log_prob(dist, actions[mb])
-                entropy = self.net.entropy(dist).mean()
+                new_logp, entropy = self.net.evaluate(obs[mb], None if mask is None else mask[mb], actions[mb])
+                entropy = entropy.mean()
                 new_value = self.net.value(obs[mb])
                 log_ratio = new_logp - old_logp[mb]
                 ratio = log_ratio.exp()

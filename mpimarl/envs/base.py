@@ -24,7 +24,7 @@ APIS = (API_AEC, API_PARALLEL, API_GYMNASIUM)
 GYMNASIUM_AGENT = "agent"
 
 
-@dataclass
+@dataclass(slots=True)
 class StepResult:
     """What happened to every agent during one `MultiAgentEnv.step` call."""
 
@@ -92,6 +92,5 @@ def check_actions_match(actions: dict[str, Any], acting: list[str]) -> None:
     """
     if len(actions) != len(acting) or any(agent not in actions for agent in acting):
         raise ValueError(
-            f"step() needs one action for each acting agent {sorted(acting)}, "
-            f"got actions for {sorted(actions)}"
+            f"step() needs one action for each acting agent {sorted(acting)}, got actions for {sorted(actions)}"
         )

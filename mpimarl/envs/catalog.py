@@ -66,7 +66,7 @@ def _gymnasium_environments() -> tuple[tuple[str, str], ...]:
     return tuple(sorted(found))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _importable(module_name: str) -> bool:
     # Cached because a failing import is retried from scratch by Python every time.
     return _try_import(module_name) is not None

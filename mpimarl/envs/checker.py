@@ -24,8 +24,9 @@ MAX_EPISODE_STEPS = 100_000
 class _Checker:
     """State of one check run, so that every failure can say where it happened."""
 
-    def __init__(self, spec: EnvSpec, seed: int) -> None:
+    def __init__(self, spec: EnvSpec, seed: int, max_episode_steps: int) -> None:
         self.spec = spec
+        self.max_episode_steps = max_episode_steps
         self.rng = np.random.default_rng(seed)
         self.episode = 0
         self.step = 0
@@ -33,8 +34,7 @@ class _Checker:
     def fail(self, problem: str) -> EnvironmentSpecError:
         """The error to raise for `problem`, located at the current episode and step."""
         return EnvironmentSpecError(
-            f"env {self.spec.env_id!r} failed the check at episode {self.episode}, step "
-            f"{self.step}: {problem}"
+            f"env {self.spec.env_id!r} failed the check at episode {self.episode}, step {self.step}: {problem}"
         )
 
     def check_obs(self, agent: str, obs: Any, what: str) -> None:
@@ -98,17 +98,23 @@ class _Checker:
                 self.check_obs(agent, result.final_obs[agent], "final observation")
 
 
-def check_env(factory: EnvFactory, spec: EnvSpec, episodes: int = 3, seed: int = 0) -> dict[str, Any]:
+def check_env(
+    factory: EnvFactory,
+    spec: EnvSpec,
+    episodes: int = 3,
+    seed: int = 0,
+    max_episode_steps: int = MAX_EPISODE_STEPS,
+) -> dict[str, Any]:
     """Run `episodes` random episodes through the adapter and check the contract.
 
     Raises EnvironmentSpecError on the first violation (observation size or dtype, non-finite
     values, a mask with no legal action, an unknown or repeated acting agent, an episode longer
-    than 100k steps, the env raising). Returns {"episodes", "steps", "mean_length",
+    than `max_episode_steps` steps, the env raising). Returns {"episodes", "steps", "mean_length",
     "mean_return": {role: mean episode return of one of its agents}}.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    checker = _Checker(spec, seed)
+    checker = _Checker(spec, seed, max_episode_steps)
     returns: dict[str, list[float]] = {role: [] for role in spec.roles}
     total_steps = 0
     env = factory()
@@ -152,7 +158,7 @@ def _run_episode(env: Any, checker: _Checker, seed: int) -> dict[str, float]:
             checker.check_mask(agent, mask)
             actions[agent] = checker.random_action(agent, mask)
         acted.update(actions)
-        result = _guarded(checker, f"step with actions {actions}", lambda: env.step(actions))
+        result = _guarded(checker, f"step with actions {actions}", lambda acts=actions: env.step(acts))
         checker.step += 1
         checker.check_result(result, ended)
         ended.update(result.ended)
@@ -162,13 +168,12 @@ def _run_episode(env: Any, checker: _Checker, seed: int) -> dict[str, float]:
             never_ended = sorted(acted - ended)
             if never_ended:
                 raise checker.fail(
-                    f"the episode is over but agents {never_ended} were never reported as "
-                    "terminated or truncated"
+                    f"the episode is over but agents {never_ended} were never reported as terminated or truncated"
                 )
             return episode_returns
-        if checker.step >= MAX_EPISODE_STEPS:
+        if checker.step >= checker.max_episode_steps:
             raise checker.fail(
-                f"the episode is still running after {MAX_EPISODE_STEPS} steps; add a time limit "
+                f"the episode is still running after {checker.max_episode_steps} steps; add a time limit "
                 "(truncation) to the env"
             )
 

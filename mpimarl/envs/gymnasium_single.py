@@ -18,9 +18,7 @@ class GymnasiumSingleAgentAdapter:
         """Wrap `env`; spaces are inspected once here, never per step."""
         self._env = env
         self.possible_agents: list[str] = [GYMNASIUM_AGENT]
-        self._codecs = AgentCodecs(
-            self.possible_agents, lambda _: env.observation_space, lambda _: env.action_space
-        )
+        self._codecs = AgentCodecs(self.possible_agents, lambda _: env.observation_space, lambda _: env.action_space)
         self._encode = self._codecs.encode[GYMNASIUM_AGENT]
         self._prepare = self._codecs.prepare[GYMNASIUM_AGENT]
         self._obs: Any = None

@@ -49,7 +49,7 @@ _ADAPTERS: dict[str, Callable[[Any], MultiAgentEnv]] = {
 
 
 def detect_api(env: Any) -> str | None:
-    """"aec", "parallel" or "gymnasium" for a raw environment object, None if unsupported."""
+    """The API of a raw environment object ("aec", "parallel" or "gymnasium"), None if unsupported."""
     if isinstance(env, AECEnv):
         return API_AEC
     if isinstance(env, ParallelEnv):
@@ -137,8 +137,11 @@ def _gymnasium_maker(env_id: str, kwargs: dict[str, Any]) -> Callable[[], Any]:
     try:
         gymnasium.spec(gym_id)
     except gymnasium.error.Error as exc:
-        close = difflib.get_close_matches(gym_id, list(gymnasium.registry), n=3)
-        suggestion = f"; did you mean {', '.join(GYMNASIUM_PREFIX + c for c in close)}?" if close else ""
+        from mpimarl.envs.catalog import list_environments  # lazy: only on this error path
+
+        buildable = [i for i, _ in list_environments() if i.startswith(GYMNASIUM_PREFIX)]
+        close = difflib.get_close_matches(env_id, buildable, n=3)
+        suggestion = f"; did you mean {', '.join(close)}?" if close else ""
         raise EnvironmentSpecError(
             f"env {env_id!r}: {gym_id!r} is not a registered gymnasium id ({exc}){suggestion}; {LIST_HINT}"
         ) from exc

@@ -112,7 +112,7 @@ class PettingZooAECAdapter:
                 rewards[name] = float(reward)
         result = StepResult(rewards, {}, {}, False)
         selected = state.agent_selection
-        if state.agents and not (state.terminations[selected] or state.truncations[selected]):
+        if state.agents and not (state.terminations.get(selected) or state.truncations.get(selected)):
             return result  # the common case: the next agent is alive, nothing else to do
         self._remove_ended_agents(result)
         return result
@@ -126,8 +126,8 @@ class PettingZooAECAdapter:
                 result.episode_over = True
                 return
             agent = state.agent_selection
-            terminated = bool(state.terminations[agent])
-            truncated = bool(state.truncations[agent])
+            terminated = bool(state.terminations.get(agent))
+            truncated = bool(state.truncations.get(agent))
             if not (terminated or truncated):
                 return
             # Terminated wins when both are set: there is no future value to bootstrap.

@@ -85,7 +85,7 @@ class PettingZooParallelAdapter:
             if terminated or truncated:
                 # Terminated wins when both are set: there is no future value to bootstrap.
                 ended[agent] = truncated and not terminated
-                if ended[agent]:
+                if ended[agent] and agent in obs:
                     final_obs[agent] = self._encode[agent](obs[agent])[0]
         if ended:
             self._ended.update(ended)

@@ -146,7 +146,7 @@ def _match_agents(
     described = ", ".join(f"{rule.name}={rule.agents!r}" for rule in rules)
     role_of: dict[str, str] = {}
     for agent in agents:
-        matched = [rule.name for rule, pattern in zip(rules, patterns) if pattern.fullmatch(agent)]
+        matched = [rule.name for rule, pattern in zip(rules, patterns, strict=True) if pattern.fullmatch(agent)]
         if not matched:
             raise EnvironmentSpecError(
                 f"env {env_id!r}: agent {agent!r} matches no role (roles: {described}); "
@@ -183,7 +183,6 @@ def _has_mask(env_id: str, observe: Callable[[str], Encoded], agent: str) -> boo
         _, mask = observe(agent)
     except Exception as exc:  # noqa: BLE001 - the env's own failure, reported with the agent
         raise EnvironmentSpecError(
-            f"env {env_id!r}: observing agent {agent!r} right after reset raised "
-            f"{type(exc).__name__}: {exc}"
+            f"env {env_id!r}: observing agent {agent!r} right after reset raised {type(exc).__name__}: {exc}"
         ) from exc
     return mask is not None

@@ -273,7 +273,7 @@ class Trainer:
         """Training tallies per line-up, for the matches table and the matchmaker's quality scores."""
         rows = []
         for index, t in sorted(tallies.items()):
-            lineup = lineups[index]
+            lineup = lineups[index] if lineups else ()
             rows.append({
                 "opponents": [item.to_json() for item in lineup],
                 "episodes": t.episodes,

@@ -27,7 +27,9 @@ def test_simple_tag_teams_give_two_seats() -> None:
 
 
 def test_connect_four_players_are_two_seats_of_one_role() -> None:
-    spec = build_env_spec(resolve_env("pettingzoo.classic.connect_four_v3", {}), [RoleRule("player", "player_.*", team=False)])
+    spec = build_env_spec(
+        resolve_env("pettingzoo.classic.connect_four_v3", {}), [RoleRule("player", "player_.*", team=False)]
+    )
     assert spec.seats() == [("player", ("player_0",)), ("player", ("player_1",))]
     role = spec.roles["player"]
     assert role.has_mask and role.obs_size == 84 and role.action_space == spaces.Discrete(7)
@@ -75,7 +77,9 @@ def test_mixed_observation_sizes_in_one_role() -> None:
 
 def test_mixed_action_spaces_in_one_role() -> None:
     # simple_world_comm: the lead adversary also talks (20 actions), the others have 5.
-    message = _spec_error([RoleRule("hunters", ".*adversary_.*", True), RoleRule("good", "agent_.*", True)], "mpe2.simple_world_comm_v3")
+    message = _spec_error(
+        [RoleRule("hunters", ".*adversary_.*", True), RoleRule("good", "agent_.*", True)], "mpe2.simple_world_comm_v3"
+    )
     assert "role 'hunters' mixes agents with different action spaces" in message
     assert "Discrete(20)" in message and "Discrete(5)" in message
 

@@ -7,6 +7,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+from pettingzoo import AECEnv
 
 
 class TinyEnv(gymnasium.Env):
@@ -35,7 +36,9 @@ class TinyEnv(gymnasium.Env):
     def _info(self) -> dict[str, Any]:
         return {} if self._info_mask is None else {"action_mask": np.array(self._info_mask, np.int8)}
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         self._t = 0
         return np.full(self._returned_size, self._value, np.float32), self._info()
@@ -44,3 +47,51 @@ class TinyEnv(gymnasium.Env):
         self._t += 1
         done = self._horizon is not None and self._t >= self._horizon
         return np.full(self._returned_size, self._value, np.float32), 1.0, done, False, self._info()
+
+
+class TakeTurnsAEC(AECEnv):
+    """Two agents "a" and "b" alternate for `turns` turns; the one who moves last gets +1.
+
+    With `stray=True` the env selects an agent that is not in possible_agents after one turn.
+    """
+
+    metadata = {"name": "take_turns_v0"}
+
+    def __init__(self, turns: int = 4, stray: bool = False) -> None:
+        super().__init__()
+        self.possible_agents = ["a", "b"]
+        self._turns = turns
+        self._stray = stray
+        self._space = spaces.Box(0.0, 1.0, (1,), np.float32)
+
+    def observation_space(self, agent: str) -> gymnasium.spaces.Space:
+        return self._space
+
+    def action_space(self, agent: str) -> gymnasium.spaces.Space:
+        return spaces.Discrete(2)
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> None:
+        self.agents = list(self.possible_agents)
+        self.rewards = dict.fromkeys(self.agents, 0.0)
+        self._cumulative_rewards = dict.fromkeys(self.agents, 0.0)
+        self.terminations = dict.fromkeys(self.agents, False)
+        self.truncations = dict.fromkeys(self.agents, False)
+        self.infos: dict[str, dict[str, Any]] = {agent: {} for agent in self.agents}
+        self.agent_selection = "a"
+        self._t = 0
+
+    def observe(self, agent: str) -> np.ndarray:
+        return np.array([self._t / self._turns], np.float32)
+
+    def step(self, action: Any) -> None:
+        if self.terminations[self.agent_selection] or self.truncations[self.agent_selection]:
+            self._was_dead_step(action)
+            return
+        self._clear_rewards()
+        self._t += 1
+        mover = self.agent_selection
+        if self._t >= self._turns:
+            self.rewards[mover] = 1.0
+            self.terminations = dict.fromkeys(self.agents, True)
+        self.agent_selection = "ghost" if self._stray else ("b" if mover == "a" else "a")
+        self._accumulate_rewards()
