@@ -116,6 +116,7 @@ class Server:
         self.eval_rng = np.random.default_rng(ctx.rank_seed(0) + 2)
         self.eval_matches = VectorMatches([ctx.factory() for _ in range(ev.num_envs)], seed=ctx.rank_seed(0))
         self.device = torch.device("cpu")
+        torch.manual_seed(ctx.rank_seed(0))  # evaluation samples actions: seeded, so sync runs repeat
         self.frozen: dict[SnapshotKey, FrozenPolicy] = {}
         self.randoms = {role: RandomPolicy(rs.action_space, np.random.default_rng(ctx.rank_seed(0) + 1))
                         for role, rs in ctx.spec.roles.items()}
