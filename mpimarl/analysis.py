@@ -284,7 +284,7 @@ def summarize(run: Run) -> pd.DataFrame:
     """One row per policy id (the index), for the CLI's end-of-run table.
 
     Columns: role; version (latest published, else latest trained); env_steps (of the policy's
-    latest train row, else of its latest pool row); episode_return_mean (latest non-NaN value in
+    latest snapshot, else of its latest train row); episode_return_mean (latest non-NaN value in
     ``train``);
     elo (latest rating row); win_rate_vs_random (wins / episodes over the evaluation matches against
     the ``random`` baseline of the latest evaluated version, at its latest generation) and
@@ -305,10 +305,10 @@ def summarize(run: Run) -> pd.DataFrame:
             if len(p_pool)
             else (p_train.version.max() if len(p_train) else np.nan)
         )
-        if len(p_train):
-            env_steps = p_train.env_steps.iloc[-1]
+        if len(p_pool):
+            env_steps = p_pool.env_steps.max()
         else:
-            env_steps = p_pool.env_steps.iloc[-1] if len(p_pool) else np.nan
+            env_steps = p_train.env_steps.iloc[-1] if len(p_train) else np.nan
         returns = p_train.episode_return_mean.dropna()
         win_rate, episodes = _win_rate_vs_random(matches, policy_id)
         rows[policy_id] = {

@@ -140,6 +140,13 @@ class MatchmakingConfig(_Section):
     latest_fraction: float = Field(default=0.8, ge=0, le=1, description="openai_five: share of latest.")
     quality_lr: float = Field(default=0.01, gt=0, description="openai_five: quality score step (eta).")
     lineups: int = Field(default=8, ge=1, description="Opponent/partner line-ups drawn per generation.")
+    baseline_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Chance that a line-up is the uniform-random baseline instead of pool members: a "
+        "fixed anchor in the training mix that keeps a population from forgetting how to beat weak play.",
+    )
 
 
 class EvaluationConfig(_Section):

@@ -82,7 +82,8 @@ class ActorCritic(nn.Module):
             logits = logits.masked_fill(~mask, MASKED_LOGIT)
         return logits
 
-    def act(self, obs: torch.Tensor, mask: torch.Tensor | None, greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def act(self, obs: torch.Tensor, mask: torch.Tensor | None,
+            greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample (or pick the most likely) actions; return (actions, log-probabilities)."""
         out = self._masked_logits(obs, mask) if self.shape.discrete else self.actor(obs)
         if self.shape.discrete:

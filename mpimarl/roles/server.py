@@ -248,9 +248,13 @@ class Server:
         if not roles:
             return []
         learner = self.pool.latest(state.policy_id).key
-        drawn = self.matchmaker.lineups(self.pool, learner, state.role, roles,
-                                        self.cfg.matchmaking.lineups, self.rng)
-        return [tuple(SeatedKey(k, r) for k, r in zip(lineup, roles)) for lineup in drawn]
+        mm = self.cfg.matchmaking
+        drawn = self.matchmaker.lineups(self.pool, learner, state.role, roles, mm.lineups, self.rng)
+        lineups: list[Lineup] = [tuple(SeatedKey(k, r) for k, r in zip(lineup, roles)) for lineup in drawn]
+        if mm.baseline_fraction > 0:
+            baseline = tuple(random_key(r) for r in roles)
+            lineups = [baseline if self.rng.random() < mm.baseline_fraction else lu for lu in lineups]
+        return lineups
 
     def on_request(self, state: _TrainerState, msg: dict[str, Any]) -> None:
         """Line-ups (planned or drawn now) and every snapshot's weights the trainer lacks."""
@@ -421,7 +425,8 @@ class Server:
             "policy_id": own.key.policy_id, "version": own.key.version, "role": own.role,
             "opponent_id": opp_id, "opponent_version": opp_version, "opponent_role": opp_role,
             "episodes": res.episodes, "wins": wdl[0], "draws": wdl[1], "losses": wdl[2],
-            "return_mean": float(np.mean(res.own)), "opponent_return_mean": float(np.mean(other)) if other else float("nan"),
+            "return_mean": float(np.mean(res.own)),
+            "opponent_return_mean": float(np.mean(other)) if other else float("nan"),
             "length_mean": float(np.mean(res.length)),
         }])
 

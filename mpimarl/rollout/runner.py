@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mpimarl.envs.base import MultiAgentEnv
 from mpimarl.algos.ppo import PPOLearner
+from mpimarl.envs.base import MultiAgentEnv
 
 LEARNER = "learner"
 
@@ -82,39 +82,58 @@ class VectorMatches:
         """Copies currently playing a match."""
         return sum(s is not None for s in self.slots)
 
-    def tick(self, policies: Mapping[Hashable, ActingPolicy], learner: PPOLearner | None = None) -> list[FinishedEpisode]:
+    def tick(self, policies: Mapping[Hashable, ActingPolicy],
+             learner: PPOLearner | None = None) -> list[FinishedEpisode]:
         """Act and step every active copy once; returns the episodes that ended in this tick."""
+        actions = self._act(policies, learner)
+        finished, truncated = self._step_all(actions, learner)
+        if learner is not None:
+            if truncated:
+                boot = learner.values(np.stack([obs for _, obs in truncated]))
+                for (stream, _), v in zip(truncated, boot):
+                    learner.rollout.end(stream, float(v))
+            # An episode can end without the env reporting every learner agent as ended.
+            for ep in finished:
+                for agent, key in ep.seating.items():
+                    if key == LEARNER:
+                        learner.rollout.end((ep.env_index, agent), None)
+        return finished
+
+    def _act(self, policies: Mapping[Hashable, ActingPolicy], learner: PPOLearner | None) -> list[dict[str, Any]]:
+        """Group the acting agents of all copies by policy; one forward pass per policy."""
         envs = self.envs
-        slots = self.slots
         groups: dict[Hashable, list[tuple[int, str]]] = {}
-        for i, slot in enumerate(slots):
+        for i, slot in enumerate(self.slots):
             if slot is None:
                 continue
             seating = slot.seating
             for agent in envs[i].acting_agents():
                 groups.setdefault(seating[agent], []).append((i, agent))
-
         actions: list[dict[str, Any]] = [{} for _ in envs]
         for key, requests in groups.items():
             observed = [envs[i].observe(agent) for i, agent in requests]
             obs = np.stack([o for o, _ in observed])
             mask = None if observed[0][1] is None else np.stack([m for _, m in observed])
             if key == LEARNER:
-                assert learner is not None, "a learner seat needs a learner"
+                if learner is None:
+                    raise ValueError("a copy seats the learner but no learner was given to tick()")
                 act, logp, value = learner.act(obs, mask)
                 learner.rollout.add(requests, obs, mask, act, logp, value)
             else:
                 act = policies[key].act(obs, mask)
             for (i, agent), a in zip(requests, act):
                 actions[i][agent] = int(a) if self._is_discrete[agent] else a
+        return actions
 
+    def _step_all(self, actions: list[dict[str, Any]], learner: PPOLearner | None
+                  ) -> tuple[list[FinishedEpisode], list[tuple[tuple[int, str], np.ndarray]]]:
+        """Step every active copy; credit rewards; collect finished episodes and truncated agents."""
         finished: list[FinishedEpisode] = []
-        truncated_streams: list[tuple[int, str]] = []
-        truncated_obs: list[np.ndarray] = []
-        for i, slot in enumerate(slots):
+        truncated: list[tuple[tuple[int, str], np.ndarray]] = []
+        for i, slot in enumerate(self.slots):
             if slot is None:
                 continue
-            result = envs[i].step(actions[i])
+            result = self.envs[i].step(actions[i])
             self.env_steps += 1
             slot.length += 1
             seating = slot.seating
@@ -124,29 +143,17 @@ class VectorMatches:
                 if learner is not None and seating.get(agent) == LEARNER:
                     learner.rollout.add_reward((i, agent), r)
             if learner is not None:
-                for agent, truncated in result.ended.items():
+                for agent, was_truncated in result.ended.items():
                     if seating.get(agent) != LEARNER:
                         continue
-                    if truncated and agent in result.final_obs:
-                        truncated_streams.append((i, agent))
-                        truncated_obs.append(result.final_obs[agent])
+                    if was_truncated and agent in result.final_obs:
+                        truncated.append(((i, agent), result.final_obs[agent]))
                     else:
                         learner.rollout.end((i, agent), None)
             if result.episode_over:
                 finished.append(FinishedEpisode(i, seating, slot.tag, dict(returns), slot.length))
-                slots[i] = None
-
-        if learner is not None:
-            if truncated_streams:
-                boot = learner.values(np.stack(truncated_obs))
-                for stream, v in zip(truncated_streams, boot):
-                    learner.rollout.end(stream, float(v))
-            # An episode can end without the env reporting every learner agent as ended.
-            for ep in finished:
-                for agent, key in ep.seating.items():
-                    if key == LEARNER:
-                        learner.rollout.end((ep.env_index, agent), None)
-        return finished
+                self.slots[i] = None
+        return finished, truncated
 
     def abandon(self, index: int, learner: PPOLearner | None) -> None:
         """Drop copy `index`'s match mid-episode (its opponents left the cache).

@@ -1,0 +1,146 @@
+"""analysis/plot_run.py on real run files: every figure is written, empty tables are skipped, and a
+bad run file exits with code 2 and a message naming it."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from mpimarl.record.recorder import RunRecorder
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "analysis" / "plot_run.py"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FIGURES = ("learning_curves.png", "ratings.png", "vs_random.png", "matchups.png", "throughput.png")
+POLICIES = {"player-0": 1, "player-1": 2}  # policy id -> trainer rank
+VERSIONS = (1, 2, 3)
+
+
+def _train(policy_id: str, version: int, step: int) -> dict:
+    rank = POLICIES[policy_id]
+    return {
+        "time": 10.0 * version + step, "generation": version, "rank": rank, "policy_id": policy_id,
+        "role": "player", "version": version, "env_steps": 1000 * version + 100 * step,
+        "episodes": 10 * version + step, "episode_return_mean": 0.1 * version - 0.05 * rank,
+        "episode_length_mean": 20.0, "policy_loss": 0.1, "value_loss": 0.2, "entropy": 1.5 - 0.1 * version,
+        "approx_kl": 0.01, "clip_fraction": 0.1, "explained_variance": 0.5, "learning_rate": 3e-4,
+        "steps_per_s": 900.0 + 10 * rank, "wait_s": 0.2,
+    }  # fmt: skip
+
+
+def _match(policy_id: str, version: int, opponent: str, opponent_version: int, wins: int, draws: int) -> dict:
+    return {
+        "time": 10.0 * version + 5, "generation": version, "kind": "evaluation", "rank": 0,
+        "policy_id": policy_id, "version": version, "role": "player", "opponent_id": opponent,
+        "opponent_version": opponent_version, "opponent_role": "player", "episodes": 10, "wins": wins,
+        "draws": draws, "losses": 10 - wins - draws, "return_mean": 0.2 * version,
+        "opponent_return_mean": -0.1, "length_mean": 21.0,
+    }  # fmt: skip
+
+
+def _rating(policy_id: str, version: int, elo: float) -> dict:
+    return {
+        "time": 10.0 * version + 6, "generation": version, "policy_id": policy_id, "version": version,
+        "role": "player", "elo": elo, "games": 10 * version, "score": 0.2 * version,
+    }  # fmt: skip
+
+
+def _pool(policy_id: str, version: int) -> dict:
+    return {
+        "time": 10.0 * version, "generation": version, "policy_id": policy_id, "role": "player",
+        "version": version, "parent_id": policy_id if version > 1 else "", "parent_version": version - 1 or -1,
+        "rank": POLICIES[policy_id], "env_steps": 1000 * version,
+    }  # fmt: skip
+
+
+def _write_run(path: Path, kind: str, rows: bool = True) -> Path:
+    """A run of two policies over three versions: training, evaluations vs random and vs each other."""
+    config = {"task": {"kind": kind}, "evaluation": {"elo_initial": 1200.0}}
+    with RunRecorder(path, {"config": config, "world_size": 3}) as rec:
+        if not rows:
+            return path
+        for version in VERSIONS:
+            rec.append("train", [_train(pid, version, step) for pid in POLICIES for step in range(3)])
+            rec.append("pool", [_pool(pid, version) for pid in POLICIES])
+            matches = [_match(pid, version, "random", -1, wins=5 + version, draws=1) for pid in POLICIES]
+            matches.append(_match("player-0", version, "player-1", version, wins=4, draws=2))
+            if version > 1:
+                matches.append(_match("player-1", version, "player-0", version - 1, wins=6, draws=0))
+            matches.append({**_match("player-0", version, "player-1", version, 0, 0), "kind": "training", "rank": 1})
+            rec.append("matches", matches)
+            # Re-rating an older snapshot: the plot must use its latest row.
+            ratings = [_rating(pid, version, 1200.0 + 30 * version) for pid in POLICIES]
+            if version > 1:
+                ratings.append(_rating("player-0", version - 1, 1100.0))
+            rec.append("ratings", ratings)
+    return path
+
+
+def _plot(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=60, cwd=REPO)
+
+
+def _assert_png(path: Path) -> None:
+    assert path.is_file(), f"{path.name} was not written"
+    data = path.read_bytes()
+    assert len(data) > 1000 and data.startswith(PNG_SIGNATURE), f"{path.name} is not a PNG image"
+
+
+@pytest.fixture(scope="module")
+def plot_run() -> ModuleType:
+    """The script imported as a module, to drive its ``main`` in-process (faster than a subprocess)."""
+    spec = importlib.util.spec_from_file_location("plot_run", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_writes_every_figure_of_a_competitive_run(tmp_path: Path) -> None:
+    run = _write_run(tmp_path / "run" / "run.h5", "competitive")
+    out = tmp_path / "figures"
+    result = _plot(str(run), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    for name in FIGURES:
+        _assert_png(out / name)
+        assert str(out / name) in result.stdout  # the written files are listed
+    assert "skipped" not in result.stdout
+
+
+def test_missing_run_file_exits_2_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-run.h5"
+    result = _plot(str(missing))
+    assert result.returncode == 2
+    assert result.stderr.startswith("plot_run: error:")
+    assert str(missing) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cooperative_run_defaults_to_the_run_folder(plot_run: ModuleType, tmp_path: Path) -> None:
+    run = _write_run(tmp_path / "run.h5", "cooperative")
+    assert plot_run.main([str(run)]) == 0
+    for name in FIGURES:
+        _assert_png(tmp_path / name)
+
+
+def test_empty_run_skips_figures_without_crashing(
+    plot_run: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _write_run(tmp_path / "run.h5", "competitive", rows=False)
+    assert plot_run.main([str(run), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    for name in FIGURES:
+        assert f"skipped {name}" in printed
+        assert not (tmp_path / "out" / name).exists()
+
+
+def test_not_a_run_file_exits_2(plot_run: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bogus = tmp_path / "notes.h5"
+    bogus.write_text("not hdf5")
+    assert plot_run.main([str(bogus)]) == 2
+    assert str(bogus) in capsys.readouterr().err
