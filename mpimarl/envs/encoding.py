@@ -165,3 +165,27 @@ class AgentCodecs:
         if agent in self.info_masked:
             return np.ones(action_size(self.action_spaces[agent]), dtype=bool)
         return None
+
+
+class CodecAdapter:
+    """What every adapter shares: the wrapped env, its per-agent codecs, spaces and closing."""
+
+    _env: Any
+    _codecs: AgentCodecs
+
+    @property
+    def raw_env(self) -> Any:
+        """The wrapped environment."""
+        return self._env
+
+    def obs_size(self, agent: str) -> int:
+        """Length of `agent`'s flat observation."""
+        return self._codecs.encoders[agent].size
+
+    def action_space(self, agent: str) -> gymnasium.spaces.Space:
+        """`agent`'s action space."""
+        return self._codecs.action_spaces[agent]
+
+    def close(self) -> None:
+        """Close the wrapped environment."""
+        self._env.close()

@@ -8,10 +8,10 @@ import gymnasium
 import numpy as np
 
 from mpimarl.envs.base import GYMNASIUM_AGENT, StepResult, check_actions_match
-from mpimarl.envs.encoding import AgentCodecs
+from mpimarl.envs.encoding import AgentCodecs, CodecAdapter
 
 
-class GymnasiumSingleAgentAdapter:
+class GymnasiumSingleAgentAdapter(CodecAdapter):
     """`MultiAgentEnv` over a `gymnasium.Env` (wrapped or not) whose only agent is "agent"."""
 
     def __init__(self, env: gymnasium.Env) -> None:
@@ -25,18 +25,8 @@ class GymnasiumSingleAgentAdapter:
         self._info: Any = None
         self._over = True
 
-    @property
-    def raw_env(self) -> gymnasium.Env:
-        """The wrapped Gymnasium environment."""
-        return self._env
 
-    def obs_size(self, agent: str) -> int:
-        """Length of the flat observation."""
-        return self._codecs.encoders[agent].size
 
-    def action_space(self, agent: str) -> gymnasium.spaces.Space:
-        """The env's action space."""
-        return self._codecs.action_spaces[agent]
 
     def reset(self, seed: int | None = None) -> None:
         """Start a new episode."""
@@ -75,6 +65,3 @@ class GymnasiumSingleAgentAdapter:
             result.episode_over = self._over = True
         return result
 
-    def close(self) -> None:
-        """Close the wrapped environment."""
-        self._env.close()

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium
 import numpy as np
 from pettingzoo import AECEnv
 from pettingzoo.utils.wrappers import BaseWrapper, OrderEnforcingWrapper
 
 from mpimarl.envs.base import StepResult, check_actions_match
-from mpimarl.envs.encoding import AgentCodecs
+from mpimarl.envs.encoding import AgentCodecs, CodecAdapter
 from mpimarl.errors import EnvironmentSpecError
 
 # Per-step state the adapter reads after every env.step.
@@ -53,7 +52,7 @@ def _state_holder(env: AECEnv) -> Any:
     return base
 
 
-class PettingZooAECAdapter:
+class PettingZooAECAdapter(CodecAdapter):
     """`MultiAgentEnv` over a PettingZoo `AECEnv` (wrapped or not)."""
 
     def __init__(self, env: AECEnv) -> None:
@@ -67,18 +66,8 @@ class PettingZooAECAdapter:
         # Bounded loop guard: each None step must remove one agent.
         self._max_dead_steps = 2 * len(self.possible_agents) + 2
 
-    @property
-    def raw_env(self) -> AECEnv:
-        """The wrapped PettingZoo environment."""
-        return self._env
 
-    def obs_size(self, agent: str) -> int:
-        """Length of `agent`'s flat observation."""
-        return self._codecs.encoders[agent].size
 
-    def action_space(self, agent: str) -> gymnasium.spaces.Space:
-        """`agent`'s action space."""
-        return self._codecs.action_spaces[agent]
 
     def reset(self, seed: int | None = None) -> None:
         """Start a new episode and skip past agents that are already done."""
@@ -145,6 +134,3 @@ class PettingZooAECAdapter:
             "agent from env.agents (see PettingZoo's _was_dead_step)"
         )
 
-    def close(self) -> None:
-        """Close the wrapped environment."""
-        self._env.close()

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium
 import numpy as np
 from pettingzoo import ParallelEnv
 
 from mpimarl.envs.base import StepResult, check_actions_match
-from mpimarl.envs.encoding import AgentCodecs
+from mpimarl.envs.encoding import AgentCodecs, CodecAdapter
 
 
-class PettingZooParallelAdapter:
+class PettingZooParallelAdapter(CodecAdapter):
     """`MultiAgentEnv` over a PettingZoo `ParallelEnv` (wrapped or not)."""
 
     def __init__(self, env: ParallelEnv) -> None:
@@ -31,18 +30,8 @@ class PettingZooParallelAdapter:
         self._acting: list[str] = []
         self._ended: set[str] = set()
 
-    @property
-    def raw_env(self) -> ParallelEnv:
-        """The wrapped PettingZoo environment."""
-        return self._env
 
-    def obs_size(self, agent: str) -> int:
-        """Length of `agent`'s flat observation."""
-        return self._codecs.encoders[agent].size
 
-    def action_space(self, agent: str) -> gymnasium.spaces.Space:
-        """`agent`'s action space."""
-        return self._codecs.action_spaces[agent]
 
     def reset(self, seed: int | None = None) -> None:
         """Start a new episode."""
@@ -98,6 +87,3 @@ class PettingZooParallelAdapter:
             not self._acting,
         )
 
-    def close(self) -> None:
-        """Close the wrapped environment."""
-        self._env.close()

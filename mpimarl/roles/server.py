@@ -109,6 +109,7 @@ class Server:
             r: _TrainerState(r, ctx.policy_id(r), ctx.trainer_role(r)) for r in range(1, ctx.world_size)
         }
         self.round_ = _Round()
+        self.deferred: list[tuple[_TrainerState, dict[str, Any]]] = []  # async requests before every v0
         self.generation = 0  # sync: the round being collected (trainers publish version == generation)
         self.final_plan_sent = False
         self.eval_queue: deque[_EvalPlan] = deque()
@@ -215,6 +216,13 @@ class Server:
                 self._close_round()
         else:
             self._admit(snap)
+            if self.deferred and self._all_published():
+                for waiting, request in self.deferred:
+                    self.on_request(waiting, request)
+                self.deferred.clear()
+
+    def _all_published(self) -> bool:
+        return all(t.published >= 0 for t in self.trainers.values())
 
     def _admit(self, snap: Snapshot) -> None:
         """Put a snapshot into the pool, the matchmaker, the ratings and the evaluation queue."""
@@ -260,6 +268,10 @@ class Server:
         """Line-ups (planned or drawn now) and every snapshot's weights the trainer lacks."""
         if msg.get("lineups") is not None:
             lineups = [tuple(SeatedKey.from_json(i) for i in lu) for lu in msg["lineups"]]
+        elif not self._all_published():
+            # Async: another role's pool may still be empty; answer once every version 0 is in.
+            self.deferred.append((state, msg))
+            return
         else:
             lineups = self._lineups(state.rank)
         cached = {SnapshotKey(str(p), int(v)) for p, v in msg["cached"]}

@@ -155,22 +155,28 @@ class Trainer:
         """Publish version 0, then train generation after generation, then say DONE."""
         sync = self.ctx.config.schedule.mode == "sync"
         self.publish()
+        last_generation_s = 0.0
         for generation in range(self.ctx.generations):
             self.generation = generation
             planned = None
             if sync:
                 t0 = time.perf_counter()
-                plan = bcast_json(self.plan_comm, None, SERVER_RANK, self._deadline("the generation plan"))
+                # The plan waits for the slowest trainer, so allow for generations longer than the timeout.
+                deadline = Deadline(self.timeout + 4 * last_generation_s, "the generation plan")
+                plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
                 self.wait_s += time.perf_counter() - t0
                 planned = plan["lineups"][str(self.rank)]
             lineups = self.fetch_lineups(planned)
+            t_start = time.perf_counter()
             tallies = self.play(lineups, self.ctx.generation_budget(generation))
+            last_generation_s = time.perf_counter() - t_start
             self.report_matches(lineups, tallies)
             self.version += 1
             self.publish()
         send_json(self.comm, {"env_steps": self.matches.env_steps}, SERVER_RANK, Tag.DONE)
         if sync:
-            plan = bcast_json(self.plan_comm, None, SERVER_RANK, self._deadline("the final plan"))
+            deadline = Deadline(self.timeout + 4 * last_generation_s, "the final plan")
+            plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
             if not plan.get("stop"):
                 raise RuntimeError(f"rank {self.rank}: expected the server's stop plan after the last generation")
 

@@ -81,15 +81,18 @@ def test_sync_schedule_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a.weights("player-1", 2), b.weights("player-1", 2))
 
 
-def test_async_schedule_runs_and_differs_by_seed(tmp_path: Path) -> None:
-    """The async schedule finishes; other seeds give other weights."""
-    out = run_mpi(3, ["train", str(CONFIGS / "connect_four_league.yaml"), "--run-dir", str(tmp_path / "a"),
+def test_async_schedule_with_two_roles(tmp_path: Path) -> None:
+    """Async, asymmetric roles: each role trains against the other role's pool; no trainer waits for a plan."""
+    out = run_mpi(3, ["train", str(CONFIGS / "simple_tag_roles.yaml"), "--run-dir", str(tmp_path),
                       "schedule.mode=async", "--seed", "1", *SHORT])
     assert out.returncode == 0, out.stderr
-    run = load_run(tmp_path / "a" / "run.h5")
+    run = load_run(tmp_path / "run.h5")
     assert run.config["schedule"]["mode"] == "async"
     assert len(run.pool) == 6
     assert run.attrs["finished"] is True
+    training = run.matches[run.matches.kind == "training"]
+    predator = training[training.role == "predator"]
+    assert set(predator.opponent_role) == {"prey"} and set(predator.opponent_id) <= {"prey-0"}
 
 
 def test_bad_key_exits_2_with_one_clear_message(tmp_path: Path) -> None:
