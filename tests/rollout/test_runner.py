@@ -78,3 +78,28 @@ def test_evaluation_is_repeatable_for_fixed_seeds() -> None:
             results.append(stop.value)
     assert results[0].episodes == 10
     assert results[0].own == results[1].own and results[0].length == results[1].length
+
+
+def test_box_actions_train_without_errors() -> None:
+    """A continuous-action team (MPE spread with Box actions) acts, truncates, bootstraps and updates."""
+    torch.set_num_threads(1)
+    factory = resolve_env("mpe2.simple_spread_v3", {"continuous_actions": True, "max_cycles": 10})
+    spec = build_env_spec(factory, [RoleRule("agent", "agent_.*", True)])
+    rs = spec.roles["agent"]
+    shape = PolicyShape(rs.obs_size, rs.action_space, (16,), "tanh")
+    learner = PPOLearner(shape, PPOConfig(num_envs=2, rollout_steps=64, minibatches=2), torch.device("cpu"), seed=0)
+    vm = VectorMatches([factory() for _ in range(2)], seed=0)
+    for i in range(2):
+        vm.start(i, seating(spec, 0, LEARNER, ()))
+    episodes = 0
+    while not learner.ready:
+        for ep in vm.tick({}, learner):
+            episodes += 1
+            assert ep.length == 10
+            vm.start(ep.env_index, seating(spec, 0, LEARNER, ()))
+    # Truncated episodes bootstrap from a value, so their last transitions carry a non-zero next value.
+    ro = learner.rollout
+    ends = ro.chain_break[: ro.size] & ro.complete[: ro.size]
+    assert episodes >= 2 and ends.any() and np.all(ro.next_value[: ro.size][ends] != 0.0)
+    stats = learner.update(progress=0.0)
+    assert np.isfinite([stats.policy_loss, stats.value_loss, stats.entropy]).all()
