@@ -260,8 +260,11 @@ class Server:
         drawn = self.matchmaker.lineups(self.pool, learner, state.role, roles, mm.lineups, self.rng)
         lineups: list[Lineup] = [tuple(SeatedKey(k, r) for k, r in zip(lineup, roles)) for lineup in drawn]
         if mm.baseline_fraction > 0:
+            # floor(n * fraction) line-ups for sure, one more with the leftover probability.
+            share = mm.baseline_fraction * len(lineups)
+            count = min(len(lineups), int(share) + int(self.rng.random() < share - int(share)))
             baseline = tuple(random_key(r) for r in roles)
-            lineups = [baseline if self.rng.random() < mm.baseline_fraction else lu for lu in lineups]
+            lineups = [baseline] * count + lineups[count:]
         return lineups
 
     def on_request(self, state: _TrainerState, msg: dict[str, Any]) -> None:
