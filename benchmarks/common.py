@@ -81,6 +81,20 @@ def raw_steps_per_s(env_id: str, kwargs: dict, seconds: float = 5.0) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def raw_steps_per_s_concurrent(env_id: str, kwargs: dict, processes: int, seconds: float = 5.0) -> float:
+    """Mean per-process raw rate with `processes` copies of the raw loop running at once.
+
+    This is the raw rate under the same load as the trainers see: a 3-rank job puts two trainers
+    (and a mostly idle server) on this machine's two cores.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes) as pool:
+        rates = pool.starmap(raw_steps_per_s, [(env_id, kwargs, seconds)] * processes)
+    return sum(rates) / len(rates)
+
+
 def save(table: pd.DataFrame, name: str, notes: str) -> None:
     """Print the table and save it as CSV and Markdown under benchmarks/results/."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,14 @@
 """Load run files into pandas DataFrames, read stored policy weights, and summarise a run.
 
->>> run = load_run("runs/connect_four.h5")
->>> run.train.groupby("policy_id").episode_return_mean.last()
->>> summarize(run)
+Example::
+
+    run = load_run("runs/connect_four.h5")
+    run.train.groupby("policy_id").episode_return_mean.last()
+    summarize(run)
 
 Only committed rows are read (see :mod:`mpimarl.record.schema`), so a file whose writer was killed
-mid-append loads cleanly. The loader never holds the file open after it returns.
+mid-append loads cleanly. A file that a running recorder holds is refused (RunFileError) rather
+than read half-updated. The loader never holds the file open after it returns.
 """
 
 from __future__ import annotations
@@ -156,15 +159,23 @@ def _opened(path: Path) -> Iterator[h5py.File]:
     if not is_hdf5:
         raise RunFileError(f"run file {path} is not an HDF5 file (is it a run file of mpimarl?)")
     try:
-        # No file lock, so a run can be loaded while rank 0 is still writing it. Reading a live
-        # file can still catch the writer mid-flush; that ends here as a RunFileError too.
-        with h5py.File(path, "r", locking=False) as f:
+        # The lock (as the recorder's, "best-effort" for file systems without flock) refuses a
+        # file that a live recorder holds: without SWMR, a reader racing the writer can see
+        # committed counts ahead of the rows they count.
+        f = h5py.File(path, "r", locking="best-effort")
+    except BlockingIOError:
+        raise RunFileError(
+            f"run file {path} is open for writing by another process (a run still going?); "
+            "load it once that process has ended"
+        ) from None
+    except OSError as exc:
+        raise RunFileError(f"run file {path} cannot be opened (truncated or corrupt?): {exc}") from exc
+    try:
+        with f:
             yield f
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         # h5py reports damaged files with any of these; RunFileError itself passes through.
-        raise RunFileError(
-            f"run file {path} cannot be read (truncated, corrupt, or caught mid-write?): {exc}"
-        ) from exc
+        raise RunFileError(f"run file {path} cannot be read (truncated or corrupt?): {exc}") from exc
 
 
 def _read_attrs(path: Path, f: h5py.File) -> dict[str, Any]:
@@ -174,18 +185,14 @@ def _read_attrs(path: Path, f: h5py.File) -> dict[str, Any]:
         try:
             json_keys = list(json.loads(_text(raw.pop(JSON_ATTRS_ATTR))))
         except (ValueError, TypeError):
-            raise RunFileError(
-                f"run file {path}: attribute {JSON_ATTRS_ATTR!r} is not a JSON list"
-            ) from None
+            raise RunFileError(f"run file {path}: attribute {JSON_ATTRS_ATTR!r} is not a JSON list") from None
     attrs: dict[str, Any] = {}
     for key, value in raw.items():
         if key in json_keys:
             try:
                 attrs[key] = json.loads(_text(value))
             except (ValueError, TypeError):
-                raise RunFileError(
-                    f"run file {path}: attribute {key!r} is not valid JSON"
-                ) from None
+                raise RunFileError(f"run file {path}: attribute {key!r} is not valid JSON") from None
         else:
             attrs[key] = _plain(value)
     return attrs
@@ -193,9 +200,7 @@ def _read_attrs(path: Path, f: h5py.File) -> dict[str, Any]:
 
 def _check_schema(path: Path, attrs: dict[str, Any]) -> None:
     if "schema_version" not in attrs:
-        raise RunFileError(
-            f"{path} is not an mpimarl run file (it has no 'schema_version' attribute)"
-        )
+        raise RunFileError(f"{path} is not an mpimarl run file (it has no 'schema_version' attribute)")
     version = attrs["schema_version"]
     if isinstance(version, bool) or not isinstance(version, int):
         raise RunFileError(f"run file {path}: schema_version {version!r} is not an integer")
@@ -205,19 +210,14 @@ def _check_schema(path: Path, attrs: dict[str, Any]) -> None:
             f"{SCHEMA_VERSION} this mpimarl reads; upgrade mpimarl to load it"
         )
     if version < 1:
-        raise RunFileError(
-            f"run file {path}: schema version {version} is not supported "
-            f"(expected {SCHEMA_VERSION})"
-        )
+        raise RunFileError(f"run file {path}: schema version {version} is not supported (expected {SCHEMA_VERSION})")
 
 
 def _read_table(path: Path, f: h5py.File, table: str) -> pd.DataFrame:
     """The committed rows of ``table`` as a DataFrame, text columns decoded to str."""
     ds = f.get(f"{TABLES_GROUP}/{table}")
     if not isinstance(ds, h5py.Dataset):
-        raise RunFileError(
-            f"run file {path} has no table /{TABLES_GROUP}/{table} (wrong schema or truncated)"
-        )
+        raise RunFileError(f"run file {path} has no table /{TABLES_GROUP}/{table} (wrong schema or truncated)")
     expected = table_dtype(table)
     stored = ds.dtype.names or ()
     if stored != expected.names:
@@ -239,9 +239,7 @@ def _read_table(path: Path, f: h5py.File, table: str) -> pd.DataFrame:
     data = ds[:committed] if committed else np.zeros(0, dtype=ds.dtype)
     frame = pd.DataFrame(
         {
-            col.name: _decode(data[col.name])
-            if col.is_text
-            else data[col.name].astype(col.dtype.newbyteorder("="))
+            col.name: _decode(data[col.name]) if col.is_text else data[col.name].astype(col.dtype.newbyteorder("="))
             for col in columns(table)
         }
     )
@@ -297,14 +295,8 @@ def summarize(run: Run) -> pd.DataFrame:
         p_train = train[train.policy_id == policy_id]
         p_pool = pool[pool.policy_id == policy_id]
         p_ratings = ratings[ratings.policy_id == policy_id]
-        role = next(
-            (frame.role.iloc[-1] for frame in (p_pool, p_train, p_ratings) if len(frame)), ""
-        )
-        version = (
-            p_pool.version.max()
-            if len(p_pool)
-            else (p_train.version.max() if len(p_train) else np.nan)
-        )
+        role = next((frame.role.iloc[-1] for frame in (p_pool, p_train, p_ratings) if len(frame)), "")
+        version = p_pool.version.max() if len(p_pool) else (p_train.version.max() if len(p_train) else np.nan)
         if len(p_pool):
             env_steps = p_pool.env_steps.max()
         else:
@@ -331,9 +323,7 @@ def _win_rate_vs_random(matches: pd.DataFrame, policy_id: str) -> tuple[float, i
     opponents_random = matches.opponent_id.map(
         lambda opp: all(seat == RANDOM_BASELINE for seat in opp.split("+"))
     ).astype(bool)
-    evals = matches[
-        (matches.kind == "evaluation") & (matches.policy_id == policy_id) & opponents_random
-    ]
+    evals = matches[(matches.kind == "evaluation") & (matches.policy_id == policy_id) & opponents_random]
     if evals.empty:
         return np.nan, 0
     evals = evals[evals.version == evals.version.max()]

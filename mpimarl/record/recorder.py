@@ -4,7 +4,8 @@ Crash consistency: every :meth:`RunRecorder.append` writes its rows, flushes the
 the table's ``committed`` attribute in place and flushes again. A writer killed at any point leaves
 rows ``[0, committed)`` whole; rows past ``committed`` are debris that readers ignore and a later
 append overwrites. Weight snapshots follow the same rule with a ``complete`` attribute written last.
-The file is opened without an HDF5 file lock (see ``__init__``), so it can be read while it grows.
+While the recorder is open it holds the HDF5 file lock, so :func:`mpimarl.analysis.load_run` refuses
+the file instead of reading it half-updated; a killed writer's lock goes with its process.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import h5py
 import numpy as np
@@ -59,14 +60,13 @@ class RunRecorder:
         self._path = Path(path)
         encoded = {key: _encode_attr(key, value) for key, value in attrs.items()}
         if self._path.exists():
-            raise RunFileError(
-                f"run file {self._path} already exists; choose a new path or remove it"
-            )
+            raise RunFileError(f"run file {self._path} already exists; choose a new path or remove it")
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            # No HDF5 file lock: mode "x" already refuses an existing file, flock fails on some
-            # cluster file systems, and readers (load_run) open without a lock to watch a live run.
-            self._file = h5py.File(self._path, "x", locking=False)
+            # The HDF5 file lock keeps readers out while this process writes (a reader of a live,
+            # non-SWMR file can see half-updated metadata). "best-effort": cluster file systems
+            # without flock still work, unguarded.
+            self._file = h5py.File(self._path, "x", locking="best-effort")
         except OSError as exc:
             raise RunFileError(f"cannot create run file {self._path}: {_reason(exc)}") from None
         self._json_keys: list[str] = []
@@ -162,9 +162,7 @@ class RunRecorder:
         name = snapshot_name(int(version))
         if name in group:
             if group[name].attrs.get("complete", False):
-                raise ValueError(
-                    f"snapshot {policy_id!r} version {version} is already stored in {self._path}"
-                )
+                raise ValueError(f"snapshot {policy_id!r} version {version} is already stored in {self._path}")
             del group[name]  # debris of an interrupted save
         ds = group.create_dataset(name, data=np.ascontiguousarray(weights, dtype=np.float32))
         self._file.flush()
@@ -215,7 +213,7 @@ class RunRecorder:
         self._closed = True
         self._file.close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> RunRecorder:
         return self
 
     def __exit__(
@@ -256,12 +254,7 @@ def _encode_attr(key: str, value: Any) -> tuple[Any, bool]:
 
 
 def _check_policy_id(policy_id: str) -> None:
-    if (
-        not isinstance(policy_id, str)
-        or not policy_id
-        or "/" in policy_id
-        or policy_id in {".", ".."}
-    ):
+    if not isinstance(policy_id, str) or not policy_id or "/" in policy_id or policy_id in {".", ".."}:
         raise ValueError(f"policy id must be a non-empty string without '/', got {policy_id!r}")
     if len(policy_id.encode("utf-8")) > ID_BYTES:
         raise ValueError(f"policy id {policy_id!r} is longer than {ID_BYTES} UTF-8 bytes")

@@ -91,9 +91,7 @@ def _time() -> Column:
 
 
 def _generation() -> Column:
-    return Column(
-        "generation", _I8, "server generation (sync schedule round) when the row was made"
-    )
+    return Column("generation", _I8, "server generation (sync schedule round) when the row was made")
 
 
 TABLES: dict[str, tuple[Column, ...]] = {
@@ -109,8 +107,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column(
             "episode_return_mean",
             _F8,
-            "mean return of the learner's agents over episodes finished in this update "
-            "(NaN if none)",
+            "mean return of the learner's agents over episodes finished in this update (NaN if none)",
         ),
         Column(
             "episode_length_mean",
@@ -122,9 +119,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("entropy", _F8, "mean policy entropy"),
         Column("approx_kl", _F8, "approximate KL divergence between the old and new policy"),
         Column("clip_fraction", _F8, "fraction of samples whose probability ratio was clipped"),
-        Column(
-            "explained_variance", _F8, "explained variance of the value function on the returns"
-        ),
+        Column("explained_variance", _F8, "explained variance of the value function on the returns"),
         Column("learning_rate", _F8, "learning rate used by the update"),
         Column("steps_per_s", _F8, "environment steps per second of this trainer"),
         Column("wait_s", _F8, "seconds the trainer waited on the server since its previous row"),
@@ -138,9 +133,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("version", _I8, "version of the policy on this side"),
         Column("role", _LABEL, "role of the policy on this side"),
         Column("opponent_id", _ID, "id of the other side's policy (several seats joined with '+')"),
-        Column(
-            "opponent_version", _I8, "version of the other side's policy (-1 for fixed baselines)"
-        ),
+        Column("opponent_version", _I8, "version of the other side's policy (-1 for fixed baselines)"),
         Column("opponent_role", _LABEL, "role of the other side (several seats joined with '+')"),
         Column("episodes", _I8, "episodes played"),
         Column("wins", _I8, "episodes won by this side"),
@@ -229,8 +222,7 @@ def _cell(table: str, index: int, col: Column, value: Any) -> Any:
             raise ValueError(f"{where}: expected a string, got {value!r}")
         if len(data) > col.dtype.itemsize:
             raise ValueError(
-                f"{where}: {value!r} is {len(data)} UTF-8 bytes, "
-                f"longer than the column's {col.dtype.itemsize}"
+                f"{where}: {value!r} is {len(data)} UTF-8 bytes, longer than the column's {col.dtype.itemsize}"
             )
         return data
     try:

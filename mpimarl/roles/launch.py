@@ -79,6 +79,11 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
         comm.gather(MPI.Get_processor_name(), root=0)
     _agree(comm, error)
 
+    # Node-local rank (collective, so every rank takes part): trainers pick their GPU from it.
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    local_rank = local.Get_rank()
+    local.Free()
+
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGINT, _raise_interrupted)
     plan_comm = comm.Dup()
@@ -88,7 +93,7 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
             return _serve(ctx, comm, plan_comm, recorder, path)
         from mpimarl.roles.trainer import Trainer
 
-        Trainer(ctx, comm, plan_comm).run()
+        Trainer(ctx, comm, plan_comm, local_rank).run()
         return 0
     except BaseException as exc:  # noqa: BLE001 - any failure must end the whole job
         code = getattr(exc, "exit_code", 1)

@@ -28,6 +28,7 @@ from mpimarl.comm.channel import (
     send_json,
     send_weights,
 )
+from mpimarl.errors import ConfigError
 from mpimarl.league.outcomes import match_score
 from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles.context import RunContext
@@ -35,18 +36,14 @@ from mpimarl.rollout.runner import LEARNER, ActingPolicy, FinishedEpisode, Vecto
 from mpimarl.rollout.seating import Lineup, SeatedKey, seating, seats_of_role
 
 
-def select_device(comm: MPI.Comm, preference: str) -> torch.device:
+def select_device(local_rank: int, preference: str) -> torch.device:
     """The node-local rank picks a GPU when CUDA is present (round-robin over the node's GPUs)."""
     if preference == "cpu" or not torch.cuda.is_available():
         if preference == "cuda":
-            raise RuntimeError(f"rank {comm.Get_rank()}: trainer.device is 'cuda' but CUDA is not available")
+            raise ConfigError(f"trainer.device is 'cuda' but CUDA is not available on this node "
+                               f"(node-local rank {local_rank})")
         return torch.device("cpu")
-    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    try:
-        index = local.Get_rank() % torch.cuda.device_count()
-    finally:
-        local.Free()
-    return torch.device("cuda", index)
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 @dataclass
@@ -66,7 +63,7 @@ class _Tally:
 class Trainer:
     """The learning side of one rank."""
 
-    def __init__(self, ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm) -> None:
+    def __init__(self, ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, local_rank: int) -> None:
         cfg = ctx.config
         self.ctx = ctx
         self.comm = comm
@@ -78,7 +75,7 @@ class Trainer:
         self.rng = np.random.default_rng(self.seed)
         self.timeout = cfg.server.timeout_s
         torch.set_num_threads(cfg.trainer.torch_threads)
-        self.device = select_device(comm, cfg.trainer.device)
+        self.device = select_device(local_rank, cfg.trainer.device)
         self.shape = ctx.shape(self.role)
         self.learner = PPOLearner(self.shape, cfg.ppo, self.device, self.seed)
         self.matches = VectorMatches([ctx.factory() for _ in range(cfg.ppo.num_envs)], seed=self.seed)

@@ -154,3 +154,15 @@ def test_a_failing_trainer_ends_the_job_and_keeps_the_run_file(tmp_path: Path) -
     assert elapsed < 60
     run = load_run(tmp_path / "run.h5")
     assert len(run.train) > 0 and set(run.train["rank"]) >= {1}
+
+
+def test_cuda_requested_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
+    """trainer.device=cuda on a machine without CUDA names the setting and ends the job with code 2."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = run_mpi(3, ["train", str(CONFIGS / "cartpole.yaml"), "--run-dir", str(tmp_path), "trainer.device=cuda"],
+                  timeout=120)
+    assert out.returncode == 2
+    assert "trainer.device is 'cuda'" in out.stderr and "Traceback" not in out.stderr
