@@ -14,6 +14,7 @@ than read half-updated. The loader never holds the file open after it returns.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -144,6 +145,29 @@ def load_run(path: str | Path) -> Run:
 # -------------------------------------------------------------------- reading
 
 
+LOCK_WAIT_S = 5.0
+"""How long `load_run` waits for a writer's lock: an aborted job's rank 0 may take a moment to exit."""
+
+
+def _open_locked(path: Path) -> h5py.File:
+    # The lock (as the recorder's, "best-effort" for file systems without flock) refuses a file
+    # that a live recorder holds: without SWMR, a reader racing the writer can see committed counts
+    # ahead of the rows they count.
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return h5py.File(path, "r", locking="best-effort")
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise RunFileError(
+                    f"run file {path} is open for writing by another process (a run still going?); "
+                    "load it once that process has ended"
+                ) from None
+            time.sleep(0.1)
+        except OSError as exc:
+            raise RunFileError(f"run file {path} cannot be opened (truncated or corrupt?): {exc}") from exc
+
+
 @contextmanager
 def _opened(path: Path) -> Iterator[h5py.File]:
     """Open ``path`` read-only for the ``with`` block; every way opening or reading it can fail
@@ -158,18 +182,7 @@ def _opened(path: Path) -> Iterator[h5py.File]:
         raise RunFileError(f"run file {path} cannot be read: {exc.strerror or exc}") from None
     if not is_hdf5:
         raise RunFileError(f"run file {path} is not an HDF5 file (is it a run file of mpimarl?)")
-    try:
-        # The lock (as the recorder's, "best-effort" for file systems without flock) refuses a
-        # file that a live recorder holds: without SWMR, a reader racing the writer can see
-        # committed counts ahead of the rows they count.
-        f = h5py.File(path, "r", locking="best-effort")
-    except BlockingIOError:
-        raise RunFileError(
-            f"run file {path} is open for writing by another process (a run still going?); "
-            "load it once that process has ended"
-        ) from None
-    except OSError as exc:
-        raise RunFileError(f"run file {path} cannot be opened (truncated or corrupt?): {exc}") from exc
+    f = _open_locked(path)
     try:
         with f:
             yield f

@@ -33,6 +33,25 @@ def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(f"received signal {signal.Signals(signum).name}")
 
 
+class PeerFailed(Exception):
+    """Another rank reported a failure; the server ends the job after closing the run file."""
+
+
+def _tell_server(comm: Any, rank: int, exc: BaseException) -> None:
+    """Let rank 0 record the failure and close the run file before the job is aborted.
+
+    The message is tiny (sent eagerly); then wait briefly for the server's own abort, which also
+    ends this rank. If the server does not react, this rank aborts the job itself.
+    """
+    from mpimarl.comm.channel import SERVER_RANK, Tag, send_json
+
+    try:
+        send_json(comm, {"rank": rank, "error": f"{type(exc).__name__}: {exc}"}, SERVER_RANK, Tag.FAILED)
+        time.sleep(2.0)
+    except Exception:  # noqa: BLE001 - already failing; the abort below ends the job regardless
+        pass
+
+
 def default_run_dir(config: RunConfig) -> Path:
     """runs/<name>-<UTC time> (a new folder per run)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -97,7 +116,7 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
         return 0
     except BaseException as exc:  # noqa: BLE001 - any failure must end the whole job
         code = getattr(exc, "exit_code", 1)
-        if isinstance(exc, (MpimarlError, Interrupted)):
+        if isinstance(exc, (MpimarlError, Interrupted, PeerFailed)):
             print(f"mpimarl: rank {rank}: {exc}", file=sys.stderr, flush=True)
         else:
             print(f"mpimarl: rank {rank} failed; ending the job:", file=sys.stderr)
@@ -105,6 +124,8 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
             sys.stderr.flush()
         if recorder is not None:
             _close_after_failure(recorder, exc)
+        elif rank != 0 and not isinstance(exc, PeerFailed):
+            _tell_server(comm, rank, exc)
         comm.Abort(code)
         return code
 

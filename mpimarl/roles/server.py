@@ -26,6 +26,7 @@ from mpimarl.league.outcomes import match_score, tally
 from mpimarl.league.pool import RANDOM_KEY, PolicyPool, Snapshot, SnapshotKey
 from mpimarl.record.recorder import RunRecorder
 from mpimarl.roles.context import RunContext
+from mpimarl.roles.launch import PeerFailed
 from mpimarl.roles.progress import Progress
 from mpimarl.rollout.evaluate import EpisodeResults, play_episodes
 from mpimarl.rollout.runner import ActingPolicy, VectorMatches
@@ -180,6 +181,7 @@ class Server:
             Tag.TRAIN_STATS: self.on_train_stats,
             Tag.MATCH_RESULTS: self.on_match_results,
             Tag.DONE: self.on_done,
+            Tag.FAILED: self.on_failed,
         }
         if tag not in handlers:
             name = Tag(tag).name if tag in Tag._value2member_map_ else str(tag)
@@ -327,6 +329,10 @@ class Server:
         else:
             for learner_key, opponent, score in outcomes:
                 self.matchmaker.record_result(learner_key, opponent, score)
+
+    def on_failed(self, state: _TrainerState, msg: dict[str, Any]) -> None:
+        """A trainer hit an error: end the job (the caller closes the run file first)."""
+        raise PeerFailed(f"trainer rank {state.rank} ({state.policy_id}) failed: {msg.get('error')}")
 
     def on_done(self, state: _TrainerState, msg: dict[str, Any]) -> None:
         """A trainer finished its budget; in sync mode the last one triggers the stop plan."""

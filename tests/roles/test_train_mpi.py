@@ -154,6 +154,9 @@ def test_a_failing_trainer_ends_the_job_and_keeps_the_run_file(tmp_path: Path) -
     assert elapsed < 60
     run = load_run(tmp_path / "run.h5")
     assert len(run.train) > 0 and set(run.train["rank"]) >= {1}
+    # Rank 0 learned of the failure, recorded it and closed the file before the job ended.
+    assert "injected failure on rank 2" in run.attrs["failure"]
+    assert run.attrs["finished"] is False
 
 
 def test_cuda_requested_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
