@@ -36,6 +36,10 @@ def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
 class PeerFailed(Exception):
     """Another rank reported a failure; the server ends the job after closing the run file."""
 
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
 
 def _tell_server(comm: Any, rank: int, exc: BaseException) -> None:
     """Let rank 0 record the failure and close the run file before the job is aborted.
@@ -46,7 +50,8 @@ def _tell_server(comm: Any, rank: int, exc: BaseException) -> None:
     from mpimarl.comm.channel import SERVER_RANK, Tag, send_json
 
     try:
-        send_json(comm, {"rank": rank, "error": f"{type(exc).__name__}: {exc}"}, SERVER_RANK, Tag.FAILED)
+        report = {"rank": rank, "error": f"{type(exc).__name__}: {exc}", "code": getattr(exc, "exit_code", 1)}
+        send_json(comm, report, SERVER_RANK, Tag.FAILED)
         time.sleep(2.0)
     except Exception:  # noqa: BLE001 - already failing; the abort below ends the job regardless
         pass

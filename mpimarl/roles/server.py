@@ -332,7 +332,8 @@ class Server:
 
     def on_failed(self, state: _TrainerState, msg: dict[str, Any]) -> None:
         """A trainer hit an error: end the job (the caller closes the run file first)."""
-        raise PeerFailed(f"trainer rank {state.rank} ({state.policy_id}) failed: {msg.get('error')}")
+        raise PeerFailed(f"trainer rank {state.rank} ({state.policy_id}) failed: {msg.get('error')}",
+                         int(msg.get("code", 1)))
 
     def on_done(self, state: _TrainerState, msg: dict[str, Any]) -> None:
         """A trainer finished its budget; in sync mode the last one triggers the stop plan."""
