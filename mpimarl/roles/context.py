@@ -84,5 +84,9 @@ class RunContext:
         return max(0, min(sched.steps_per_generation, sched.total_steps - done))
 
     def rank_seed(self, rank: int) -> int:
-        """A seed per rank derived from the root seed."""
-        return self.config.seed * 10_007 + rank * 101
+        """A seed per rank derived from the root seed.
+
+        Ranks' seeds lie a million apart, so the consecutive episode seeds each rank draws from its
+        own (seed + episode count) never overlap another rank's within a run.
+        """
+        return (self.config.seed * 7_919 + rank) * 1_000_003

@@ -382,7 +382,7 @@ class Server:
         ev = self.cfg.evaluation
         own_seat = seats_of_role(self.ctx.spec, snap.role)[0]
         roles = other_seat_roles(self.ctx.spec, own_seat)
-        plan = _EvalPlan(SeatedKey(key, snap.role), seed_base=1_000_000 + 10_000 * len(self.pool))
+        plan = _EvalPlan(SeatedKey(key, snap.role), seed_base=self.ctx.rank_seed(0) + 10_000 * len(self.pool))
         if self.cfg.task.kind == "competitive":
             if ev.baseline_episodes:
                 plan.opponents.append(tuple(random_key(r) for r in roles))

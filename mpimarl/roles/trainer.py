@@ -72,7 +72,6 @@ class Trainer:
         self.role = ctx.trainer_role(self.rank)
         self.policy_id = ctx.policy_id(self.rank)
         self.seed = ctx.rank_seed(self.rank)
-        self.rng = np.random.default_rng(self.seed)
         self.timeout = cfg.server.timeout_s
         torch.set_num_threads(cfg.trainer.torch_threads)
         self.device = select_device(local_rank, cfg.trainer.device)
@@ -177,7 +176,7 @@ class Trainer:
             if not plan.get("stop"):
                 raise RuntimeError(f"rank {self.rank}: expected the server's stop plan after the last generation")
 
-    def _policies(self, lineups: list[Lineup]) -> dict[Hashable, ActingPolicy]:
+    def _policies(self) -> dict[Hashable, ActingPolicy]:
         policies: dict[Hashable, ActingPolicy] = {("random", r): p for r, p in self.randoms.items()}
         policies.update(self.cache)
         return policies
@@ -194,7 +193,7 @@ class Trainer:
     def play(self, lineups: list[Lineup], budget: int) -> dict[int, _Tally]:
         """Play and learn for `budget` environment steps against `lineups`."""
         matches = self.matches
-        policies = self._policies(lineups)
+        policies = self._policies()
         # Copies still playing a match whose opponents left the cache are cut (with bootstrapping).
         for i, slot in enumerate(matches.slots):
             if slot is not None and any(k != LEARNER and k not in policies for k in slot.seating.values()):
