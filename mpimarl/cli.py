@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("summary", help="print a run file's per-policy summary")
     r.add_argument("run", help="path to run.h5")
+
+    f = sub.add_parser("report", help="draw a run file's figures (learning curves, Elo, match-ups) as PNGs")
+    f.add_argument("run", help="path to run.h5")
+    f.add_argument("--out", help="folder for the PNG files (default: the run file's folder)")
     return p
 
 
@@ -98,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             return _envs()
         if args.command == "summary":
             return _summary(args.run)
+        if args.command == "report":
+            from mpimarl.report import main as report
+
+            return report([args.run, *(["--out", args.out] if args.out else [])])
     except MpimarlError as exc:
         print(f"mpimarl: error: {exc}", file=sys.stderr)
         return exc.exit_code

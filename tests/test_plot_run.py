@@ -116,7 +116,7 @@ def test_missing_run_file_exits_2_naming_it(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-run.h5"
     result = _plot(str(missing))
     assert result.returncode == 2
-    assert result.stderr.startswith("plot_run: error:")
+    assert result.stderr.startswith("mpimarl report: error:")
     assert str(missing) in result.stderr
     assert "Traceback" not in result.stderr
 
