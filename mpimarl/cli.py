@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="folder for run.h5 (default: a new folder under runs/)")
     t.add_argument("--steps", type=int, help="environment steps per trainer (schedule.total_steps)")
     t.add_argument("--seed", type=int, help="root seed (seed)")
+    t.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
+                   help="rank 0's progress display: a bar, or plain periodic lines (for logs); auto picks the "
+                   "bar when stderr is a terminal, which mpiexec's piped output never is")
 
     c = sub.add_parser("check", help="validate a config and its environment without MPI")
     c.add_argument("config", help="YAML config file")
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from mpimarl.roles.launch import train
 
-            return train(args.config, args.overrides, args.run_dir, args.steps, args.seed)
+            return train(args.config, args.overrides, args.run_dir, args.steps, args.seed, args.progress)
         if args.command == "check":
             return _check(args.config, args.overrides, args.episodes)
         if args.command == "envs":

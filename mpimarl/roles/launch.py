@@ -73,7 +73,7 @@ def _agree(comm: Any, error: BaseException | None) -> None:
 
 
 def train(config_path: str, overrides: list[str], run_dir: str | None, steps: int | None,
-          seed: int | None) -> int:
+          seed: int | None, progress: str = "auto") -> int:
     """Entry point of `mpimarl train` on every rank; returns the process exit code."""
     from mpi4py import MPI
 
@@ -114,7 +114,7 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     try:
         if rank == 0:
             assert recorder is not None and path is not None
-            return _serve(ctx, comm, plan_comm, recorder, path)
+            return _serve(ctx, comm, plan_comm, recorder, path, progress)
         from mpimarl.roles.trainer import Trainer
 
         Trainer(ctx, comm, plan_comm, local_rank).run()
@@ -163,7 +163,7 @@ def _create_recorder(ctx: Any, comm: Any, run_dir: str | None) -> tuple[Any, Pat
     return recorder, path
 
 
-def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path) -> int:
+def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progress_mode: str) -> int:
     from mpimarl.roles.progress import Progress
     from mpimarl.roles.server import Server
 
@@ -171,7 +171,8 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path) -> in
     print(f"mpimarl {__version__}: {cfg.name} on {comm.Get_size()} ranks "
           f"({ctx.num_trainers} trainers: {', '.join(ctx.policy_id(r) for r in range(1, comm.Get_size()))}); "
           f"{cfg.schedule.mode} schedule, matchmaking {cfg.matchmaking.strategy}; run file {path}", flush=True)
-    progress = Progress(cfg.schedule.total_steps * ctx.num_trainers, cfg.server.progress_interval_s)
+    bar = {"auto": None, "bar": True, "lines": False}[progress_mode]
+    progress = Progress(cfg.schedule.total_steps * ctx.num_trainers, cfg.server.progress_interval_s, bar=bar)
     server = Server(ctx, comm, plan_comm, recorder, progress)
     started = time.monotonic()
     summary = server.run()
