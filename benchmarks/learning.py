@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated config names")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step budget")
     parser.add_argument("--episodes", type=int, default=400, help="evaluation episodes per final snapshot")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides for every case")
     args = parser.parse_args()
     torch.set_num_threads(1)
     wanted = set(args.only.split(",")) if args.only else None
@@ -139,7 +140,7 @@ def main() -> None:
             continue
         steps = int(case.steps * args.scale)
         with tempfile.TemporaryDirectory() as tmp:
-            wall = train(f"{case.config}.yaml", Path(tmp), ["--steps", str(steps), *case.overrides])
+            wall = train(f"{case.config}.yaml", Path(tmp), ["--steps", str(steps), *case.overrides, *args.overrides])
             run = load_run(Path(tmp) / "run.h5")
             results = evaluate(case, run, args.episodes)
             reached = time_to_target(run, 0.95) if case.config == "connect_four_league" else float("nan")
@@ -150,7 +151,8 @@ def main() -> None:
         print(f"{case.config}: done in {wall:.0f} s", flush=True)
     notes = ("value: final snapshot(s) evaluated on fresh seeds over --episodes episodes; 'sampled' acts as in "
              "training, 'greedy' takes the most likely action. wall_s includes start-up, evaluation and recording.")
-    save(pd.DataFrame(rows), "learning", notes)
+    name = "learning" if not (wanted or args.overrides or args.scale != 1.0) else "learning_partial"
+    save(pd.DataFrame(rows), name, notes)
 
 
 if __name__ == "__main__":
