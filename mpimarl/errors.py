@@ -28,3 +28,12 @@ class RunFileError(MpimarlError):
 
 class ProtocolError(RuntimeError):
     """A rank received a message it did not expect; this is a bug, not a user error."""
+
+
+class PeerFailed(RuntimeError):
+    """Another rank reported a failure; rank 0 ends the job (with that rank's exit code) after
+    closing the run file."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

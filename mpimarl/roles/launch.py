@@ -20,7 +20,7 @@ from typing import Any
 
 from mpimarl import __version__
 from mpimarl.config import RunConfig, config_to_dict, load_config
-from mpimarl.errors import MpimarlError
+from mpimarl.errors import MpimarlError, PeerFailed
 
 
 class Interrupted(Exception):
@@ -31,14 +31,6 @@ class Interrupted(Exception):
 
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(f"received signal {signal.Signals(signum).name}")
-
-
-class PeerFailed(Exception):
-    """Another rank reported a failure; the server ends the job after closing the run file."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def _tell_server(comm: Any, rank: int, exc: BaseException) -> None:

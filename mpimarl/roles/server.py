@@ -19,14 +19,13 @@ from mpi4py import MPI
 
 from mpimarl.algos.networks import FrozenPolicy, RandomPolicy
 from mpimarl.comm.channel import Deadline, Tag, bcast_json, recv_json_now, recv_weights, send_json, send_weights
-from mpimarl.errors import ProtocolError
+from mpimarl.errors import PeerFailed, ProtocolError
 from mpimarl.league.elo import EloTable
 from mpimarl.league.matchmaking import make_matchmaker
 from mpimarl.league.outcomes import match_score, tally
 from mpimarl.league.pool import RANDOM_KEY, PolicyPool, Snapshot, SnapshotKey
 from mpimarl.record.recorder import RunRecorder
 from mpimarl.roles.context import RunContext
-from mpimarl.roles.launch import PeerFailed
 from mpimarl.roles.progress import Progress
 from mpimarl.rollout.evaluate import EpisodeResults, play_episodes
 from mpimarl.rollout.runner import ActingPolicy, VectorMatches
