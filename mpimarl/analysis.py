@@ -343,3 +343,11 @@ def _win_rate_vs_random(matches: pd.DataFrame, policy_id: str) -> tuple[float, i
     evals = evals[evals.generation == evals.generation.max()]
     episodes = int(evals.episodes.sum())
     return (float(evals.wins.sum()) / episodes if episodes else np.nan), episodes
+
+
+def summary_text(run: Run) -> str:
+    """What the CLI prints for a run: its row counts and one `summarize` line per policy."""
+    header = (f"Run file: {run.path} ({len(run.train)} train rows, {len(run.matches)} matches rows, "
+              f"{len(run.ratings)} ratings rows, {len(run.pool)} snapshots)")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        return header + "\n" + summarize(run).to_string()

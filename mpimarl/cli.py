@@ -73,13 +73,9 @@ def _envs() -> int:
 
 
 def _summary(path: str) -> int:
-    import pandas as pd
+    from mpimarl.analysis import load_run, summary_text
 
-    from mpimarl.analysis import load_run, summarize
-
-    run = load_run(path)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(summarize(run).to_string())
+    print(summary_text(load_run(path)))
     return 0
 
 

@@ -9,7 +9,6 @@ file, so nothing recorded is lost).
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
@@ -147,10 +146,8 @@ def _create_recorder(ctx: Any, comm: Any, run_dir: str | None) -> tuple[Any, Pat
                   for r in cfg.role_names},
         "env_api": ctx.spec.api,
         "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
-        "mpimarl_version": __version__,
         "finished": False,
     }
-    attrs.pop("mpimarl_version")  # the recorder writes it itself
     recorder = RunRecorder(path, attrs)
     return recorder, path
 
@@ -186,19 +183,6 @@ def _close_after_failure(recorder: Any, exc: BaseException) -> None:
 
 def _print_summary(path: Path) -> None:
     """Read the run back with pandas (as a user would) and print one line per policy."""
-    import pandas as pd
+    from mpimarl.analysis import load_run, summary_text
 
-    from mpimarl.analysis import load_run, summarize
-
-    run = load_run(path)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(f"\nRun file: {path} ({len(run.train)} train rows, {len(run.matches)} matches rows, "
-              f"{len(run.ratings)} ratings rows, {len(run.pool)} snapshots)")
-        print(summarize(run).to_string())
-    sys.stdout.flush()
-
-
-def describe_config(config: RunConfig) -> str:
-    """The resolved config as indented JSON (for `mpimarl check`)."""
-    return json.dumps(config_to_dict(config), indent=2)
-
+    print("\n" + summary_text(load_run(path)), flush=True)
