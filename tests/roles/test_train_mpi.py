@@ -169,3 +169,32 @@ def test_cuda_requested_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
                   timeout=120)
     assert out.returncode == 2
     assert "trainer.device is 'cuda'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sigterm_ends_the_job_and_records_why(tmp_path: Path) -> None:
+    """SIGTERM to mpiexec (a SLURM time limit, a Ctrl-C) ends every rank; the run file says why."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, mpiexec
+
+    cmd = [mpiexec(), "-n", "3", sys.executable, "-m", "mpimarl", "train", str(CONFIGS / "cartpole.yaml"),
+           "--run-dir", str(tmp_path), "--steps", "10000000"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        assert proc.stdout is not None
+        header = proc.stdout.readline()  # rank 0 prints this once the run file exists
+        assert "run file" in header
+        time.sleep(4)  # let a few PPO updates land in the file
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    run = load_run(tmp_path / "run.h5")
+    assert "SIGTERM" in run.attrs["failure"] and run.attrs["finished"] is False
+    assert len(run.train) > 0
