@@ -29,11 +29,11 @@ from mpimarl.comm.channel import (
     send_weights,
 )
 from mpimarl.errors import ConfigError
-from mpimarl.league.outcomes import match_score
+from mpimarl.league.outcomes import match_score, tally
 from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles.context import RunContext
 from mpimarl.rollout.runner import LEARNER, ActingPolicy, FinishedEpisode, VectorMatches
-from mpimarl.rollout.seating import Lineup, SeatedKey, seating, seats_of_role
+from mpimarl.rollout.seating import Lineup, SeatedKey, policy_key, random_key, seating, seats_of_role
 
 
 def select_device(local_rank: int, preference: str) -> torch.device:
@@ -51,9 +51,6 @@ class _Tally:
     """Training outcomes against one line-up during one generation."""
 
     episodes: int = 0
-    wins: int = 0
-    draws: int = 0
-    losses: int = 0
     own_return: float = 0.0
     other_return: float = 0.0
     length: float = 0.0
@@ -177,7 +174,7 @@ class Trainer:
                 raise RuntimeError(f"rank {self.rank}: expected the server's stop plan after the last generation")
 
     def _policies(self) -> dict[Hashable, ActingPolicy]:
-        policies: dict[Hashable, ActingPolicy] = {("random", r): p for r, p in self.randoms.items()}
+        policies: dict[Hashable, ActingPolicy] = {policy_key(random_key(r)): p for r, p in self.randoms.items()}
         policies.update(self.cache)
         return policies
 
@@ -219,10 +216,8 @@ class Trainer:
         return tallies
 
     def _account(self, ep: FinishedEpisode, tallies: dict[int, _Tally], competitive: bool, margin: float) -> None:
-        own = [r for a, r in ep.returns.items() if ep.seating[a] == LEARNER]
-        other = [r for a, r in ep.returns.items() if ep.seating[a] != LEARNER]
-        own_mean = float(np.mean(own))
-        other_mean = float(np.mean(other)) if other else float("nan")
+        own_mean, other_mean = ep.side_returns(LEARNER)
+        has_other = not np.isnan(other_mean)
         self._returns.append(own_mean)
         self._lengths.append(ep.length)
         self._episodes += 1
@@ -231,14 +226,10 @@ class Trainer:
         t = tallies.setdefault(ep.tag, _Tally())
         t.episodes += 1
         t.own_return += own_mean
-        t.other_return += other_mean if other else 0.0
+        t.other_return += other_mean if has_other else 0.0
         t.length += ep.length
-        if competitive and other:
-            score = match_score(own_mean, other_mean, margin)
-            t.scores.append(score)
-            t.wins += score == 1.0
-            t.draws += score == 0.5
-            t.losses += score == 0.0
+        if competitive and has_other:
+            t.scores.append(match_score(own_mean, other_mean, margin))
 
     def send_train_row(self, stats: UpdateStats) -> None:
         """One row of the train table for the update just made."""
@@ -276,12 +267,13 @@ class Trainer:
         rows = []
         for index, t in sorted(tallies.items()):
             lineup = lineups[index] if lineups else ()
+            wins, draws, losses = tally(t.scores)
             rows.append({
                 "opponents": [item.to_json() for item in lineup],
                 "episodes": t.episodes,
-                "wins": t.wins,
-                "draws": t.draws,
-                "losses": t.losses,
+                "wins": wins,
+                "draws": draws,
+                "losses": losses,
                 "return_mean": t.own_return / t.episodes,
                 "opponent_return_mean": t.other_return / t.episodes if lineup else None,
                 "length_mean": t.length / t.episodes,

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Generator, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from mpimarl.envs.spec import EnvSpec
 from mpimarl.rollout.runner import ActingPolicy, VectorMatches
 from mpimarl.rollout.seating import SeatedKey, seating, seats_of_role
@@ -54,9 +52,7 @@ def play_episodes(matches: VectorMatches, spec: EnvSpec, own: ActingPolicy, own_
         launch(i)
     while matches.num_active:
         for ep in matches.tick(table):
-            mine = [r for a, r in ep.returns.items() if ep.seating[a] == OWN]
-            others = [r for a, r in ep.returns.items() if ep.seating[a] != OWN]
-            results[ep.tag] = (float(np.mean(mine)), float(np.mean(others)) if others else float("nan"), ep.length)
+            results[ep.tag] = (*ep.side_returns(OWN), ep.length)
             if next_episode < len(seeds):
                 launch(ep.env_index)
         yield

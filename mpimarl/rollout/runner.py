@@ -38,6 +38,12 @@ class FinishedEpisode:
     returns: dict[str, float]
     length: int
 
+    def side_returns(self, key: Hashable) -> tuple[float, float]:
+        """Mean per-agent return of the agents `key` controls, and of everyone else (NaN if nobody)."""
+        own = [r for a, r in self.returns.items() if self.seating[a] == key]
+        other = [r for a, r in self.returns.items() if self.seating[a] != key]
+        return float(np.mean(own)), float(np.mean(other)) if other else float("nan")
+
 
 @dataclass
 class _Slot:
