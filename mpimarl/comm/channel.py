@@ -34,6 +34,11 @@ class Tag(IntEnum):
     FAILED = 8  # any -> server: a rank hit an error and is about to abort the job (JSON message)
 
 
+def tag_name(tag: int) -> str:
+    """The Tag's name, or the raw number for a tag mpimarl does not define."""
+    return Tag(tag).name if tag in Tag._value2member_map_ else str(tag)
+
+
 class Deadline:
     """A wall-clock budget for one wait, with a message for when it runs out."""
 
@@ -91,10 +96,9 @@ def check_tag(comm: MPI.Comm, status: MPI.Status, expected: Tag) -> None:
     """Raise ProtocolError naming the ranks and both tags when a message is not the one expected."""
     tag = status.Get_tag()
     if tag != expected:
-        got = Tag(tag).name if tag in Tag._value2member_map_ else str(tag)
         raise ProtocolError(
             f"rank {comm.Get_rank()} expected {expected.name} from rank {status.Get_source()} "
-            f"but received {got}"
+            f"but received {tag_name(tag)}"
         )
 
 

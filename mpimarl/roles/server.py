@@ -18,7 +18,16 @@ import torch
 from mpi4py import MPI
 
 from mpimarl.algos.networks import FrozenPolicy, RandomPolicy
-from mpimarl.comm.channel import Deadline, Tag, bcast_json, recv_json_now, recv_weights, send_json, send_weights
+from mpimarl.comm.channel import (
+    Deadline,
+    Tag,
+    bcast_json,
+    recv_json_now,
+    recv_weights,
+    send_json,
+    send_weights,
+    tag_name,
+)
 from mpimarl.errors import PeerFailed, ProtocolError
 from mpimarl.league.elo import EloTable
 from mpimarl.league.matchmaking import make_matchmaker
@@ -65,6 +74,11 @@ class _EvalPlan:
     def seeds(self, n: int) -> list[int]:
         """Episode seeds shared by every match of this plan."""
         return [self.seed_base + i for i in range(n)]
+
+
+def _seated(drawn: list[tuple[SnapshotKey, ...]], roles: list[str]) -> list[Lineup]:
+    """A matchmaker's key line-ups with the role of each seat attached."""
+    return [tuple(SeatedKey(k, r) for k, r in zip(lineup, roles)) for lineup in drawn]
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
@@ -183,9 +197,9 @@ class Server:
             Tag.FAILED: self.on_failed,
         }
         if tag not in handlers:
-            name = Tag(tag).name if tag in Tag._value2member_map_ else str(tag)
             raise ProtocolError(
-                f"server expected one of {[t.name for t in handlers]} from rank {source} but received {name}"
+                f"server expected one of {[t.name for t in handlers]} from rank {source} "
+                f"but received {tag_name(tag)}"
             )
         msg = recv_json_now(self.comm, status)
         handlers[Tag(tag)](state, msg)
@@ -259,7 +273,7 @@ class Server:
         learner = self.pool.latest(state.policy_id).key
         mm = self.cfg.matchmaking
         drawn = self.matchmaker.lineups(self.pool, learner, state.role, roles, mm.lineups, self.rng)
-        lineups: list[Lineup] = [tuple(SeatedKey(k, r) for k, r in zip(lineup, roles)) for lineup in drawn]
+        lineups = _seated(drawn, roles)
         if mm.baseline_fraction > 0:
             # floor(n * fraction) line-ups for sure, one more with the leftover probability.
             share = mm.baseline_fraction * len(lineups)
@@ -388,13 +402,12 @@ class Server:
             if ev.pool_opponents and ev.pool_episodes:
                 drawn = self.eval_pool_sampler.lineups(self.pool, key, snap.role, roles, ev.pool_opponents,
                                                        self.eval_rng)
-                plan.opponents += [tuple(SeatedKey(k, r) for k, r in zip(lu, roles)) for lu in drawn
-                                   if any(k != key for k in lu)]
+                plan.opponents += [lu for lu in _seated(drawn, roles) if any(s.key != key for s in lu)]
         else:
             plan.partners = [()]
             if roles:
                 drawn = self.partner_sampler.lineups(self.pool, key, snap.role, roles, 1, self.eval_rng)
-                plan.partners = [tuple(SeatedKey(k, r) for k, r in zip(lu, roles)) for lu in drawn]
+                plan.partners = _seated(drawn, roles)
             plan.comparators = [random_key(snap.role)]
             others = [s.key for s in self.pool.snapshots(snap.role) if s.key != key]
             if others and ev.pool_opponents:
