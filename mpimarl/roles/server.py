@@ -269,7 +269,7 @@ class Server:
         own_seat = seats_of_role(self.ctx.spec, state.role)[0]
         roles = other_seat_roles(self.ctx.spec, own_seat)
         if not roles:
-            return []
+            return [()]  # one empty line-up: the learner's team fills every seat
         learner = self.pool.latest(state.policy_id).key
         mm = self.cfg.matchmaking
         drawn = self.matchmaker.lineups(self.pool, learner, state.role, roles, mm.lineups, self.rng)

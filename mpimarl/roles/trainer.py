@@ -182,10 +182,9 @@ class Trainer:
         """Start a new episode in copy `index` with the next line-up and the next own seat."""
         n = self._episode_counter
         self._episode_counter += 1
-        lineup_index = n % len(lineups) if lineups else 0
-        own_seat = self.own_seats[(n // max(1, len(lineups))) % len(self.own_seats)]
-        lineup = lineups[lineup_index] if lineups else ()
-        self.matches.start(index, seating(self.ctx.spec, own_seat, LEARNER, lineup), tag=lineup_index)
+        lineup_index = n % len(lineups)
+        own_seat = self.own_seats[(n // len(lineups)) % len(self.own_seats)]
+        self.matches.start(index, seating(self.ctx.spec, own_seat, LEARNER, lineups[lineup_index]), tag=lineup_index)
 
     def play(self, lineups: list[Lineup], budget: int) -> dict[int, _Tally]:
         """Play and learn for `budget` environment steps against `lineups`."""
@@ -266,7 +265,7 @@ class Trainer:
         """Training tallies per line-up, for the matches table and the matchmaker's quality scores."""
         rows = []
         for index, t in sorted(tallies.items()):
-            lineup = lineups[index] if lineups else ()
+            lineup = lineups[index]
             wins, draws, losses = tally(t.scores)
             rows.append({
                 "opponents": [item.to_json() for item in lineup],
