@@ -71,6 +71,12 @@ class Run:
     """One row per rating update."""
     pool: pd.DataFrame = field(repr=False)
     """One row per published policy snapshot."""
+    payoff: pd.DataFrame = field(repr=False)
+    """One row per payoff-table update (cumulative per pair; :meth:`payoff_table` keeps the last)."""
+    meta: pd.DataFrame = field(repr=False)
+    """Meta-strategy weights, Nash weights and Nash-averaged ratings, one row per snapshot and update."""
+    exploitability: pd.DataFrame = field(repr=False)
+    """Exact exploitability of latest policies and of the population mixture (OpenSpiel games)."""
 
     def weights(self, policy_id: str, version: int) -> np.ndarray:
         """The stored float32 weights of ``policy_id`` at ``version``.
@@ -217,6 +223,12 @@ def _check_schema(path: Path, attrs: dict[str, Any]) -> None:
     version = attrs["schema_version"]
     if isinstance(version, bool) or not isinstance(version, int):
         raise RunFileError(f"run file {path}: schema_version {version!r} is not an integer")
+    if version < SCHEMA_VERSION:
+        raise RunFileError(
+            f"run file {path} was written with schema version {version}, older than the version "
+            f"{SCHEMA_VERSION} this mpimarl reads (version 2 changed the text columns and added the "
+            "payoff, meta and exploitability tables); load it with mpimarl 0.1"
+        )
     if version > SCHEMA_VERSION:
         raise RunFileError(
             f"run file {path} was written with schema version {version}, newer than the version "
@@ -260,7 +272,7 @@ def _read_table(path: Path, f: h5py.File, table: str) -> pd.DataFrame:
 
 
 def _decode(values: np.ndarray) -> pd.Series:
-    return pd.Series([v.decode("utf-8", errors="replace") for v in values.tolist()], dtype="str")
+    return pd.Series([_text(v) for v in values.tolist()], dtype="str")
 
 
 def _text(value: Any) -> str:

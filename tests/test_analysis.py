@@ -31,7 +31,7 @@ def _train(policy_id: str, role: str, version: int, env_steps: int, ret: float |
 
 def _match(policy_id: str, version: int, opponent: str, generation: int, wins: int, episodes: int = 10) -> dict:
     return {
-        "time": float(generation), "generation": generation, "kind": "evaluation", "rank": 0,
+        "time": float(generation), "generation": generation, "kind": "evaluation", "matchmaker": "pool", "rank": 0,
         "policy_id": policy_id, "version": version, "role": "predator", "opponent_id": opponent,
         "opponent_version": -1, "opponent_role": "prey", "episodes": episodes, "wins": wins,
         "draws": 0, "losses": episodes - wins, "return_mean": 1.0, "opponent_return_mean": -1.0,
@@ -42,7 +42,7 @@ def _match(policy_id: str, version: int, opponent: str, generation: int, wins: i
 def _rating(policy_id: str, version: int, role: str, elo: float, generation: int) -> dict:
     return {
         "time": float(generation), "generation": generation, "policy_id": policy_id,
-        "version": version, "role": role, "elo": elo, "games": 20 * generation,
+        "version": version, "role": role, "elo": elo, "mu": 25.0, "sigma": 8.0, "games": 20 * generation,
     }  # fmt: skip
 
 

@@ -35,7 +35,7 @@ def _train(policy_id: str, version: int, step: int) -> dict:
 
 def _match(policy_id: str, version: int, opponent: str, opponent_version: int, wins: int, draws: int) -> dict:
     return {
-        "time": 10.0 * version + 5, "generation": version, "kind": "evaluation", "rank": 0,
+        "time": 10.0 * version + 5, "generation": version, "kind": "evaluation", "matchmaker": "pool", "rank": 0,
         "policy_id": policy_id, "version": version, "role": "player", "opponent_id": opponent,
         "opponent_version": opponent_version, "opponent_role": "player", "episodes": 10, "wins": wins,
         "draws": draws, "losses": 10 - wins - draws, "return_mean": 0.2 * version,
@@ -46,7 +46,7 @@ def _match(policy_id: str, version: int, opponent: str, opponent_version: int, w
 def _rating(policy_id: str, version: int, elo: float) -> dict:
     return {
         "time": 10.0 * version + 6, "generation": version, "policy_id": policy_id, "version": version,
-        "role": "player", "elo": elo, "games": 10 * version, "score": 0.2 * version,
+        "role": "player", "elo": elo, "mu": 25.0, "sigma": 8.0, "games": 10 * version, "score": 0.2 * version,
     }  # fmt: skip
 
 

@@ -26,7 +26,7 @@ from mpimarl.record.schema import (
     CHUNK_ROWS,
     COMMITTED_ATTR,
     FORMAT_NAME,
-    ID_BYTES,
+    MAX_POLICY_ID_BYTES,
     JSON_ATTRS_ATTR,
     POLICIES_GROUP,
     RESERVED_ATTRS,
@@ -256,8 +256,8 @@ def _encode_attr(key: str, value: Any) -> tuple[Any, bool]:
 def _check_policy_id(policy_id: str) -> None:
     if not isinstance(policy_id, str) or not policy_id or "/" in policy_id or policy_id in {".", ".."}:
         raise ValueError(f"policy id must be a non-empty string without '/', got {policy_id!r}")
-    if len(policy_id.encode("utf-8")) > ID_BYTES:
-        raise ValueError(f"policy id {policy_id!r} is longer than {ID_BYTES} UTF-8 bytes")
+    if len(policy_id.encode("utf-8")) > MAX_POLICY_ID_BYTES:
+        raise ValueError(f"policy id {policy_id!r} is longer than {MAX_POLICY_ID_BYTES} UTF-8 bytes")
 
 
 def _reason(exc: OSError) -> str:

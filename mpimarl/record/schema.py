@@ -26,19 +26,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import h5py
 import numpy as np
 
-SCHEMA_VERSION = 1
-"""Version of the run-file layout. Bump it when a table, column or attribute changes meaning."""
+SCHEMA_VERSION = 2
+"""Version of the run-file layout. Bump it when a table, column or attribute changes meaning.
+Version 2: text columns are variable-length UTF-8 (no width limit: long line-ups fit); the tables
+``payoff``, ``meta`` and ``exploitability``; ``ratings`` has per-role Elo and Plackett-Luce mu/sigma;
+``matches`` names the matchmaker that drew each line-up."""
 
 FORMAT_NAME = "mpimarl-run"
 """Value of the ``format`` file attribute that marks an HDF5 file as an mpimarl run file."""
 
-ID_BYTES = 64
-"""Width of id columns (policy ids, opponent ids), in UTF-8 bytes."""
-
-LABEL_BYTES = 32
-"""Width of label columns (roles, match kinds), in UTF-8 bytes."""
+MAX_POLICY_ID_BYTES = 64
+"""Longest policy id the recorder accepts (HDF5 group names stay readable); table text has no limit."""
 
 TABLES_GROUP = "tables"
 """HDF5 group holding one dataset per table."""
@@ -70,8 +71,8 @@ class Column:
 
     @property
     def is_text(self) -> bool:
-        """Whether the column holds fixed-length UTF-8 bytes (decoded to ``str`` on load)."""
-        return self.dtype.kind == "S"
+        """Whether the column holds variable-length UTF-8 text (decoded to ``str`` on load)."""
+        return h5py.check_string_dtype(self.dtype) is not None
 
     @property
     def is_float(self) -> bool:
@@ -82,8 +83,8 @@ class Column:
 _F8 = np.dtype("<f8")
 _I8 = np.dtype("<i8")
 _I4 = np.dtype("<i4")
-_ID = np.dtype(f"S{ID_BYTES}")
-_LABEL = np.dtype(f"S{LABEL_BYTES}")
+_ID = h5py.string_dtype("utf-8")
+_LABEL = _ID
 
 
 def _time() -> Column:
@@ -128,11 +129,17 @@ TABLES: dict[str, tuple[Column, ...]] = {
         _time(),
         _generation(),
         Column("kind", _LABEL, "'evaluation' (scheduled by the server) or 'training'"),
+        Column(
+            "matchmaker",
+            _LABEL,
+            "training: the strategy that drew the line-up (or 'baseline' for a fixed opponent); "
+            "evaluation: why it was played ('baseline', 'pool', 'comparator', 'par')",
+        ),
         Column("rank", _I4, "MPI rank that played the match (0 for server evaluations)"),
         Column("policy_id", _ID, "id of the policy on this side"),
         Column("version", _I8, "version of the policy on this side"),
         Column("role", _LABEL, "role of the policy on this side"),
-        Column("opponent_id", _ID, "id of the other side's policy (several seats joined with '+')"),
+        Column("opponent_id", _ID, "the other seats' policies: 'id' for one seat, 'id@v+id@v' for several"),
         Column("opponent_version", _I8, "version of the other side's policy (-1 for fixed baselines)"),
         Column("opponent_role", _LABEL, "role of the other side (several seats joined with '+')"),
         Column("episodes", _I8, "episodes played"),
@@ -149,7 +156,9 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("policy_id", _ID, "id of the rated policy"),
         Column("version", _I8, "version of the rated policy"),
         Column("role", _LABEL, "role of the rated policy"),
-        Column("elo", _F8, "Elo rating after this update"),
+        Column("elo", _F8, "Elo rating after this update (per role, anchored at that role's random baseline)"),
+        Column("mu", _F8, "Plackett-Luce (openskill) skill estimate"),
+        Column("sigma", _F8, "uncertainty of mu (one standard deviation)"),
         Column("games", _I8, "rated games played by this policy version so far"),
         Column("score", _F8, "mean evaluation return (NaN when unknown)"),
     ),
@@ -163,6 +172,44 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("parent_version", _I8, "version of the parent (-1 if none)"),
         Column("rank", _I4, "MPI rank that published it"),
         Column("env_steps", _I8, "environment steps the policy had been trained on when published"),
+    ),
+    "payoff": (
+        _time(),
+        _generation(),
+        Column("role", _LABEL, "role of the row policy"),
+        Column("row_id", _ID, "the row snapshot ('policy@version') or baseline ('random', a scripted name)"),
+        Column("column_id", _ID, "the other seats: one snapshot or baseline, or several joined with '+'"),
+        Column("column_role", _LABEL, "role(s) of the column side, joined with '+'"),
+        Column("source", _LABEL, "'sampled' (evaluation episodes) or 'exact' (expected values, OpenSpiel)"),
+        Column("games", _I8, "games played so far (cumulative; 0 for exact entries)"),
+        Column("wins", _I8, "games won by the row (cumulative)"),
+        Column("draws", _I8, "games drawn (cumulative)"),
+        Column("losses", _I8, "games lost by the row (cumulative)"),
+        Column("score", _F8, "(wins + draws/2) / games; NaN for exact entries"),
+        Column("score_low", _F8, "Wilson 95% interval of score, lower end"),
+        Column("score_high", _F8, "Wilson 95% interval of score, upper end"),
+        Column("return_mean", _F8, "mean return of the row side (the expected return for exact entries)"),
+        Column("opponent_return_mean", _F8, "mean return of the column side"),
+    ),
+    "meta": (
+        _time(),
+        _generation(),
+        Column("role", _LABEL, "role of the snapshot"),
+        Column("policy_id", _ID, "policy id of the snapshot"),
+        Column("version", _I8, "version of the snapshot"),
+        Column("matchmaker", _LABEL, "the matchmaking strategy whose distribution 'weight' is"),
+        Column("weight", _F8, "probability the matchmaker draws this snapshot for a seat of its role"),
+        Column("nash_weight", _F8, "weight in the maximum-entropy Nash of the role's payoff table"),
+        Column("nash_rating", _F8, "Nash-averaged rating (Balduzzi et al. 2018): copies cannot inflate it"),
+    ),
+    "exploitability": (
+        _time(),
+        _generation(),
+        Column("policy_id", _ID, "a policy id (its latest snapshot) or 'population' (the meta-strategy mixture)"),
+        Column("version", _I8, "version of the snapshot (-1 for the population)"),
+        Column("role", _LABEL, "role of the policy"),
+        Column("exploitability", _F8, "NashConv / number of players (OpenSpiel's convention), exact"),
+        Column("nash_conv", _F8, "sum over players of the best response's gain"),
     ),
 }
 """Every table of a run file, in column order. Each row is one event; tables are append-only."""
@@ -217,14 +264,10 @@ def _cell(table: str, index: int, col: Column, value: Any) -> Any:
     if value is None:
         raise ValueError(f"{where}: missing value (only float columns may be left out)")
     if col.is_text:
-        data = value.encode("utf-8") if isinstance(value, str) else value
-        if not isinstance(data, bytes):
+        text = value.decode("utf-8") if isinstance(value, bytes) else value
+        if not isinstance(text, str):
             raise ValueError(f"{where}: expected a string, got {value!r}")
-        if len(data) > col.dtype.itemsize:
-            raise ValueError(
-                f"{where}: {value!r} is {len(data)} UTF-8 bytes, longer than the column's {col.dtype.itemsize}"
-            )
-        return data
+        return text
     try:
         number = operator.index(value)
     except TypeError:
