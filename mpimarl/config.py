@@ -72,6 +72,15 @@ class TaskConfig(_Section):
         description="Competitive outcome rule: a side wins an episode when its mean per-agent return "
         "exceeds the other side's by more than this margin; otherwise it is a draw.",
     )
+    outcome: Literal["auto", "returns", "par"] = Field(
+        default="auto",
+        description="How a competitive episode is scored for ratings. returns: sides (seats) are "
+        "ranked by mean per-agent return (two sides: the higher wins; N sides: a free-for-all "
+        "ranking). par: each side's return is first placed in its own role's reference "
+        "distribution (all seats uniformly random, `evaluation.par_episodes` episodes at start) and "
+        "sides are ranked by that percentile, so asymmetric general-sum roles (predator/prey) can "
+        "both win and lose. auto: par when the competitive task has several roles, else returns.",
+    )
 
     @field_validator("roles")
     @classmethod
@@ -107,6 +116,12 @@ class PPOConfig(_Section):
     target_kl: float | None = Field(default=None, description="Stop the epochs early past this KL.")
     hidden: list[int] = Field(default=[64, 64], description="Hidden layer sizes of actor and critic MLPs.")
     activation: Literal["tanh", "relu"] = Field(default="tanh", description="Hidden activation.")
+    torso: Literal["mlp", "conv"] = Field(
+        default="mlp",
+        description="mlp: the flat observation feeds the hidden layers. conv: 3x3 convolutions over a "
+        "board observation (H, W, C), e.g. connect four's 6x7x2, before the hidden layers.",
+    )
+    conv_channels: list[int] = Field(default=[32, 64], description="conv torso: channels of each 3x3 layer.")
 
     @model_validator(mode="after")
     def _minibatch_fits(self) -> PPOConfig:
@@ -132,10 +147,30 @@ class ScheduleConfig(_Section):
 class MatchmakingConfig(_Section):
     """Who a learner meets in training."""
 
-    strategy: Literal["latest", "uniform", "openai_five"] = Field(
+    strategy: Literal["latest", "uniform", "openai_five", "pfsp", "psro"] = Field(
         default="openai_five",
         description="latest: naive self-play; uniform: fictitious self-play over the pool; "
-        "openai_five: latest_fraction latest, the rest past snapshots by quality score.",
+        "openai_five: latest_fraction latest, the rest past snapshots by quality score; "
+        "pfsp: AlphaStar's prioritised fictitious self-play, weighted by the learner's win rate in "
+        "the payoff table; psro: the Nash equilibrium of the payoff table (policy-space response "
+        "oracles), one meta-strategy per role.",
+    )
+    pfsp_weighting: Literal["hard", "variance", "linear", "linear_capped"] = Field(
+        default="hard",
+        description="pfsp: f(x) of the learner's win rate x: hard (1-x)^p, variance x(1-x), linear "
+        "1-x, linear_capped min(0.5, 1-x).",
+    )
+    pfsp_exponent: float = Field(default=2.0, gt=0, description="pfsp hard weighting: the exponent p.")
+    psro_solver: Literal["lp", "replicator"] = Field(
+        default="lp",
+        description="psro: lp solves the two-player zero-sum meta-game exactly; replicator runs "
+        "replicator dynamics (general-sum games).",
+    )
+    psro_window: int | None = Field(
+        default=None,
+        ge=2,
+        description="psro: only the newest snapshots of a role enter the meta-game (None: all); "
+        "evaluation then plays each new snapshot against the whole window.",
     )
     latest_fraction: float = Field(default=0.8, ge=0, le=1, description="openai_five: share of latest.")
     quality_lr: float = Field(default=0.01, gt=0, description="openai_five: quality score step (eta).")
@@ -149,11 +184,34 @@ class MatchmakingConfig(_Section):
     )
 
 
+class BaselineConfig(_Section):
+    """A fixed scripted opponent or partner: an evaluation anchor, optionally in the training mix."""
+
+    name: str = Field(description="Name in run files and tables, e.g. 'tactical'.")
+    policy: str = Field(
+        description="A registered scripted policy (`python -m mpimarl baselines` lists them) or an "
+        "import path 'package.module:callable' mapping (observation, mask) to an action."
+    )
+    roles: list[str] | None = Field(default=None, description="Roles it can play (None: every role).")
+    train_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="Share of training line-ups in which it fills the other seats."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", value) or value == "random":
+            raise ValueError(f"baseline name {value!r} must be letters, digits and '_' and not 'random'")
+        return value
+
+
 class EvaluationConfig(_Section):
     """Scheduled evaluation matches the server plays, apart from training statistics."""
 
     baseline_episodes: int = Field(
-        default=40, ge=0, description="Episodes of each new snapshot against the uniform-random baseline."
+        default=40,
+        ge=0,
+        description="Episodes of each new snapshot against the uniform-random baseline and each scripted baseline.",
     )
     pool_opponents: int = Field(default=2, ge=0, description="Pool members each new snapshot meets.")
     pool_episodes: int = Field(default=20, ge=0, description="Episodes against each sampled pool member.")
@@ -161,6 +219,22 @@ class EvaluationConfig(_Section):
     greedy: bool = Field(default=False, description="Evaluate with the most likely action, not a sample.")
     elo_k: float = Field(default=16.0, gt=0, description="Elo K factor.")
     elo_initial: float = Field(default=1000.0, description="Elo of a new policy and of the random anchor.")
+    par_episodes: int = Field(
+        default=200,
+        ge=1,
+        description="Episodes of all-random play at start: the reference for task.outcome 'par' and "
+        "the calibration of scripted anchors' ratings against random.",
+    )
+    exact_payoff: bool | None = Field(
+        default=None,
+        description="Fill the payoff table with exact expected returns instead of sampled episodes "
+        "(OpenSpiel games only). None: on where the game allows it.",
+    )
+    exploitability: bool | None = Field(
+        default=None,
+        description="Record the exact exploitability of every latest policy and of the population "
+        "mixture each generation (OpenSpiel zero-sum games). None: on where the game allows it.",
+    )
 
 
 class TrainerConfig(_Section):
@@ -192,9 +266,40 @@ class RunConfig(_Section):
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     matchmaking: MatchmakingConfig = Field(default_factory=MatchmakingConfig)
+    baselines: list[BaselineConfig] = Field(
+        default_factory=list, description="Scripted opponents/partners: evaluation anchors, optionally trained against."
+    )
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        roles = set(self.role_names)
+        names = [b.name for b in self.baselines]
+        if len(set(names)) != len(names):
+            raise ValueError(f"baselines: names must be unique, got {names}")
+        for i, b in enumerate(self.baselines):
+            unknown = sorted(set(b.roles or []) - roles)
+            if unknown:
+                raise ValueError(f"baselines[{i}] ({b.name}): unknown roles {unknown}; the roles are {sorted(roles)}")
+        shares = self.matchmaking.baseline_fraction + sum(b.train_fraction for b in self.baselines)
+        if shares > 1.0 + 1e-9:
+            raise ValueError(
+                f"matchmaking.baseline_fraction plus the baselines' train_fraction is {shares:g}; at most 1"
+            )
+        ev = self.evaluation
+        if self.matchmaking.strategy == "psro" and not (ev.exact_payoff or ev.pool_episodes > 0):
+            raise ValueError(
+                "matchmaking.strategy 'psro' needs payoff entries between pool members: set "
+                "evaluation.pool_episodes > 0 (or evaluation.exact_payoff: true on an OpenSpiel game)"
+            )
+        if self.matchmaking.strategy == "pfsp" and not (ev.exact_payoff or ev.pool_episodes > 0):
+            raise ValueError(
+                "matchmaking.strategy 'pfsp' weighs opponents by the learner's win rate in the payoff "
+                "table: set evaluation.pool_episodes > 0"
+            )
+        return self
 
     @property
     def role_names(self) -> list[str]:
@@ -244,6 +349,10 @@ def _describe(error: dict[str, Any]) -> str:
         return f"missing required key '{key}'"
     value = error.get("input")
     msg = error["msg"]
+    if error["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        if not loc:  # a cross-field check of the whole config: its message names the keys
+            return msg
     if error["type"] == "literal_error":
         allowed = error.get("ctx", {}).get("expected", "")
         return f"'{key}' = {value!r} is not allowed; expected {allowed}"
