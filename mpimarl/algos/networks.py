@@ -2,6 +2,9 @@
 
 A policy's weights cross MPI and land in HDF5 as ONE contiguous float32 vector; `layout` is a short
 string that names the architecture so that a buffer is never loaded into a network of another shape.
+
+Two torsos read the observation: "mlp" (the flat vector straight into the hidden layers) and
+"conv" (for boards: the (height, width, channels) observation through 3x3 convolutions first).
 """
 
 from __future__ import annotations
@@ -15,16 +18,39 @@ import torch
 from torch import nn
 
 MASKED_LOGIT = -1e8
+TORSOS = ("mlp", "conv")
 
 
 @dataclass(frozen=True)
 class PolicyShape:
-    """What a network for one role looks like: input size, action space, hidden layers."""
+    """What a network for one role looks like: input size, action space, torso, hidden layers."""
 
     obs_size: int
     action_space: gymnasium.spaces.Space
     hidden: tuple[int, ...]
     activation: str
+    obs_shape: tuple[int, ...] = ()
+    """The observation's shape before flattening ((height, width, channels) for a board); only the
+    conv torso reads it."""
+    torso: str = "mlp"
+    """"mlp": hidden layers on the flat observation. "conv": 3x3 convolutions (padding 1, ReLU, no
+    pooling) over the channels-last board, then the hidden layers."""
+    conv_channels: tuple[int, ...] = (32, 64)
+    """Output channels of each convolution (conv torso only)."""
+
+    def __post_init__(self) -> None:
+        """Reject a torso the observation cannot feed (ValueError naming the shape)."""
+        if self.torso not in TORSOS:
+            raise ValueError(f"torso must be one of {TORSOS}, got {self.torso!r}")
+        if self.torso != "conv":
+            return
+        if len(self.obs_shape) != 3 or math.prod(self.obs_shape) != self.obs_size:
+            raise ValueError(
+                f"torso 'conv' needs a 3-D (height, width, channels) observation of {self.obs_size} "
+                f"values, but the observation's shape is {self.obs_shape or 'unknown'}; use torso 'mlp'"
+            )
+        if not self.conv_channels or any(c < 1 for c in self.conv_channels):
+            raise ValueError(f"conv_channels must be one or more positive ints, got {self.conv_channels}")
 
     @property
     def discrete(self) -> bool:
@@ -43,7 +69,13 @@ class PolicyShape:
         """A string naming the architecture; equal layouts mean interchangeable flat buffers."""
         kind = "discrete" if self.discrete else "box"
         hidden = ",".join(str(h) for h in self.hidden)
-        return f"mlp/obs={self.obs_size}/hidden={hidden}/{self.activation}/{kind}={self.action_dim}"
+        head = f"hidden={hidden}/{self.activation}/{kind}={self.action_dim}"
+        if self.torso == "conv":
+            board = "x".join(str(d) for d in self.obs_shape)
+            channels = ",".join(str(c) for c in self.conv_channels)
+            return f"conv/obs={board}/ch={channels}/{head}"
+        # Unchanged since the first run files: MLP buffers stored then must keep loading.
+        return f"mlp/obs={self.obs_size}/{head}"
 
 
 def _mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
@@ -61,15 +93,57 @@ def _mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class _BoardToChannels(nn.Module):
+    """Flat row-major (H*W*C) observations -> (N, C, H, W), the layout convolutions expect."""
+
+    def __init__(self, board: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.board = board
+
+    def forward(self, flat: torch.Tensor) -> torch.Tensor:
+        """Unflatten and move the channels first (a view for contiguous input, no copy)."""
+        return flat.reshape(-1, *self.board).permute(0, 3, 1, 2)
+
+
+def _conv_torso(board: tuple[int, int, int], channels: tuple[int, ...]) -> tuple[nn.Sequential, int]:
+    """3x3 convolutions with padding 1 and ReLU, then flatten; returns the torso and its output size.
+
+    No pooling and no stride: a 6x7 board has no spatial redundancy to throw away.
+    """
+    height, width, depth = board
+    layers: list[nn.Module] = [_BoardToChannels(board)]
+    for n_out in channels:
+        conv = nn.Conv2d(depth, n_out, kernel_size=3, padding=1)
+        nn.init.orthogonal_(conv.weight, math.sqrt(2))
+        nn.init.zeros_(conv.bias)
+        layers += [conv, nn.ReLU()]
+        depth = n_out
+    layers.append(nn.Flatten())
+    return nn.Sequential(*layers), depth * height * width
+
+
+def _network(shape: PolicyShape, n_out: int, out_gain: float) -> nn.Sequential:
+    """The torso named by `shape` followed by the hidden layers and an output layer of `n_out`."""
+    if shape.torso == "conv":
+        board = (shape.obs_shape[0], shape.obs_shape[1], shape.obs_shape[2])
+        torso, features = _conv_torso(board, shape.conv_channels)
+        return nn.Sequential(torso, _mlp([features, *shape.hidden, n_out], shape.activation, out_gain))
+    return _mlp([shape.obs_size, *shape.hidden, n_out], shape.activation, out_gain)
+
+
 class ActorCritic(nn.Module):
-    """Separate MLP actor and critic for one role; masked categorical or diagonal Gaussian policy."""
+    """Separate actor and critic for one role; masked categorical or diagonal Gaussian policy.
+
+    Each has its own torso (MLP or conv). A shared conv torso would save work only where actor and
+    critic run on the same batch in one call, which PPO's acting and loss do not (separate `act` and
+    `value` calls), and separate torsos keep the value loss from shaping the policy's features.
+    """
 
     def __init__(self, shape: PolicyShape) -> None:
         super().__init__()
         self.shape = shape
-        sizes = [shape.obs_size, *shape.hidden]
-        self.actor = _mlp([*sizes, shape.action_dim], shape.activation, 0.01)
-        self.critic = _mlp([*sizes, 1], shape.activation, 1.0)
+        self.actor = _network(shape, shape.action_dim, 0.01)
+        self.critic = _network(shape, 1, 1.0)
         if not shape.discrete:
             self.log_std = nn.Parameter(torch.zeros(shape.action_dim))
 

@@ -34,6 +34,9 @@ class ObservationEncoder:
     """True when the observation itself carries the action mask (a Dict with "action_mask")."""
     encode: Callable[[Any], Encoded]
     """raw observation -> (flat float32 observation, bool mask or None)."""
+    shape: tuple[int, ...]
+    """The observation's shape before flattening, e.g. (6, 7, 2) for a board; (size,) when the
+    observation is not an array (a one-hot Discrete, a flattened Tuple)."""
 
 
 def _encode_box(raw: Any) -> Encoded:
@@ -50,7 +53,8 @@ def make_observation_encoder(space: gymnasium.spaces.Space) -> ObservationEncode
     else -> `gymnasium.spaces.flatten`. Raises ValueError for spaces that cannot be flattened.
     """
     if isinstance(space, spaces.Box):
-        return ObservationEncoder(int(np.prod(space.shape, dtype=np.int64)), False, _encode_box)
+        size = int(np.prod(space.shape, dtype=np.int64))
+        return ObservationEncoder(size, False, _encode_box, tuple(int(d) for d in space.shape) or (size,))
 
     if isinstance(space, spaces.Dict) and OBSERVATION_KEY in space.spaces and MASK_KEY in space.spaces:
         inner = make_observation_encoder(space.spaces[OBSERVATION_KEY])
@@ -59,7 +63,7 @@ def make_observation_encoder(space: gymnasium.spaces.Space) -> ObservationEncode
         def encode_masked(raw: Any) -> Encoded:
             return encode_inner(raw[OBSERVATION_KEY])[0], np.asarray(raw[MASK_KEY], dtype=bool).ravel()
 
-        return ObservationEncoder(inner.size, True, encode_masked)
+        return ObservationEncoder(inner.size, True, encode_masked, inner.shape)
 
     if isinstance(space, spaces.Discrete):
         n, start = int(space.n), int(space.start)
@@ -69,7 +73,7 @@ def make_observation_encoder(space: gymnasium.spaces.Space) -> ObservationEncode
             vector[int(raw) - start] = 1.0
             return vector, None
 
-        return ObservationEncoder(n, False, encode_one_hot)
+        return ObservationEncoder(n, False, encode_one_hot, (n,))
 
     try:
         size = int(spaces.flatdim(space))
@@ -79,7 +83,7 @@ def make_observation_encoder(space: gymnasium.spaces.Space) -> ObservationEncode
     def encode_flattened(raw: Any) -> Encoded:
         return np.asarray(spaces.flatten(space, raw), np.float32), None
 
-    return ObservationEncoder(size, False, encode_flattened)
+    return ObservationEncoder(size, False, encode_flattened, (size,))
 
 
 def make_action_preparer(space: gymnasium.spaces.Space) -> Callable[[Any], Any]:
@@ -181,6 +185,10 @@ class CodecAdapter:
     def obs_size(self, agent: str) -> int:
         """Length of `agent`'s flat observation."""
         return self._codecs.encoders[agent].size
+
+    def obs_shape(self, agent: str) -> tuple[int, ...]:
+        """Shape of `agent`'s observation before flattening (see `ObservationEncoder.shape`)."""
+        return self._codecs.encoders[agent].shape
 
     def action_space(self, agent: str) -> gymnasium.spaces.Space:
         """`agent`'s action space."""

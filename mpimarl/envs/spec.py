@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import gymnasium
 from gymnasium import spaces
 
+from mpimarl.envs.base import MultiAgentEnv
 from mpimarl.envs.encoding import Encoded
 from mpimarl.envs.loader import EnvFactory
 from mpimarl.errors import EnvironmentSpecError
@@ -42,6 +43,9 @@ class RoleSpec:
     """The role's agents, in the env's `possible_agents` order."""
     obs_size: int
     """Length of each agent's flat float32 observation."""
+    obs_shape: tuple[int, ...]
+    """The observation's shape before flattening, e.g. (6, 7, 2) for connect_four's board (the
+    inner "observation" of a Dict with an action mask); (obs_size,) for non-array observations."""
     action_space: gymnasium.spaces.Space
     """Shared Discrete or Box action space."""
     has_mask: bool
@@ -96,6 +100,7 @@ def build_env_spec(factory: EnvFactory, rules: list[RoleRule]) -> EnvSpec:
         for rule in rules:
             members = tuple(agent for agent in agents if role_of[agent] == rule.name)
             sizes = {agent: env.obs_size(agent) for agent in members}
+            obs_shapes = {agent: _obs_shape(env, agent) for agent in members}
             action_spaces = {agent: env.action_space(agent) for agent in members}
             masks = {agent: _has_mask(env_id, env.observe, agent) for agent in members}
             first = members[0]
@@ -111,6 +116,9 @@ def build_env_spec(factory: EnvFactory, rules: list[RoleRule]) -> EnvSpec:
                 name=rule.name,
                 agents=members,
                 obs_size=sizes[first],
+                # Same sizes but different shapes is fine for an MLP, so not an error: such a role
+                # just has no common board shape (a conv torso then refuses it).
+                obs_shape=obs_shapes[first] if len(set(obs_shapes.values())) == 1 else (sizes[first],),
                 action_space=space,
                 # Some envs put the mask in infos for the acting agent only, so one is enough.
                 has_mask=any(masks.values()),
@@ -176,6 +184,12 @@ def _require_same(env_id: str, role: str, what: str, values: dict[str, object]) 
                 f"{first_agent!r} has {first}, {agent!r} has {value}; one policy needs the same "
                 "for all its agents, so split them into separate roles"
             )
+
+
+def _obs_shape(env: MultiAgentEnv, agent: str) -> tuple[int, ...]:
+    # The adapters know the unflattened shape; a hand-written MultiAgentEnv need not.
+    obs_shape = getattr(env, "obs_shape", None)
+    return tuple(obs_shape(agent)) if callable(obs_shape) else (env.obs_size(agent),)
 
 
 def _has_mask(env_id: str, observe: Callable[[str], Encoded], agent: str) -> bool:

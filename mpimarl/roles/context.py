@@ -64,11 +64,23 @@ class RunContext:
         return f"{self.trainer_role(rank)}-{(rank - 1) // len(self.config.role_names)}"
 
     def shape(self, role: str) -> PolicyShape:
-        """The network shape for `role`."""
+        """The network shape for `role`.
+
+        Raises ValueError naming the role when its observation cannot feed the configured torso
+        (a conv torso on a flat observation).
+        """
         if role not in self._shapes:
             rs = self.spec.roles[role]
             ppo = self.config.ppo
-            self._shapes[role] = PolicyShape(rs.obs_size, rs.action_space, tuple(ppo.hidden), ppo.activation)
+            # getattr keeps this working with a PPOConfig that lacks the torso fields.
+            torso = getattr(ppo, "torso", "mlp")
+            channels = tuple(getattr(ppo, "conv_channels", (32, 64)))
+            try:
+                shape = PolicyShape(rs.obs_size, rs.action_space, tuple(ppo.hidden), ppo.activation,
+                                    obs_shape=rs.obs_shape, torso=torso, conv_channels=channels)
+            except ValueError as exc:
+                raise ValueError(f"role {role!r}: {exc}") from exc
+            self._shapes[role] = shape
         return self._shapes[role]
 
     @property

@@ -50,3 +50,97 @@ def test_sampled_log_probs_match_evaluate() -> None:
         logp2, entropy = net.evaluate(obs, None, action)
         torch.testing.assert_close(logp, logp2)
         assert (entropy > 0).all()
+
+
+# ---- conv torso -------------------------------------------------------------------------------
+
+BOARD = (6, 7, 2)
+
+
+def _conv_shape(**overrides: object) -> PolicyShape:
+    kwargs: dict = dict(obs_shape=BOARD, torso="conv", conv_channels=(8, 16))
+    kwargs.update(overrides)
+    return PolicyShape(84, gymnasium.spaces.Discrete(7), (32,), "relu", **kwargs)
+
+
+def test_mlp_layout_is_unchanged_by_the_new_fields() -> None:
+    """Run files store MLP layouts; passing the board shape must not rename them."""
+    plain = PolicyShape(84, gymnasium.spaces.Discrete(7), (256, 256), "relu")
+    with_board = PolicyShape(84, gymnasium.spaces.Discrete(7), (256, 256), "relu", obs_shape=BOARD)
+    assert plain.layout == with_board.layout == "mlp/obs=84/hidden=256,256/relu/discrete=7"
+
+
+def test_conv_layout_names_the_torso_and_never_matches_mlp() -> None:
+    conv = PolicyShape(84, gymnasium.spaces.Discrete(7), (256, 256), "relu", obs_shape=BOARD, torso="conv")
+    assert conv.layout == "conv/obs=6x7x2/ch=32,64/hidden=256,256/relu/discrete=7"
+    assert _conv_shape().layout != _conv_shape(conv_channels=(8, 8)).layout
+    mlp = PolicyShape(84, gymnasium.spaces.Discrete(7), (256, 256), "relu", obs_shape=BOARD)
+    assert conv.layout != mlp.layout
+
+
+def test_conv_flat_weights_round_trip_and_refuse_an_mlp() -> None:
+    shape = _conv_shape()
+    a, b = ActorCritic(shape), ActorCritic(shape)
+    load_flat_weights(b, flat_weights(a))
+    x = torch.rand(5, 84)
+    torch.testing.assert_close(a.actor(x), b.actor(x))
+    torch.testing.assert_close(a.value(x), b.value(x))
+    mlp = ActorCritic(PolicyShape(84, gymnasium.spaces.Discrete(7), (32,), "relu", obs_shape=BOARD))
+    with pytest.raises(ValueError, match="does not fit"):
+        load_flat_weights(mlp, flat_weights(a))
+
+
+def test_conv_reads_the_board_channels_last() -> None:
+    """The flat observation is the row-major (H, W, C) board: a piece at (row, col, plane) must
+    reach the convolution as channel `plane` at (row, col)."""
+    to_channels = ActorCritic(_conv_shape()).actor[0][0]
+    board = torch.zeros(1, *BOARD)
+    board[0, 5, 3, 1] = 1.0
+    chw = to_channels(board.reshape(1, -1))
+    assert chw.shape == (1, 2, 6, 7) and chw[0, 1, 5, 3] == 1.0 and chw.sum() == 1.0
+
+
+def test_conv_masks_respected_and_log_probs_match() -> None:
+    net = ActorCritic(_conv_shape())
+    obs = torch.rand(128, 84)
+    mask = torch.zeros(128, 7, dtype=torch.bool)
+    mask[:, [0, 6]] = True
+    action, logp = net.act(obs, mask)
+    assert set(action.tolist()) <= {0, 6}
+    logp2, entropy = net.evaluate(obs, mask, action)
+    torch.testing.assert_close(logp, logp2)
+    assert net.value(obs).shape == (128,) and (entropy > 0).all()
+
+
+@pytest.mark.parametrize("obs_shape", [(), (84,), (6, 14), (6, 7, 3)])
+def test_conv_needs_a_matching_3d_observation(obs_shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="torso 'conv' needs a 3-D") as info:
+        _conv_shape(obs_shape=obs_shape)
+    assert (str(obs_shape) if obs_shape else "unknown") in str(info.value)
+
+
+def test_unknown_torso_is_refused() -> None:
+    with pytest.raises(ValueError, match="torso must be one of"):
+        _conv_shape(torso="transformer")
+
+
+def test_conv_policy_plays_connect_four_legally() -> None:
+    """Shape from the real env's spec; every sampled move of a whole game is legal."""
+    from mpimarl.envs import RoleRule, build_env_spec, resolve_env
+
+    factory = resolve_env("pettingzoo.classic.connect_four_v3", {})
+    role = build_env_spec(factory, [RoleRule("player", "player_.*", team=False)]).roles["player"]
+    assert role.obs_shape == BOARD
+    shape = PolicyShape(role.obs_size, role.action_space, (32,), "relu", obs_shape=role.obs_shape,
+                        torso="conv", conv_channels=(8,))
+    policy = FrozenPolicy(shape, flat_weights(ActorCritic(shape)), torch.device("cpu"))
+    env = factory()
+    for seed in range(3):
+        env.reset(seed=seed)
+        while env.acting_agents():
+            (agent,) = env.acting_agents()
+            obs, mask = env.observe(agent)
+            (action,) = policy.act(obs[None], mask[None])
+            assert mask[action]
+            env.step({agent: int(action)})
+    env.close()
