@@ -90,6 +90,22 @@ def test_conv_flat_weights_round_trip_and_refuse_an_mlp() -> None:
         load_flat_weights(mlp, flat_weights(a))
 
 
+def test_conv_trunk_is_shared_and_stored_once() -> None:
+    """Actor and critic read one trunk; the buffer holds its weights once, and the one-pass calls
+    agree with the separate ones."""
+    net = ActorCritic(_conv_shape())
+    assert net.actor[0] is net.critic[0]
+    trunk = sum(p.numel() for p in net.actor[0].parameters())
+    heads = sum(p.numel() for p in net.actor[1].parameters()) + sum(p.numel() for p in net.critic[1].parameters())
+    assert flat_weights(net).size == trunk + heads
+    obs, mask = torch.rand(16, 84), torch.ones(16, 7, dtype=torch.bool)
+    action, logp, value = net.act_with_value(obs, mask, greedy=True)
+    greedy_action, greedy_logp = net.act(obs, mask, greedy=True)
+    torch.testing.assert_close((action, logp, value), (greedy_action, greedy_logp, net.value(obs)))
+    logp2, entropy2, value2 = net.evaluate_with_value(obs, mask, action)
+    torch.testing.assert_close((logp2, entropy2, value2), (*net.evaluate(obs, mask, action), net.value(obs)))
+
+
 def test_conv_reads_the_board_channels_last() -> None:
     """The flat observation is the row-major (H, W, C) board: a piece at (row, col, plane) must
     reach the convolution as channel `plane` at (row, col)."""
