@@ -82,6 +82,20 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     _agree(comm, error)
     assert ctx is not None
 
+    # Node-local rank (collective, so every rank takes part): trainers pick their GPU from it, and
+    # a trainer asked for CUDA on a node without it says so before any file is created.
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    local_rank = local.Get_rank()
+    local.Free()
+    if rank != 0:
+        from mpimarl.roles.trainer import select_device
+
+        try:
+            select_device(local_rank, ctx.config.trainer.device)
+        except MpimarlError as exc:
+            error = exc
+    _agree(comm, error)
+
     # Rank 0 creates the run folder and file; everyone learns whether that worked.
     recorder = None
     path = None
@@ -93,11 +107,6 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     else:
         comm.gather(MPI.Get_processor_name(), root=0)
     _agree(comm, error)
-
-    # Node-local rank (collective, so every rank takes part): trainers pick their GPU from it.
-    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    local_rank = local.Get_rank()
-    local.Free()
 
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGINT, _raise_interrupted)

@@ -169,6 +169,7 @@ def test_cuda_requested_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
                   timeout=120)
     assert out.returncode == 2
     assert "trainer.device is 'cuda'" in out.stderr and "Traceback" not in out.stderr
+    assert not list(tmp_path.glob("*.h5")), "the start-up check comes before the run file is created"
 
 
 def test_sigterm_ends_the_job_and_records_why(tmp_path: Path) -> None:
