@@ -271,11 +271,11 @@ def check_scripted(name: str, factory: Callable[[], MultiAgentEnv], role: RoleSp
     from mpimarl.algos.networks import RandomPolicy
     from mpimarl.rollout.runner import ActingPolicy, VectorMatches
 
-    policy = load_scripted(name, role.action_space, seed)
     env = factory()
     env_id = getattr(factory, "env_id", type(env).__name__)
     returns: list[float] = []
     try:
+        policy = load_scripted(name, role.action_space, seed)
         rng = np.random.default_rng(seed)
         policies: dict[Any, ActingPolicy] = {SCRIPTED_KEY: policy}
         seating: dict[str, Any] = {}
@@ -295,8 +295,9 @@ def check_scripted(name: str, factory: Callable[[], MultiAgentEnv], role: RoleSp
                     break
             else:
                 matches.stop(0)
-    except ScriptedPolicyError as exc:
-        raise ScriptedPolicyError(f"env {env_id!r}, role {role.name!r}: {exc}") from exc
+    except ConfigError as exc:
+        # Same class (ScriptedPolicyError or ConfigError), with where it happened.
+        raise type(exc)(f"env {env_id!r}, role {role.name!r}: {exc}") from exc
     finally:
         env.close()
     return returns
