@@ -79,8 +79,9 @@ def _random_choice(rng: np.random.Generator, allowed: np.ndarray) -> np.ndarray:
 class TacticalPlayer:
     """Connect four: win now if possible, else block the opponent's immediate win, else random.
 
-    The one-step tactical yardstick of the ANCHORS figures: it beats uniform random about 0.95 and
-    "always the centre" scores about 0.04 against it.
+    The one-step tactical yardstick of the ANCHORS figures. Measured over 4000 games with the first
+    move alternating: it scores 0.96 against uniform random, "centre" scores 0.06 against it, and
+    against itself it wins 0.47 and draws 0.04.
     """
 
     def __init__(self, action_space: gymnasium.spaces.Space, rng: np.random.Generator) -> None:
@@ -102,7 +103,11 @@ class TacticalPlayer:
 
 
 class CentrePlayer:
-    """Connect four: always the centre column while it has room, else a random legal column."""
+    """Connect four: always the centre column while it has room, else a random legal column.
+
+    It scores 0.84 against uniform random (4000 games). ANCHORS' 0.904 for "always the centre"
+    matches a deterministic fallback instead (the legal column nearest the centre scores 0.90).
+    """
 
     def __init__(self, action_space: gymnasium.spaces.Space, rng: np.random.Generator) -> None:
         """A player for connect_four_v3's Discrete(7) columns, drawing fallbacks from `rng`."""
