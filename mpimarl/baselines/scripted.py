@@ -15,7 +15,7 @@ import gymnasium
 import numpy as np
 
 from mpimarl.envs.base import MultiAgentEnv
-from mpimarl.envs.spec import RoleSpec
+from mpimarl.envs.spec import EnvSpec
 from mpimarl.errors import ConfigError
 
 REGISTRY: dict[str, str] = {
@@ -257,30 +257,34 @@ def load_scripted(name: str, action_space: gymnasium.spaces.Space, seed: int) ->
 SCRIPTED_KEY = "scripted"
 
 
-def check_scripted(name: str, factory: Callable[[], MultiAgentEnv], role: RoleSpec, episodes: int = 2,
+def check_scripted(name: str, factory: Callable[[], MultiAgentEnv], spec: EnvSpec, role: str, episodes: int = 2,
                    seed: int = 0, max_steps: int = 10_000) -> list[float]:
     """Play `episodes` episodes with scripted policy `name` on every agent of `role` and uniformly
     random legal actions for every other agent; return the role's mean return per episode.
 
-    `factory` is an `mpimarl.envs.EnvFactory` (or any callable building a `MultiAgentEnv`), `role`
-    the role's spec from `mpimarl.envs.build_env_spec`. An episode longer than `max_steps` steps is
-    cut short. Raises ConfigError if the policy cannot be loaded and ScriptedPolicyError (naming the
-    env and role) on the first illegal action.
+    `factory` is an `mpimarl.envs.EnvFactory` (or any callable building a `MultiAgentEnv`) and
+    `spec` its `mpimarl.envs.build_env_spec` result. An episode longer than `max_steps` steps is
+    cut short. Raises ConfigError if the role is unknown or the policy cannot be loaded for it, and
+    ScriptedPolicyError on the first illegal action; both name the env and the role.
     """
+    if role not in spec.roles:
+        raise ConfigError(f"scripted policy {name!r}: env {spec.env_id!r} has no role {role!r}; "
+                          f"its roles are {list(spec.roles)}")
+    role_spec = spec.roles[role]
     # Deferred: the rollout runner pulls in torch and PPO, which loading a policy does not need.
     from mpimarl.algos.networks import RandomPolicy
     from mpimarl.rollout.runner import ActingPolicy, VectorMatches
 
     env = factory()
-    env_id = getattr(factory, "env_id", type(env).__name__)
+    env_id = spec.env_id
     returns: list[float] = []
     try:
-        policy = load_scripted(name, role.action_space, seed)
+        policy = load_scripted(name, role_spec.action_space, seed)
         rng = np.random.default_rng(seed)
         policies: dict[Any, ActingPolicy] = {SCRIPTED_KEY: policy}
         seating: dict[str, Any] = {}
         for agent in env.possible_agents:
-            if agent in role.agents:
+            if agent in role_spec.agents:
                 seating[agent] = SCRIPTED_KEY
             else:
                 seating[agent] = ("random", agent)
@@ -297,7 +301,7 @@ def check_scripted(name: str, factory: Callable[[], MultiAgentEnv], role: RoleSp
                 matches.stop(0)
     except ConfigError as exc:
         # Same class (ScriptedPolicyError or ConfigError), with where it happened.
-        raise type(exc)(f"env {env_id!r}, role {role.name!r}: {exc}") from exc
+        raise type(exc)(f"env {env_id!r}, role {role!r}: {exc}") from exc
     finally:
         env.close()
     return returns

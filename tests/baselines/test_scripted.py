@@ -189,33 +189,34 @@ def test_a_crash_inside_the_policy_names_the_policy() -> None:
 # ---- start-up check ------------------------------------------------------------------------------
 
 
-def _connect_four_role() -> tuple[object, object]:
+def _connect_four() -> tuple[object, object]:
     factory = resolve_env("pettingzoo.classic.connect_four_v3", {})
-    spec = build_env_spec(factory, [RoleRule("player", "player_.*", team=False)])
-    return factory, spec.roles["player"]
+    return factory, build_env_spec(factory, [RoleRule("player", "player_.*", team=False)])
 
 
 def test_check_scripted_plays_legal_episodes() -> None:
-    factory, role = _connect_four_role()
-    returns = check_scripted("tactical", factory, role, episodes=3, seed=5)
+    factory, spec = _connect_four()
+    returns = check_scripted("tactical", factory, spec, "player", episodes=3, seed=5)
     assert len(returns) == 3 and all(r == 0.0 for r in returns)  # it plays both seats: zero-sum
 
 
 def test_check_scripted_reports_the_env_and_role_of_an_illegal_action() -> None:
-    factory, role = _connect_four_role()
+    factory, spec = _connect_four()
     with pytest.raises(ScriptedPolicyError) as info:
-        check_scripted(f"{HERE}:always_six", factory, role, episodes=2)
+        check_scripted(f"{HERE}:always_six", factory, spec, "player", episodes=2)
     message = str(info.value)
     assert "env 'pettingzoo.classic.connect_four_v3', role 'player'" in message
     assert "chose action 6" in message and "legal actions: [0, 1, 2, 3, 4, 5]" in message
+    with pytest.raises(ConfigError, match=r"has no role 'players'; its roles are \['player'\]"):
+        check_scripted("tactical", factory, spec, "players")
 
 
 def test_check_scripted_puts_random_agents_in_the_other_roles() -> None:
     factory = resolve_env("mpe2.simple_speaker_listener_v4", {"continuous_actions": False})
     spec = build_env_spec(factory, [RoleRule("speaker", "speaker_.*", True), RoleRule("listener", "listener_.*", True)])
-    returns = check_scripted("speaker_heuristic", factory, spec.roles["speaker"], episodes=2)
+    returns = check_scripted("speaker_heuristic", factory, spec, "speaker", episodes=2)
     assert len(returns) == 2
     with pytest.raises(ConfigError, match=r"role 'listener'.*'speaker_heuristic'.*needs the speaker's Discrete\(3\)"):
-        check_scripted("speaker_heuristic", factory, spec.roles["listener"], episodes=1)
+        check_scripted("speaker_heuristic", factory, spec, "listener", episodes=1)
     with pytest.raises(ScriptedPolicyError, match="role 'listener'.*'spread_heuristic'.*got shape"):
-        check_scripted("spread_heuristic", factory, spec.roles["listener"], episodes=1)
+        check_scripted("spread_heuristic", factory, spec, "listener", episodes=1)
