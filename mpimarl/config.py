@@ -142,6 +142,13 @@ class ScheduleConfig(_Section):
     steps_per_generation: int = Field(
         default=50_000, ge=1, description="Environment steps a trainer takes between two snapshots."
     )
+    time_limit_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Stop after the generation during which this many seconds have passed (None: no "
+        "limit; total_steps still caps the run). sync: the server decides, so every trainer stops at "
+        "the same generation; a time limit makes a sync run's length depend on the machine.",
+    )
 
 
 class MatchmakingConfig(_Section):
