@@ -214,6 +214,12 @@ class ActorCritic(nn.Module):
         logp, entropy = self._score(self._policy_out(features, mask), action)
         return logp, entropy, self._parts[2](features).squeeze(-1)
 
+    def probabilities(self, obs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Action probabilities of a discrete policy (zero on masked actions), for exact evaluation."""
+        if not self.shape.discrete:
+            raise ValueError("action probabilities exist only for Discrete action spaces")
+        return self._policy_out(self._parts[0](obs), mask).softmax(-1)
+
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """State value per observation."""
         return self.critic(obs).squeeze(-1)

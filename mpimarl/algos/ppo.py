@@ -189,8 +189,7 @@ class PPOLearner:
         """Sample actions; return (actions, log-probs, values) as numpy arrays."""
         o = torch.from_numpy(obs).to(self.device)
         m = None if mask is None else torch.from_numpy(mask).to(self.device)
-        action, logp = self.net.act(o, m)
-        value = self.net.value(o)
+        action, logp, value = self.net.act_with_value(o, m)
         return action.cpu().numpy(), logp.cpu().numpy(), value.cpu().numpy()
 
     @torch.inference_mode()
@@ -235,9 +234,9 @@ class PPOLearner:
             perm = torch.randperm(batch, generator=self.generator).to(dev)
             for start in range(0, batch - mb_size + 1, mb_size):
                 mb = perm[start : start + mb_size]
-                new_logp, entropy = self.net.evaluate(obs[mb], None if mask is None else mask[mb], actions[mb])
+                new_logp, entropy, new_value = self.net.evaluate_with_value(
+                    obs[mb], None if mask is None else mask[mb], actions[mb])
                 entropy = entropy.mean()
-                new_value = self.net.value(obs[mb])
                 log_ratio = new_logp - old_logp[mb]
                 ratio = log_ratio.exp()
                 with torch.no_grad():
