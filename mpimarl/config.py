@@ -154,7 +154,7 @@ class ScheduleConfig(_Section):
 class MatchmakingConfig(_Section):
     """Who a learner meets in training."""
 
-    strategy: Literal["latest", "uniform", "openai_five", "pfsp", "psro"] = Field(
+    strategy: str = Field(
         default="openai_five",
         description="latest: naive self-play; uniform: fictitious self-play over the pool; "
         "openai_five: latest_fraction latest, the rest past snapshots by quality score; "
@@ -162,6 +162,18 @@ class MatchmakingConfig(_Section):
         "the payoff table; psro: the Nash equilibrium of the payoff table (policy-space response "
         "oracles), one meta-strategy per role.",
     )
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        from mpimarl.league.matchmaking import matchmaker_names
+
+        names = matchmaker_names()
+        if value not in names:
+            near = difflib.get_close_matches(value, names, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(f"unknown matchmaker {value!r}{hint}; expected one of {', '.join(map(repr, names))}")
+        return value
+
     pfsp_weighting: Literal["hard", "variance", "linear", "linear_capped"] = Field(
         default="hard",
         description="pfsp: f(x) of the learner's win rate x: hard (1-x)^p, variance x(1-x), linear "

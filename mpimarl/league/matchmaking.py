@@ -10,6 +10,17 @@ Strategies:
 - `openai_five`: `latest` with probability `latest_fraction`, otherwise every seat samples the
   snapshots of its role with probability softmax(q); q of a snapshot drops each time the learner
   beats it (OpenAI Five, 2019: q_i <- q_i - eta / (N p_i)).
+- `pfsp` (AlphaStar's prioritised fictitious self-play): every seat samples the snapshots of its role
+  with probability proportional to f(x), x the learner's win rate against that snapshot in the
+  payoff table (evaluation results): hard (1-x)^p, variance x(1-x), linear 1-x, linear_capped
+  min(0.5, 1-x).
+- `psro` (policy-space response oracles): every seat samples its role's meta-strategy, the Nash
+  equilibrium of the empirical payoff table restricted to that role's snapshots (LP for zero-sum
+  games, replicator dynamics otherwise); asymmetric games get one meta-strategy per role.
+
+Every matchmaker also reports `meta_strategy(pool, role, payoff)`: the distribution over a role's
+snapshots that it draws seats from, which the server records and the exploitability of the
+population mixture is measured on. A new matchmaker is one class with the `register` decorator.
 
 The server publishes version 0 of every policy before any matchmaking, so a seat whose role has no
 snapshot is a bug and raises RuntimeError naming the role.
@@ -19,17 +30,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from mpimarl.league.metasolvers import solve_meta_game
+from mpimarl.league.payoff import PayoffEntry, PayoffTable
 from mpimarl.league.pool import PolicyPool, Snapshot, SnapshotKey
 
 Lineup = tuple[SnapshotKey, ...]
 """One snapshot key per other seat of a match, in seat order."""
 
-MATCHMAKER_NAMES: tuple[str, ...] = ("latest", "uniform", "openai_five")
-"""The names `make_matchmaker` accepts."""
+Weights = dict[SnapshotKey, float]
+"""A distribution over snapshots of one role (the keys with positive weight, publish order)."""
 
 QUALITY_FLOOR_GAP = 30.0
 """How far below its role's best q an `openai_five` quality score may fall. Each step divides by
@@ -51,8 +65,13 @@ class Matchmaker(Protocol):
         seat_roles: Sequence[str],
         n: int,
         rng: np.random.Generator,
+        payoff: PayoffTable | None = None,
     ) -> list[Lineup]:
         """`n` lineups for the seats `seat_roles` (the seats other than the learner's)."""
+        ...
+
+    def meta_strategy(self, pool: PolicyPool, role: str, payoff: PayoffTable | None = None) -> Weights:
+        """The distribution this matchmaker draws a seat of `role` from (averaged over learners)."""
         ...
 
     def record_result(self, learner: SnapshotKey, opponent: SnapshotKey, score: float) -> None:
@@ -118,9 +137,58 @@ def _latest_lineup(
     return tuple(seats)
 
 
+
+
+def _latest_weights(pool: PolicyPool, role: str) -> Weights:
+    """The latest snapshot of every policy of `role`, equally weighted."""
+    ids = pool.policy_ids(role)
+    return {pool.latest(p).key: 1.0 / len(ids) for p in ids}
+
+
+def _draw(weights: Weights, rng: np.random.Generator) -> SnapshotKey:
+    keys = list(weights)
+    p = np.array([weights[k] for k in keys], dtype=np.float64)
+    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
+
+
+# ---- the registry -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MatchmakerOptions:
+    """Every matchmaker's settings (the config's `matchmaking` section); each strategy reads its own."""
+
+    latest_fraction: float = 0.8
+    quality_lr: float = 0.01
+    weighting: str = "hard"
+    exponent: float = 2.0
+    solver: str = "lp"
+    window: int | None = None
+
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Class decorator: make a matchmaker available under its `name` to `make_matchmaker` and the config.
+
+    The class is built with `cls.from_options(MatchmakerOptions)` when it has that classmethod, else
+    with no arguments.
+    """
+    name = cls.name  # type: ignore[attr-defined]
+    if name in _REGISTRY:
+        raise ValueError(f"a matchmaker named {name!r} is already registered ({_REGISTRY[name].__name__})")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def matchmaker_names() -> tuple[str, ...]:
+    """The registered matchmaker names, in registration order."""
+    return tuple(_REGISTRY)
 # ---- strategies ---------------------------------------------------------------------------------
 
 
+@register
 class LatestMatchmaker:
     """Naive self-play: always the newest snapshots (own latest for own-role seats)."""
 
@@ -134,6 +202,7 @@ class LatestMatchmaker:
         seat_roles: Sequence[str],
         n: int,
         rng: np.random.Generator,
+        payoff: PayoffTable | None = None,
     ) -> list[Lineup]:
         """`n` lineups of latest snapshots."""
         _check_request(pool, learner, learner_role, seat_roles, n)
@@ -146,7 +215,12 @@ class LatestMatchmaker:
     def on_publish(self, snapshot: Snapshot) -> None:
         """Ignored: the pool itself knows the latest snapshots."""
 
+    def meta_strategy(self, pool: PolicyPool, role: str, payoff: PayoffTable | None = None) -> Weights:
+        """The latest snapshot of every policy of `role`, equally."""
+        return _latest_weights(pool, role)
 
+
+@register
 class UniformMatchmaker:
     """Fictitious self-play: each seat samples uniformly over every snapshot of its role."""
 
@@ -160,6 +234,7 @@ class UniformMatchmaker:
         seat_roles: Sequence[str],
         n: int,
         rng: np.random.Generator,
+        payoff: PayoffTable | None = None,
     ) -> list[Lineup]:
         """`n` lineups, each seat drawn independently and uniformly from its role's snapshots."""
         _check_request(pool, learner, learner_role, seat_roles, n)
@@ -176,7 +251,13 @@ class UniformMatchmaker:
     def on_publish(self, snapshot: Snapshot) -> None:
         """Ignored: sampling reads the pool directly."""
 
+    def meta_strategy(self, pool: PolicyPool, role: str, payoff: PayoffTable | None = None) -> Weights:
+        """Every snapshot of `role`, equally."""
+        keys = [s.key for s in pool.snapshots(role)]
+        return {k: 1.0 / len(keys) for k in keys}
 
+
+@register
 class OpenAIFiveMatchmaker:
     """OpenAI Five opponent sampling: latest with probability `latest_fraction`, else past
     snapshots of each seat's role with probability softmax(q) over their quality scores.
@@ -194,6 +275,11 @@ class OpenAIFiveMatchmaker:
     """
 
     name = "openai_five"
+
+    @classmethod
+    def from_options(cls, options: MatchmakerOptions) -> OpenAIFiveMatchmaker:
+        """Built from the config's matchmaking options."""
+        return cls(options.latest_fraction, options.quality_lr)
 
     def __init__(self, latest_fraction: float = 0.8, quality_lr: float = 0.01) -> None:
         if not (0.0 <= latest_fraction <= 1.0):
@@ -250,6 +336,15 @@ class OpenAIFiveMatchmaker:
             step = self.quality_lr / (len(keys) * p)
         self._quality[opponent] = max(float(self._quality[opponent] - step), floor)
 
+    def meta_strategy(self, pool: PolicyPool, role: str, payoff: PayoffTable | None = None) -> Weights:
+        """latest_fraction on the role's latest snapshots, the rest by softmax(q)."""
+        for snapshot in pool.snapshots():
+            self.on_publish(snapshot)
+        out = {k: (1.0 - self.latest_fraction) * p for k, p in self.probabilities(role).items()}
+        for k, w in _latest_weights(pool, role).items():
+            out[k] = out.get(k, 0.0) + self.latest_fraction * w
+        return {k: w for k, w in out.items() if w > 0}
+
     # ---- sampling -----------------------------------------------------------------------------
 
     def lineups(
@@ -260,6 +355,7 @@ class OpenAIFiveMatchmaker:
         seat_roles: Sequence[str],
         n: int,
         rng: np.random.Generator,
+        payoff: PayoffTable | None = None,
     ) -> list[Lineup]:
         """`n` lineups; each is all-latest with probability `latest_fraction`, else every seat is
         drawn independently from softmax(q) over its role's snapshots."""
@@ -282,23 +378,237 @@ class OpenAIFiveMatchmaker:
         return out
 
 
+
+
+# ---- payoff-driven strategies -------------------------------------------------------------------
+
+
+def _entry_rate(entry: PayoffEntry) -> float:
+    """A payoff entry as a win rate in [0, 1]: the score of played games, or for exact expected
+    returns 0.5 + tanh(value) / 2 (an even game is 0.5, a large expected gain nears 1)."""
+    if entry.games > 0:
+        return float(entry.score)
+    if entry.exact and math.isfinite(entry.value):
+        return 0.5 + 0.5 * math.tanh(entry.value)
+    return math.nan
+
+
+def win_rate(payoff: PayoffTable | None, learner: SnapshotKey, opponent: SnapshotKey) -> float:
+    """The learner's win rate against `opponent` in the payoff table, NaN when the table has none.
+
+    The learner's newest snapshot has usually not been evaluated yet (evaluation trails publishing),
+    so its newest version with an entry stands in; an entry with the opponent as row counts mirrored.
+    """
+    if payoff is None:
+        return math.nan
+    if opponent.policy_id == learner.policy_id and opponent.version >= learner.version:
+        return 0.5  # its current self
+    for version in range(learner.version, -1, -1):
+        row = f"{learner.policy_id}@{version}"
+        entry = payoff.pair(row, str(opponent))
+        if entry is not None:
+            rate = _entry_rate(entry)
+            if math.isfinite(rate):
+                return rate
+        entry = payoff.pair(str(opponent), row)
+        if entry is not None:
+            rate = _entry_rate(entry)
+            if math.isfinite(rate):
+                return 1.0 - rate
+    return math.nan
+
+
+PFSP_WEIGHTINGS: dict[str, Callable[[float, float], float]] = {
+    "hard": lambda x, p: (1.0 - x) ** p,
+    "variance": lambda x, p: x * (1.0 - x),
+    "linear": lambda x, p: 1.0 - x,
+    "linear_capped": lambda x, p: min(0.5, 1.0 - x),
+}
+"""AlphaStar's PFSP weightings f(x) of the learner's win rate x (p: the `hard` exponent)."""
+
+
+@register
+class PFSPMatchmaker:
+    """Prioritised fictitious self-play (AlphaStar, Vinyals et al. 2019).
+
+    Each seat draws from every snapshot of its role with probability proportional to f(x), x the
+    learner's win rate against the snapshot (`win_rate`; 0.5 while the table knows nothing of the
+    pair, so unmeasured snapshots are drawn too). When every weight is 0 (the learner beats them all
+    under `hard`), the draw is uniform.
+    """
+
+    name = "pfsp"
+
+    @classmethod
+    def from_options(cls, options: MatchmakerOptions) -> PFSPMatchmaker:
+        """Built from the config's matchmaking options."""
+        return cls(options.weighting, options.exponent)
+
+    def __init__(self, weighting: str = "hard", exponent: float = 2.0) -> None:
+        if weighting not in PFSP_WEIGHTINGS:
+            raise ValueError(f"unknown pfsp weighting {weighting!r}; allowed: "
+                             f"{', '.join(repr(w) for w in PFSP_WEIGHTINGS)}")
+        if not (exponent > 0 and math.isfinite(exponent)):
+            raise ValueError(f"pfsp exponent must be a positive finite number, got {exponent!r}")
+        self.weighting = weighting
+        self.exponent = float(exponent)
+        self._f = PFSP_WEIGHTINGS[weighting]
+        self._faces: dict[str, set[str]] = {}  # seat role -> learner roles that asked for it
+
+    def weights(self, pool: PolicyPool, learner: SnapshotKey, role: str, payoff: PayoffTable | None) -> Weights:
+        """The learner's normalised PFSP distribution over the snapshots of `role`."""
+        keys = [s.key for s in pool.snapshots(role)]
+        raw = []
+        for k in keys:
+            x = win_rate(payoff, learner, k)
+            raw.append(self._f(0.5 if math.isnan(x) else min(max(x, 0.0), 1.0), self.exponent))
+        total = float(sum(raw))
+        if total <= 0:
+            return {k: 1.0 / len(keys) for k in keys}
+        return {k: w / total for k, w in zip(keys, raw) if w > 0}
+
+    def lineups(
+        self,
+        pool: PolicyPool,
+        learner: SnapshotKey,
+        learner_role: str,
+        seat_roles: Sequence[str],
+        n: int,
+        rng: np.random.Generator,
+        payoff: PayoffTable | None = None,
+    ) -> list[Lineup]:
+        """`n` lineups, each seat drawn from the learner's PFSP distribution over its role."""
+        _check_request(pool, learner, learner_role, seat_roles, n)
+        for role in seat_roles:
+            self._faces.setdefault(role, set()).add(learner_role)
+        dists = {role: self.weights(pool, learner, role, payoff) for role in set(seat_roles)}
+        return [tuple(_draw(dists[role], rng) for role in seat_roles) for _ in range(n)]
+
+    def record_result(self, learner: SnapshotKey, opponent: SnapshotKey, score: float) -> None:
+        """Ignored: PFSP reads evaluation results from the payoff table (the score is still checked)."""
+        _check_score(learner, opponent, score)
+
+    def on_publish(self, snapshot: Snapshot) -> None:
+        """Ignored: sampling reads the pool directly."""
+
+    def meta_strategy(self, pool: PolicyPool, role: str, payoff: PayoffTable | None = None) -> Weights:
+        """The PFSP distributions over `role` of every learner that meets it, averaged."""
+        faces = self._faces.get(role)
+        learners = [pool.latest(p).key for p in pool.policy_ids() if faces is None or pool.role_of(p) in faces]
+        out: Weights = {}
+        for learner in learners:
+            for k, w in self.weights(pool, learner, role, payoff).items():
+                out[k] = out.get(k, 0.0) + w / len(learners)
+        return out
+
+
+@register
+class PSROMatchmaker:
+    """Policy-space response oracles (Lanctot et al. 2017): train against the Nash of the meta-game.
+
+    The meta-game of a role is its snapshots (the newest `window`, those the payoff table has
+    measured) against the snapshots it meets: itself for a symmetric role (a square, antisymmetric
+    table of `PayoffEntry.value`), the first other role it faces otherwise (a bimatrix solved per
+    role, so asymmetric games get one meta-strategy per role). Missing cells count as even (0). The
+    `lp` solver solves the zero-sum game exactly; `replicator` runs replicator dynamics. Until the
+    table measures any snapshot of the role, the meta-strategy is the role's latest snapshots.
+    """
+
+    name = "psro"
+
+    @classmethod
+    def from_options(cls, options: MatchmakerOptions) -> PSROMatchmaker:
+        """Built from the config's matchmaking options."""
+        return cls(options.solver, options.window)
+
+    def __init__(self, solver: str = "lp", window: int | None = None) -> None:
+        if solver not in ("lp", "replicator"):
+            raise ValueError(f"unknown psro solver {solver!r}; allowed: 'lp', 'replicator'")
+        if window is not None and window < 2:
+            raise ValueError(f"psro window must be at least 2 snapshots, got {window!r}")
+        self.solver = solver
+        self.window = window
+        self._opponent_role: dict[str, str] = {}  # role -> the role its seats face (learned from requests)
+
+    def _members(self, pool: PolicyPool, role: str, payoff: PayoffTable | None) -> list[SnapshotKey]:
+        keys = [s.key for s in pool.snapshots(role)]
+        if self.window:
+            keys = keys[-self.window:]
+        if payoff is None:
+            return []
+        measured = set(payoff.rows())
+        for _, column, _ in payoff.entries():
+            measured.update(column.split("+"))
+        return [k for k in keys if str(k) in measured]
+
+    def meta_strategy(self, pool: PolicyPool, role: str, payoff: PayoffTable | None = None) -> Weights:
+        """The Nash meta-strategy of `role` over its measured snapshots."""
+        rows = self._members(pool, role, payoff)
+        if not rows or payoff is None:
+            return _latest_weights(pool, role)
+        other = self._opponent_role.get(role, role)
+        if other == role:
+            ids = [str(k) for k in rows]
+            a = np.nan_to_num(payoff.matrix(ids, ids, "value", antisymmetric_fill=True), nan=0.0)
+            a = (a - a.T) / 2.0  # both measured directions of a pair, averaged
+            p, _ = solve_meta_game(a, self.solver)
+        else:
+            cols = self._members(pool, other, payoff)
+            if not cols:
+                return _latest_weights(pool, role)
+            a = np.nan_to_num(payoff.matrix([str(k) for k in rows], [str(k) for k in cols], "value",
+                                            antisymmetric_fill=True), nan=0.0)
+            p, _ = solve_meta_game(a, self.solver)
+        p = np.clip(np.asarray(p, dtype=np.float64), 0.0, None)
+        p = p / p.sum()
+        return {k: float(w) for k, w in zip(rows, p) if w > 1e-9}
+
+    def lineups(
+        self,
+        pool: PolicyPool,
+        learner: SnapshotKey,
+        learner_role: str,
+        seat_roles: Sequence[str],
+        n: int,
+        rng: np.random.Generator,
+        payoff: PayoffTable | None = None,
+    ) -> list[Lineup]:
+        """`n` lineups, each seat drawn from its role's meta-strategy."""
+        _check_request(pool, learner, learner_role, seat_roles, n)
+        for role in seat_roles:
+            if role != learner_role:
+                self._opponent_role.setdefault(role, learner_role)
+                self._opponent_role.setdefault(learner_role, role)
+        dists = {role: self.meta_strategy(pool, role, payoff) for role in set(seat_roles)}
+        return [tuple(_draw(dists[role], rng) for role in seat_roles) for _ in range(n)]
+
+    def record_result(self, learner: SnapshotKey, opponent: SnapshotKey, score: float) -> None:
+        """Ignored: the meta-game is the payoff table (the score is still checked)."""
+        _check_score(learner, opponent, score)
+
+    def on_publish(self, snapshot: Snapshot) -> None:
+        """Ignored: the meta-game reads the pool and the payoff table."""
+
+
 # ---- factory ------------------------------------------------------------------------------------
 
 
-def make_matchmaker(
-    name: str, *, latest_fraction: float = 0.8, quality_lr: float = 0.01
-) -> Matchmaker:
-    """Build the matchmaker called `name` (one of MATCHMAKER_NAMES); ValueError for any other.
+def make_matchmaker(name: str, **options: Any) -> Matchmaker:
+    """Build the registered matchmaker called `name`; ValueError naming the allowed ones otherwise.
 
-    `latest_fraction` and `quality_lr` configure `openai_five` and are ignored by the others.
+    `options` are `MatchmakerOptions` fields (latest_fraction, quality_lr, weighting, exponent,
+    solver, window); each strategy reads its own and ignores the rest.
     """
-    factories: dict[str, Callable[[], Matchmaker]] = {
-        "latest": LatestMatchmaker,
-        "uniform": UniformMatchmaker,
-        "openai_five": lambda: OpenAIFiveMatchmaker(latest_fraction, quality_lr),
-    }
-    if name not in factories:
-        raise ValueError(
-            f"unknown matchmaker {name!r}; allowed: {', '.join(repr(n) for n in MATCHMAKER_NAMES)}"
-        )
-    return factories[name]()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown matchmaker {name!r}; allowed: {', '.join(repr(n) for n in _REGISTRY)}")
+    allowed = sorted(MatchmakerOptions.__dataclass_fields__)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown matchmaker options {unknown}; allowed: {allowed}")
+    cls = _REGISTRY[name]
+    built = cls.from_options(MatchmakerOptions(**options)) if hasattr(cls, "from_options") else cls()
+    return built  # type: ignore[no-any-return]
+
+
+MATCHMAKER_NAMES: tuple[str, ...] = matchmaker_names()
+"""The names `make_matchmaker` accepts (every registered strategy)."""

@@ -15,6 +15,15 @@ RANDOM_POLICY_ID = "random"
 """Reserved policy id of the uniform-random baseline; never stored in a pool."""
 
 
+def is_baseline_id(policy_id: str) -> bool:
+    """True for a fixed baseline's id (the random baseline or a scripted policy's name).
+
+    Trained policies are always named '<role>-<k>' and baseline names are identifiers without '-',
+    so the two can never collide.
+    """
+    return "-" not in policy_id
+
+
 @dataclass(frozen=True, order=True)
 class SnapshotKey:
     """Identifies one published snapshot: a policy id and a version of that policy."""
@@ -28,6 +37,13 @@ class SnapshotKey:
 
 RANDOM_KEY = SnapshotKey(RANDOM_POLICY_ID, 0)
 """The uniform-random baseline. It is not in any pool; ratings use it as a fixed anchor."""
+
+
+def baseline_key(name: str) -> SnapshotKey:
+    """The key of the fixed baseline `name` (version 0: baselines never change)."""
+    if not is_baseline_id(name):
+        raise ValueError(f"baseline name {name!r} must not contain '-' (reserved for trained policies)")
+    return SnapshotKey(name, 0)
 
 
 @dataclass
@@ -68,6 +84,11 @@ class PolicyPool:
             raise ValueError(
                 f"cannot publish {key}: policy id {RANDOM_POLICY_ID!r} is reserved for the "
                 "uniform-random baseline"
+            )
+        if is_baseline_id(key.policy_id):
+            raise ValueError(
+                f"cannot publish {key}: trained policy ids look like '<role>-<k>'; ids without '-' "
+                "are reserved for fixed baselines"
             )
         if key in self._snapshots:
             raise ValueError(f"snapshot {key} is already in the pool")

@@ -7,13 +7,18 @@ network shapes and which trainer plays which role without asking each other.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
-from mpimarl.algos.networks import PolicyShape
+import numpy as np
+
+from mpimarl.algos.networks import PolicyShape, RandomPolicy
 from mpimarl.config import RunConfig
 from mpimarl.envs.loader import EnvFactory, resolve_env
 from mpimarl.envs.spec import EnvSpec, RoleRule, build_env_spec
-from mpimarl.errors import WorldSizeError
+from mpimarl.errors import ConfigError, WorldSizeError
+from mpimarl.league.pool import RANDOM_POLICY_ID
 
 
 @dataclass
@@ -35,7 +40,74 @@ class RunContext:
         ctx = RunContext(config, factory, spec, world_size or config.min_world_size())
         if world_size is not None:
             ctx.check_world_size()
+        ctx.check_league()
         return ctx
+
+    def check_league(self) -> None:
+        """Start-up checks that need the environment: network shapes, scripted baselines (imported and
+        played for a few episodes, every action checked) and exact evaluation options."""
+        for role in self.spec.roles:
+            try:
+                self.shape(role)
+            except ValueError as exc:
+                raise ConfigError(f"ppo.torso {self.config.ppo.torso!r}: {exc}") from None
+        if self.config.baselines:
+            from mpimarl.baselines import check_scripted
+
+            for b in self.config.baselines:
+                for role in b.roles or list(self.spec.roles):
+                    check_scripted(b.policy, self.factory, self.spec, role)
+        ev = self.config.evaluation
+        if ev.exact_payoff or ev.exploitability:
+            from mpimarl.league.exploitability import supports_exploitability
+
+            if not supports_exploitability(self.config.env.id, self.config.env.kwargs):
+                key = "evaluation.exploitability" if ev.exploitability else "evaluation.exact_payoff"
+                raise ConfigError(
+                    f"{key} is on, but env {self.config.env.id!r} is not a small zero-sum OpenSpiel game "
+                    "whose tree can be walked exactly (use an 'openspiel:' id such as openspiel:kuhn_poker, "
+                    "or set it to false)"
+                )
+
+    def baseline_policies(self, seed: int) -> dict[Hashable, Any]:
+        """Acting policies of every fixed baseline, keyed as the runner groups agents: (name, role)."""
+        out: dict[Hashable, Any] = {}
+        for i, (role, rs) in enumerate(self.spec.roles.items()):
+            out[(RANDOM_POLICY_ID, role)] = RandomPolicy(rs.action_space, np.random.default_rng(seed + i))
+        if self.config.baselines:
+            from mpimarl.baselines import load_scripted
+
+            for j, b in enumerate(self.config.baselines):
+                for role in b.roles or list(self.spec.roles):
+                    out[(b.name, role)] = load_scripted(b.policy, self.spec.roles[role].action_space,
+                                                        seed + 1000 * (j + 1))
+        return out
+
+    def _exact_option(self, value: bool | None) -> bool:
+        """An exact-evaluation option resolved: None means on where the game allows it."""
+        if value is not None:
+            return value
+        from mpimarl.league.exploitability import supports_exploitability
+
+        return supports_exploitability(self.config.env.id, self.config.env.kwargs)
+
+    @property
+    def exact_payoff(self) -> bool:
+        """Whether payoffs between snapshots are exact expected returns (evaluation.exact_payoff resolved)."""
+        return self._exact_option(self.config.evaluation.exact_payoff)
+
+    @property
+    def measures_exploitability(self) -> bool:
+        """Whether exploitability is recorded (evaluation.exploitability resolved)."""
+        return self._exact_option(self.config.evaluation.exploitability)
+
+    def exploitability_meter(self) -> Any:
+        """The exact evaluator of this run (exploitability, exact payoffs), or None where both are off."""
+        if not (self.exact_payoff or self.measures_exploitability):
+            return None
+        from mpimarl.rollout.exact import ExploitabilityMeter
+
+        return ExploitabilityMeter(self)
 
     def check_world_size(self) -> None:
         """One server and at least one trainer per role."""

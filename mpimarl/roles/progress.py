@@ -39,8 +39,8 @@ class Progress:
         for t in server.trainers.values():
             ret = t.last_row.get("episode_return_mean")
             ret_txt = "-" if ret is None or ret != ret else f"{ret:+.2f}"
-            rate = server.baseline_rates.get(t.policy_id)
-            rate_txt = "" if rate is None else f" vs_random {rate:.0%}"
+            rate_txt = "".join(f" vs_{name} {rate:.0%}" for (pid, name), rate in
+                               sorted(server.league.vs_baseline.items()) if pid == t.policy_id)
             parts.append(f"{t.policy_id} v{max(t.published, 0)} ret {ret_txt}{rate_txt}")
         return " | ".join(parts)
 

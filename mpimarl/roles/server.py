@@ -6,18 +6,16 @@ It answers trainers point to point, pushes each generation's plan to everyone wi
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Generator, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from mpi4py import MPI
 
-from mpimarl.algos.networks import FrozenPolicy, RandomPolicy
+from mpimarl.algos.networks import FrozenPolicy
 from mpimarl.comm.channel import (
     Deadline,
     Tag,
@@ -29,16 +27,14 @@ from mpimarl.comm.channel import (
     tag_name,
 )
 from mpimarl.errors import PeerFailed, ProtocolError
-from mpimarl.league.elo import EloTable
-from mpimarl.league.matchmaking import make_matchmaker
-from mpimarl.league.outcomes import match_score, tally
-from mpimarl.league.pool import RANDOM_KEY, PolicyPool, Snapshot, SnapshotKey
+from mpimarl.league.league import EvalPlan, League, SideResults, lineup_label
+from mpimarl.league.pool import Snapshot, SnapshotKey
 from mpimarl.record.recorder import RunRecorder
 from mpimarl.roles.context import RunContext
 from mpimarl.roles.progress import Progress
-from mpimarl.rollout.evaluate import EpisodeResults, play_episodes
+from mpimarl.rollout.evaluate import play_episodes
 from mpimarl.rollout.runner import ActingPolicy, VectorMatches
-from mpimarl.rollout.seating import Lineup, SeatedKey, other_seat_roles, policy_key, random_key, seats_of_role
+from mpimarl.rollout.seating import Lineup, SeatedKey, policy_key
 
 
 @dataclass
@@ -58,27 +54,7 @@ class _Round:
     """What the sync schedule collects from every trainer before a generation is closed."""
 
     snapshots: dict[int, Snapshot] = field(default_factory=dict)
-    results: dict[int, list[tuple[SnapshotKey, SnapshotKey, float]]] = field(default_factory=dict)
-
-
-@dataclass
-class _EvalPlan:
-    """The evaluation matches of one new snapshot, decided when it enters the pool."""
-
-    own: SeatedKey
-    seed_base: int
-    opponents: list[Lineup] = field(default_factory=list)  # competitive: line-ups to play against
-    partners: list[Lineup] = field(default_factory=list)  # cooperative: teammates to play with
-    comparators: list[SeatedKey] = field(default_factory=list)  # cooperative: compared on equal episodes
-
-    def seeds(self, n: int) -> list[int]:
-        """Episode seeds shared by every match of this plan."""
-        return [self.seed_base + i for i in range(n)]
-
-
-def _seated(drawn: list[tuple[SnapshotKey, ...]], roles: list[str]) -> list[Lineup]:
-    """A matchmaker's key line-ups with the role of each seat attached."""
-    return [tuple(SeatedKey(k, r) for k, r in zip(lineup, roles)) for lineup in drawn]
+    results: dict[int, list[tuple[SnapshotKey, Lineup, list[float]]]] = field(default_factory=dict)
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
@@ -86,18 +62,9 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (float("nan") if v is None else v) for k, v in row.items()}
 
 
-def _joined(lineup: Lineup) -> tuple[str, int, str]:
-    """(opponent_id, opponent_version, opponent_role) columns for a line-up."""
-    if not lineup:
-        return "-", -1, "-"
-    if len(lineup) == 1:
-        item = lineup[0]
-        return item.key.policy_id, item.key.version, item.role
-    return ("+".join(str(i.key) for i in lineup), -1, "+".join(i.role for i in lineup))
-
-
 class Server:
-    """Rank 0's duties for one run."""
+    """Rank 0's duties for one run: the MPI side of the league (messages, plan broadcasts, playing
+    the evaluation episodes the league plans) and the recorder."""
 
     def __init__(self, ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, recorder: RunRecorder,
                  progress: Progress) -> None:
@@ -110,15 +77,7 @@ class Server:
         self.progress = progress
         self.sync = cfg.schedule.mode == "sync"
         self.start_time = time.monotonic()
-        self.rng = np.random.default_rng(ctx.rank_seed(0))
-        self.pool = PolicyPool()
-        mm = cfg.matchmaking
-        self.matchmaker = make_matchmaker(mm.strategy, latest_fraction=mm.latest_fraction, quality_lr=mm.quality_lr)
-        self.eval_pool_sampler = make_matchmaker("uniform")
-        self.partner_sampler = make_matchmaker("latest")
-        ev = cfg.evaluation
-        self.elo = EloTable(k=ev.elo_k, initial=ev.elo_initial)
-        self.elo.fix(RANDOM_KEY, ev.elo_initial)
+        self.league = League(cfg, ctx.spec, ctx.rank_seed(0), exact=ctx.exact_payoff)
         self.trainers = {
             r: _TrainerState(r, ctx.policy_id(r), ctx.trainer_role(r)) for r in range(1, ctx.world_size)
         }
@@ -126,17 +85,18 @@ class Server:
         self.deferred: list[tuple[_TrainerState, dict[str, Any]]] = []  # async requests before every v0
         self.generation = 0  # sync: the round being collected (trainers publish version == generation)
         self.final_plan_sent = False
-        self.eval_queue: deque[_EvalPlan] = deque()
+        self.eval_queue: deque[EvalPlan] = deque()
         self.eval_job: Generator[None, None, None] | None = None
-        self.eval_rng = np.random.default_rng(ctx.rank_seed(0) + 2)
-        self.eval_matches = VectorMatches([ctx.factory() for _ in range(ev.num_envs)], seed=ctx.rank_seed(0))
+        self.eval_matches = VectorMatches([ctx.factory() for _ in range(cfg.evaluation.num_envs)],
+                                          seed=ctx.rank_seed(0))
         self.device = torch.device("cpu")
         torch.manual_seed(ctx.rank_seed(0))  # evaluation samples actions: seeded, so sync runs repeat
         self.frozen: dict[SnapshotKey, FrozenPolicy] = {}
-        self.randoms = {role: RandomPolicy(rs.action_space, np.random.default_rng(ctx.rank_seed(0) + 1))
-                        for role, rs in ctx.spec.roles.items()}
-        self.scores: dict[SnapshotKey, float] = {}
-        self.baseline_rates: dict[str, float] = {}
+        self.baseline_policies = ctx.baseline_policies(ctx.rank_seed(0) + 1)
+        self.exploitability = ctx.exploitability_meter()
+        start = self.league.start_plan()
+        if start is not None:
+            self.eval_queue.append(start)
 
     # -- time -------------------------------------------------------------------------------------
     def now(self) -> float:
@@ -163,6 +123,7 @@ class Server:
             time.sleep(pause)
             pause = min(pause * 2, 0.005)
             self.progress.maybe_print(self)
+        self._record_population(self.generation)
         self.progress.close(self)
         return self.summary()
 
@@ -170,10 +131,18 @@ class Server:
         return all(t.done for t in self.trainers.values()) and (not self.sync or self.final_plan_sent)
 
     def _watchdog(self) -> None:
+        """Abort when a trainer that owes the server a message has been silent too long.
+
+        A trainer that has published its snapshot for the open sync round is waiting for the plan
+        (for a slower trainer), not silent: its clock does not run.
+        """
         limit = self.cfg.server.timeout_s
         now = time.monotonic()
         for t in self.trainers.values():
-            if not t.done and now - t.last_seen > limit:
+            waiting = self.sync and t.rank in self.round_.snapshots
+            if waiting:
+                t.last_seen = now
+            elif not t.done and now - t.last_seen > limit:
                 raise TimeoutError(
                     f"server: trainer rank {t.rank} ({t.policy_id}) sent nothing for {limit:.0f} s; "
                     "it is stuck or dead (server.timeout_s sets this limit)"
@@ -240,47 +209,52 @@ class Server:
         return all(t.published >= 0 for t in self.trainers.values())
 
     def _admit(self, snap: Snapshot) -> None:
-        """Put a snapshot into the pool, the matchmaker, the ratings and the evaluation queue."""
-        self.pool.add(snap)
-        self.matchmaker.on_publish(snap)
-        self.elo.add_child(snap.key, snap.parent)
-        if snap.key.version > 0:
-            self.eval_queue.append(self._plan_evaluation(snap.key))
+        """Put a snapshot into the league; queue the evaluation it plans."""
+        plan = self.league.admit(snap)
+        if self.league.exact and self.exploitability is not None and snap.key.version > 0:
+            for other, seatings in self.league.exact_pairings(snap.key):
+                returns = [self.exploitability.expected_returns(self.league, seating) for seating in seatings]
+                self.recorder.append("payoff", self.league.record_exact(snap.key, other, seatings, returns,
+                                                                       self.now(), self.generation))
+        if plan is not None:
+            self.eval_queue.append(plan)
 
     def _close_round(self) -> None:
-        """Sync: every trainer published `generation`; admit in rank order, then broadcast the plan."""
+        """Sync: every trainer published `generation`; admit in rank order, then broadcast the plan.
+
+        Evaluations queued in earlier rounds are finished first (they normally are, having had a whole
+        generation to run), so matchmakers that read the payoff table (pfsp, psro) see the same table
+        in every run with this seed: the schedule stays deterministic.
+        """
+        self._drain_evaluations()
         for rank in sorted(self.round_.results):
-            for learner, opponent, score in self.round_.results[rank]:
-                self.matchmaker.record_result(learner, opponent, score)
+            for learner, lineup, scores in self.round_.results[rank]:
+                self.league.record_training(learner, lineup, scores)
         for rank in sorted(self.round_.snapshots):
             self._admit(self.round_.snapshots[rank])
         self.round_ = _Round()
+        self._record_population(self.generation)
         if self.generation >= self.ctx.generations:
             return  # the stop plan goes out once every trainer said DONE
+        limit = self.cfg.schedule.time_limit_s
+        if limit is not None and self.now() > limit:
+            bcast_json(self.plan_comm, {"generation": self.generation, "stop": True, "lineups": {}}, 0, None)
+            self.final_plan_sent = True
+            return
         plan = {"generation": self.generation, "stop": False,
-                "lineups": {str(r): [[s.to_json() for s in lu] for lu in self._lineups(r)]
+                "lineups": {str(r): [[s.to_json() for s in lu] for lu, _ in self._lineups(r)]
                             for r in sorted(self.trainers)}}
         bcast_json(self.plan_comm, plan, 0, None)
         self.generation += 1
 
-    def _lineups(self, rank: int) -> list[Lineup]:
-        """Line-ups for trainer `rank`'s next generation, drawn by the matchmaker."""
+    def _drain_evaluations(self) -> None:
+        while self._evaluate_step():
+            pass
+
+    def _lineups(self, rank: int) -> list[tuple[Lineup, str]]:
+        """Line-ups for trainer `rank`'s next generation, with the source that drew each."""
         state = self.trainers[rank]
-        own_seat = seats_of_role(self.ctx.spec, state.role)[0]
-        roles = other_seat_roles(self.ctx.spec, own_seat)
-        if not roles:
-            return [()]  # one empty line-up: the learner's team fills every seat
-        learner = self.pool.latest(state.policy_id).key
-        mm = self.cfg.matchmaking
-        drawn = self.matchmaker.lineups(self.pool, learner, state.role, roles, mm.lineups, self.rng)
-        lineups = _seated(drawn, roles)
-        if mm.baseline_fraction > 0:
-            # floor(n * fraction) line-ups for sure, one more with the leftover probability.
-            share = mm.baseline_fraction * len(lineups)
-            count = min(len(lineups), int(share) + int(self.rng.random() < share - int(share)))
-            baseline = tuple(random_key(r) for r in roles)
-            lineups = [baseline] * count + lineups[count:]
-        return lineups
+        return self.league.training_lineups(state.policy_id, state.role)
 
     def on_request(self, state: _TrainerState, msg: dict[str, Any]) -> None:
         """Line-ups (planned or drawn now) and every snapshot's weights the trainer lacks."""
@@ -291,14 +265,14 @@ class Server:
             self.deferred.append((state, msg))
             return
         else:
-            lineups = self._lineups(state.rank)
+            lineups = [lu for lu, _ in self._lineups(state.rank)]
         cached = {SnapshotKey(str(p), int(v)) for p, v in msg["cached"]}
         needed: dict[SnapshotKey, str] = {}
         for lineup in lineups:
             for item in lineup:
-                if not item.is_random and item.key not in cached:
+                if not item.is_baseline and item.key not in cached:
                     needed[item.key] = item.role
-        snaps = [self.pool.get(k) for k in needed]
+        snaps = [self.league.pool.get(k) for k in needed]
         reply = {
             "lineups": [[s.to_json() for s in lu] for lu in lineups],
             "sent": [[s.key.policy_id, s.key.version, s.role] for s in snaps],
@@ -321,27 +295,26 @@ class Server:
         """Training tallies: recorded as `training` matches, fed to the matchmaker's quality scores."""
         learner = SnapshotKey(str(msg["policy_id"]), int(msg["version"]))
         rows = []
-        outcomes: list[tuple[SnapshotKey, SnapshotKey, float]] = []
+        outcomes: list[tuple[SnapshotKey, Lineup, list[float]]] = []
         for r in msg["rows"]:
             lineup = tuple(SeatedKey.from_json(i) for i in r["opponents"])
-            opp_id, opp_version, opp_role = _joined(lineup)
+            opp_id, opp_version, opp_role = lineup_label(lineup)
+            source = "baseline" if lineup and all(i.is_baseline for i in lineup) else self.league.matchmaker.name
             rows.append(_clean({
-                "time": self.now(), "generation": int(msg["generation"]), "kind": "training", "rank": state.rank,
-                "policy_id": learner.policy_id, "version": learner.version, "role": state.role,
+                "time": self.now(), "generation": int(msg["generation"]), "kind": "training", "matchmaker": source,
+                "rank": state.rank, "policy_id": learner.policy_id, "version": learner.version, "role": state.role,
                 "opponent_id": opp_id, "opponent_version": opp_version, "opponent_role": opp_role,
                 "episodes": r["episodes"], "wins": r["wins"], "draws": r["draws"], "losses": r["losses"],
                 "return_mean": r["return_mean"], "opponent_return_mean": r["opponent_return_mean"],
                 "length_mean": r["length_mean"],
             }))
-            for item in lineup:
-                if not item.is_random:
-                    outcomes.extend((learner, item.key, float(s)) for s in r["scores"])
+            outcomes.append((learner, lineup, [float(x) for x in r["scores"]]))
         self.recorder.append("matches", rows)
         if self.sync:
             self.round_.results.setdefault(state.rank, []).extend(outcomes)
         else:
-            for learner_key, opponent, score in outcomes:
-                self.matchmaker.record_result(learner_key, opponent, score)
+            for learner_key, lineup, scores in outcomes:
+                self.league.record_training(learner_key, lineup, scores)
 
     def on_failed(self, state: _TrainerState, msg: dict[str, Any]) -> None:
         """A trainer hit an error: end the job (the caller closes the run file first)."""
@@ -370,119 +343,56 @@ class Server:
         return True
 
     def _policy(self, seated: SeatedKey) -> ActingPolicy:
-        if seated.is_random:
-            return self.randoms[seated.role]
+        if seated.is_baseline:
+            return self.baseline_policies[policy_key(seated)]
         if seated.key not in self.frozen:
-            snap = self.pool.get(seated.key)
+            snap = self.league.pool.get(seated.key)
             self.frozen[seated.key] = FrozenPolicy(self.ctx.shape(snap.role), snap.weights, self.device,
                                                    greedy=self.cfg.evaluation.greedy)
             while len(self.frozen) > 64:
                 self.frozen.pop(next(iter(self.frozen)))
         return self.frozen[seated.key]
 
-    def _play(self, own: SeatedKey, lineup: Lineup, seeds: list[int]) -> Generator[None, None, EpisodeResults]:
+    def _play(self, own: SeatedKey, lineup: Lineup, seeds: list[int]) -> Generator[None, None, SideResults]:
         policies: dict[Hashable, ActingPolicy] = {policy_key(s): self._policy(s) for s in lineup}
-        return (yield from play_episodes(self.eval_matches, self.ctx.spec, self._policy(own), own.role,
-                                         lineup, policies, seeds))
+        res = yield from play_episodes(self.eval_matches, self.ctx.spec, self._policy(own), own.role,
+                                       lineup, policies, seeds)
+        return SideResults(res.own, res.other, res.length, res.seats, res.occupants)
 
-    def _plan_evaluation(self, key: SnapshotKey) -> _EvalPlan:
-        """Decide a new snapshot's evaluation matches now, from the pool as it is at admission.
+    def _evaluate(self, plan: EvalPlan) -> Generator[None, None, None]:
+        """Play one plan's matches in order; the league rates them; record what it returns."""
+        self.league.begin_evaluation(plan)
+        generation = plan.key.version if plan.key is not None else 0
+        for match in plan.matches:
+            res = yield from self._play(match.own, match.lineup, match.seeds())
+            if match.comparator is not None:
+                theirs = yield from self._play(match.comparator, match.comparator_lineup, match.seeds())
+                res.comparator_own = theirs.own
+            self._record_rows(self.league.record_match(match, res, self.now(), generation))
+        if plan.key is None and self.league.par is not None:
+            self.recorder.set_attr("par", {r: self.league.par.mean(r) for r in self.league.par.roles()})
+        if plan.key is None and self.league.anchor_scores:
+            self.recorder.set_attr("anchors", {f"{role}/{name}": score for (role, name), score
+                                               in self.league.anchor_scores.items()})
 
-        Drawing opponents at admission (not when the job runs) keeps sync runs deterministic: the
-        same snapshots meet the same opponents however evaluation interleaves with training.
-        """
-        snap = self.pool.get(key)
-        ev = self.cfg.evaluation
-        own_seat = seats_of_role(self.ctx.spec, snap.role)[0]
-        roles = other_seat_roles(self.ctx.spec, own_seat)
-        plan = _EvalPlan(SeatedKey(key, snap.role), seed_base=self.ctx.rank_seed(0) + 10_000 * len(self.pool))
-        if self.cfg.task.kind == "competitive":
-            if ev.baseline_episodes:
-                plan.opponents.append(tuple(random_key(r) for r in roles))
-            if ev.pool_opponents and ev.pool_episodes:
-                drawn = self.eval_pool_sampler.lineups(self.pool, key, snap.role, roles, ev.pool_opponents,
-                                                       self.eval_rng)
-                plan.opponents += [lu for lu in _seated(drawn, roles) if any(s.key != key for s in lu)]
-        else:
-            plan.partners = [()]
-            if roles:
-                drawn = self.partner_sampler.lineups(self.pool, key, snap.role, roles, 1, self.eval_rng)
-                plan.partners = _seated(drawn, roles)
-            plan.comparators = [random_key(snap.role)]
-            others = [s.key for s in self.pool.snapshots(snap.role) if s.key != key]
-            if others and ev.pool_opponents:
-                picks = self.eval_rng.choice(len(others), size=min(ev.pool_opponents, len(others)), replace=False)
-                plan.comparators += [SeatedKey(others[int(i)], snap.role) for i in sorted(picks)]
-        return plan
+    def _record_rows(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        for table, table_rows in rows.items():
+            if table_rows:
+                self.recorder.append(table, table_rows)
 
-    def _evaluate(self, plan: _EvalPlan) -> Generator[None, None, None]:
-        """Play one snapshot's scheduled evaluation matches; record matches and ratings."""
-        own = plan.own
-        key = own.key
-        ev = self.cfg.evaluation
-        margin = self.cfg.task.draw_margin
-        touched: set[SnapshotKey] = {key}
-        for lineup in plan.opponents:
-            baseline = all(s.is_random for s in lineup)
-            n = ev.baseline_episodes if baseline else ev.pool_episodes
-            res = yield from self._play(own, lineup, plan.seeds(n))
-            w, d, lo = tally(match_score(o, t, margin) for o, t in zip(res.own, res.other))
-            for item in lineup:
-                self.elo.update_many(key, RANDOM_KEY if item.is_random else item.key, w, d, lo)
-                touched.add(item.key)
-            if baseline:
-                self.scores[key] = float(np.mean(res.own))
-                self.baseline_rates[key.policy_id] = (w + 0.5 * d) / max(1, n)
-            self._record_match(own, lineup, res, (w, d, lo))
-        for lineup in plan.partners:
-            seeds = plan.seeds(max(ev.baseline_episodes, 1))
-            mine = yield from self._play(own, lineup, seeds)
-            self.scores[key] = float(np.mean(mine.own))
-            self._record_match(own, lineup, mine, (0, 0, 0))
-            for comp in plan.comparators:
-                # Paired comparison: the comparator takes the same seat with the same partners on the
-                # same episode seeds; the better team return wins the episode.
-                theirs = yield from self._play(comp, lineup, seeds)
-                w, d, lo = tally(match_score(a, b, margin) for a, b in zip(mine.own, theirs.own))
-                self.elo.update_many(key, comp.key, w, d, lo)
-                touched.add(comp.key)
-                if comp.is_random:
-                    self.baseline_rates[key.policy_id] = (w + 0.5 * d) / max(1, len(seeds))
-                self._record_match(own, (comp,), EpisodeResults(mine.own, theirs.own, mine.length), (w, d, lo))
-        self._record_ratings(touched)
-
-    def _record_match(self, own: SeatedKey, lineup: Lineup, res: EpisodeResults, wdl: tuple[int, int, int]) -> None:
-        opp_id, opp_version, opp_role = _joined(lineup)
-        other = [x for x in res.other if not math.isnan(x)]
-        self.recorder.append("matches", [{
-            "time": self.now(), "generation": own.key.version, "kind": "evaluation", "rank": 0,
-            "policy_id": own.key.policy_id, "version": own.key.version, "role": own.role,
-            "opponent_id": opp_id, "opponent_version": opp_version, "opponent_role": opp_role,
-            "episodes": res.episodes, "wins": wdl[0], "draws": wdl[1], "losses": wdl[2],
-            "return_mean": float(np.mean(res.own)),
-            "opponent_return_mean": float(np.mean(other)) if other else float("nan"),
-            "length_mean": float(np.mean(res.length)),
-        }])
-
-    def _record_ratings(self, keys: set[SnapshotKey]) -> None:
-        rows = []
-        for key in sorted(keys):
-            if key == RANDOM_KEY or key not in self.pool:
-                continue
-            rows.append({"time": self.now(), "generation": key.version, "policy_id": key.policy_id,
-                         "version": key.version, "role": self.pool.get(key).role, "elo": self.elo.rating(key),
-                         "games": self.elo.games(key), "score": self.scores.get(key, float("nan"))})
-        self.recorder.append("ratings", rows)
+    def _record_population(self, generation: int) -> None:
+        """Meta-strategies, Nash averages and (where exact) exploitability after a round or at the end."""
+        self.recorder.append("meta", self.league.meta_rows(self.now(), generation))
+        if self.exploitability is not None and self.ctx.measures_exploitability:
+            rows = self.exploitability.measure(self.league, generation)
+            for row in rows:
+                row["time"] = self.now()
+            self.recorder.append("exploitability", rows)
 
     # -- the end ----------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        """Per policy: role, steps, latest version, Elo, last evaluation score and baseline rate."""
-        out = {}
+        """Per policy: rank, steps, and the league's ratings and baseline scores of its latest snapshot."""
+        out = self.league.summary([t.policy_id for t in self.trainers.values()])
         for t in self.trainers.values():
-            latest = self.pool.latest(t.policy_id).key
-            out[t.policy_id] = {
-                "rank": t.rank, "role": t.role, "version": latest.version, "env_steps": t.env_steps,
-                "elo": round(self.elo.rating(latest), 1), "score": self.scores.get(latest),
-                "vs_random": self.baseline_rates.get(t.policy_id),
-            }
+            out[t.policy_id].update(rank=t.rank, env_steps=t.env_steps)
         return out

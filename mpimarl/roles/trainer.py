@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from mpimarl.algos.networks import FrozenPolicy, RandomPolicy, flat_weights
+from mpimarl.algos.networks import FrozenPolicy, flat_weights
 from mpimarl.algos.ppo import PPOLearner, UpdateStats
 from mpimarl.comm.channel import (
     SERVER_RANK,
@@ -33,7 +33,7 @@ from mpimarl.league.outcomes import match_score, tally
 from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles.context import RunContext
 from mpimarl.rollout.runner import LEARNER, ActingPolicy, FinishedEpisode, VectorMatches
-from mpimarl.rollout.seating import Lineup, SeatedKey, policy_key, random_key, seating, seats_of_role
+from mpimarl.rollout.seating import Lineup, SeatedKey, seating, seats_of_role
 
 
 def select_device(local_rank: int, preference: str) -> torch.device:
@@ -77,10 +77,7 @@ class Trainer:
         self.matches = VectorMatches([ctx.factory() for _ in range(cfg.ppo.num_envs)], seed=self.seed)
         self.own_seats = seats_of_role(ctx.spec, self.role)
         self.cache: OrderedDict[SnapshotKey, FrozenPolicy] = OrderedDict()
-        self.randoms: dict[str, RandomPolicy] = {
-            role: RandomPolicy(rs.action_space, np.random.default_rng(self.seed + 7))
-            for role, rs in ctx.spec.roles.items()
-        }
+        self.baselines = ctx.baseline_policies(self.seed + 7)
         self.version = 0
         self.generation = 0
         self.wait_s = 0.0
@@ -130,7 +127,7 @@ class Trainer:
         lineups = [tuple(SeatedKey.from_json(item) for item in lineup) for lineup in reply["lineups"]]
         for lineup in lineups:
             for item in lineup:
-                if not item.is_random:
+                if not item.is_baseline:
                     if item.key not in self.cache:
                         raise RuntimeError(f"rank {self.rank}: the server did not send weights of {item.key}")
                     self.cache.move_to_end(item.key)
@@ -141,14 +138,17 @@ class Trainer:
 
     @staticmethod
     def _keys_in_use(lineups: list[Lineup]) -> int:
-        return len({item.key for lineup in lineups for item in lineup if not item.is_random})
+        return len({item.key for lineup in lineups for item in lineup if not item.is_baseline})
 
     # -- the main loop -------------------------------------------------------------------------
     def run(self) -> None:
         """Publish version 0, then train generation after generation, then say DONE."""
         sync = self.ctx.config.schedule.mode == "sync"
+        limit = self.ctx.config.schedule.time_limit_s
+        started = time.monotonic()
         self.publish()
         last_generation_s = 0.0
+        stopped_early = False
         for generation in range(self.ctx.generations):
             self.generation = generation
             planned = None
@@ -158,7 +158,12 @@ class Trainer:
                 deadline = Deadline(self.timeout + 4 * last_generation_s, "the generation plan")
                 plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
                 self.wait_s += time.perf_counter() - t0
+                if plan.get("stop"):  # the server's time limit: it will not wait for more
+                    stopped_early = True
+                    break
                 planned = plan["lineups"][str(self.rank)]
+            elif limit is not None and time.monotonic() - started > limit:
+                break
             lineups = self.fetch_lineups(planned)
             t_start = time.perf_counter()
             tallies = self.play(lineups, self.ctx.generation_budget(generation))
@@ -167,14 +172,14 @@ class Trainer:
             self.version += 1
             self.publish()
         send_json(self.comm, {"env_steps": self.matches.env_steps}, SERVER_RANK, Tag.DONE)
-        if sync:
+        if sync and not stopped_early:
             deadline = Deadline(self.timeout + 4 * last_generation_s, "the final plan")
             plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
             if not plan.get("stop"):
                 raise RuntimeError(f"rank {self.rank}: expected the server's stop plan after the last generation")
 
     def _policies(self) -> dict[Hashable, ActingPolicy]:
-        policies: dict[Hashable, ActingPolicy] = {policy_key(random_key(r)): p for r, p in self.randoms.items()}
+        policies: dict[Hashable, ActingPolicy] = dict(self.baselines)
         policies.update(self.cache)
         return policies
 

@@ -10,25 +10,40 @@ from __future__ import annotations
 from collections.abc import Generator, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from mpimarl.envs.spec import EnvSpec
-from mpimarl.rollout.runner import ActingPolicy, VectorMatches
-from mpimarl.rollout.seating import SeatedKey, seating, seats_of_role
+from mpimarl.rollout.runner import ActingPolicy, FinishedEpisode, VectorMatches
+from mpimarl.rollout.seating import SeatedKey, seat_occupants, seating, seats_of_role
 
 OWN = "evaluated"
 
 
 @dataclass
 class EpisodeResults:
-    """Per-episode returns of the evaluated side and of everyone else, in seed order."""
+    """Per-episode results of the evaluated side, in seed order.
+
+    `own` / `other`: mean per-agent return of the evaluated policy's agents and of everyone else's
+    (NaN when nobody else plays). `seats`: the mean per-agent return of every seat, in seat order,
+    and `occupants`: who sat there (`OWN` for the evaluated policy, else a `SeatedKey`), so that
+    free-for-all games can be ranked seat by seat.
+    """
 
     own: list[float] = field(default_factory=list)
     other: list[float] = field(default_factory=list)
     length: list[int] = field(default_factory=list)
+    seats: list[list[float]] = field(default_factory=list)
+    occupants: list[list[object]] = field(default_factory=list)
 
     @property
     def episodes(self) -> int:
         """Number of finished episodes."""
         return len(self.own)
+
+
+def seat_returns(spec: EnvSpec, ep: FinishedEpisode) -> list[float]:
+    """Mean per-agent return of every seat of `spec` in a finished episode, in seat order."""
+    return [float(np.mean([ep.returns.get(a, 0.0) for a in agents])) for _, agents in spec.seats()]
 
 
 def play_episodes(matches: VectorMatches, spec: EnvSpec, own: ActingPolicy, own_role: str,
@@ -38,28 +53,34 @@ def play_episodes(matches: VectorMatches, spec: EnvSpec, own: ActingPolicy, own_
     own_seats = seats_of_role(spec, own_role)
     table: dict[Hashable, ActingPolicy] = dict(policies)
     table[OWN] = own
-    results: list[tuple[float, float, int] | None] = [None] * len(seeds)
+    finished: list[FinishedEpisode | None] = [None] * len(seeds)
     next_episode = 0
+
+    def own_seat(k: int) -> int:
+        return own_seats[k % len(own_seats)]
 
     def launch(env_index: int) -> None:
         nonlocal next_episode
         k = next_episode
         next_episode += 1
-        seat = own_seats[k % len(own_seats)]
-        matches.start(env_index, seating(spec, seat, OWN, lineup), tag=k, seed=int(seeds[k]))
+        matches.start(env_index, seating(spec, own_seat(k), OWN, lineup), tag=k, seed=int(seeds[k]))
 
     for i in range(min(len(matches.envs), len(seeds))):
         launch(i)
     while matches.num_active:
         for ep in matches.tick(table):
-            results[ep.tag] = (*ep.side_returns(OWN), ep.length)
+            finished[ep.tag] = ep
             if next_episode < len(seeds):
                 launch(ep.env_index)
         yield
     out = EpisodeResults()
-    for item in results:
-        assert item is not None
-        out.own.append(item[0])
-        out.other.append(item[1])
-        out.length.append(item[2])
+    for k, ep in enumerate(finished):
+        if ep is None:
+            raise RuntimeError(f"evaluation episode {k} (seed {seeds[k]}) never finished")
+        own_mean, other_mean = ep.side_returns(OWN)
+        out.own.append(own_mean)
+        out.other.append(other_mean)
+        out.length.append(ep.length)
+        out.seats.append(seat_returns(spec, ep))
+        out.occupants.append(seat_occupants(spec, own_seat(k), OWN, lineup))
     return out

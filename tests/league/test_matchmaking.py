@@ -1,4 +1,4 @@
-"""Matchmakers: latest (naive self-play), uniform (fictitious self-play), openai_five."""
+"""Matchmakers: latest (naive self-play), uniform (fictitious self-play), openai_five, pfsp, psro."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import pytest
 
 from mpimarl.league.matchmaking import (
     MATCHMAKER_NAMES,
+    PFSP_WEIGHTINGS,
     QUALITY_FLOOR_GAP,
     Matchmaker,
     OpenAIFiveMatchmaker,
     make_matchmaker,
+    win_rate,
 )
+from mpimarl.league.payoff import PayoffTable
 from mpimarl.league.pool import RANDOM_KEY, PolicyPool, Snapshot, SnapshotKey
 
 PoolFactory = Callable[[list[tuple[str, str, int]]], PolicyPool]
@@ -54,8 +57,8 @@ def test_factory_builds_protocol_conforming_matchmakers(name: str) -> None:
 
 
 def test_factory_rejects_unknown_names_listing_the_allowed_ones() -> None:
-    with pytest.raises(ValueError, match=r"'pfsp'.*'latest', 'uniform', 'openai_five'"):
-        make_matchmaker("pfsp")
+    with pytest.raises(ValueError, match=r"'sarsa'.*'latest', 'uniform', 'openai_five', 'pfsp', 'psro'"):
+        make_matchmaker("sarsa")
 
 
 def test_factory_passes_openai_five_parameters() -> None:
@@ -321,3 +324,128 @@ def test_openai_five_registers_pool_snapshots_it_was_not_told_about(symmetric: P
     probs = mm.probabilities("player")
     assert list(probs) == [s.key for s in symmetric.snapshots("player")]
     assert all(p == pytest.approx(1 / 8) for p in probs.values())
+
+
+# ---- pfsp -------------------------------------------------------------------------------------
+
+
+def _scored(table: PayoffTable, row: str, column: str, score: float, games: int = 100) -> None:
+    wins = round(score * games)
+    table.add(row, column, wins, 0, games - wins, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("weighting", "x", "expected"),
+    [("hard", 0.25, 0.75**2), ("variance", 0.25, 0.25 * 0.75), ("linear", 0.25, 0.75),
+     ("linear_capped", 0.25, 0.5), ("linear_capped", 0.75, 0.25)],
+)
+def test_pfsp_weightings_are_alphastars(weighting: str, x: float, expected: float) -> None:
+    assert PFSP_WEIGHTINGS[weighting](x, 2.0) == pytest.approx(expected)
+
+
+def test_pfsp_hard_draws_the_opponents_the_learner_loses_to(symmetric: PolicyPool) -> None:
+    table = PayoffTable()
+    learner = SnapshotKey("player-0", 4)
+    # The learner's newest evaluated version (3) beats player-1@0 always and loses to player-1@2 80%.
+    _scored(table, "player-0@3", "player-1@0", 1.0)
+    _scored(table, "player-0@3", "player-1@2", 0.2)
+    mm = make_matchmaker("pfsp", weighting="hard", exponent=2.0)
+    weights = mm.meta_strategy(symmetric, "player", table)  # averaged over both learners
+    direct = mm.weights(symmetric, learner, "player", table)
+    assert SnapshotKey("player-1", 0) not in direct  # beaten every time: weight (1-1)^2 = 0
+    # unmeasured snapshots count as x = 0.5 -> 0.25; player-1@2 -> 0.64
+    assert direct[SnapshotKey("player-1", 2)] / direct[SnapshotKey("player-0", 1)] == pytest.approx(0.64 / 0.25)
+    assert sum(weights.values()) == pytest.approx(1.0)
+    lineups = mm.lineups(symmetric, learner, "player", ["player"], 2000, np.random.default_rng(0), table)
+    counts = Counter(lu[0] for lu in lineups)
+    assert counts[SnapshotKey("player-1", 0)] == 0
+    assert counts[SnapshotKey("player-1", 2)] / 2000 == pytest.approx(direct[SnapshotKey("player-1", 2)], abs=0.03)
+
+
+def test_pfsp_reads_mirrored_entries_and_falls_back_to_uniform(symmetric: PolicyPool) -> None:
+    table = PayoffTable()
+    _scored(table, "player-1@1", "player-0@2", 0.0)  # the learner (player-0@2) always beat player-1@1
+    assert win_rate(table, SnapshotKey("player-0", 2), SnapshotKey("player-1", 1)) == pytest.approx(1.0)
+    assert np.isnan(win_rate(table, SnapshotKey("player-0", 2), SnapshotKey("player-1", 2)))
+    everything = PayoffTable()
+    for s in symmetric.snapshots():
+        _scored(everything, "player-0@4", str(s.key), 1.0)
+    mm = make_matchmaker("pfsp", weighting="hard")
+    weights = mm.weights(symmetric, SnapshotKey("player-0", 4), "player", everything)
+    # Beats all but its current self (0.5): the only weight left is on player-0@4 itself.
+    assert weights == {SnapshotKey("player-0", 4): pytest.approx(1.0)}
+
+
+def test_pfsp_rejects_unknown_weightings() -> None:
+    with pytest.raises(ValueError, match="'steep'.*'hard', 'variance', 'linear', 'linear_capped'"):
+        make_matchmaker("pfsp", weighting="steep")
+
+
+# ---- psro -------------------------------------------------------------------------------------
+
+
+def _rps_pool(pool_factory: PoolFactory) -> PolicyPool:
+    return pool_factory([("player-0", "player", 3)])
+
+
+def test_psro_meta_strategy_is_the_nash_of_the_payoff_table(pool_factory: PoolFactory) -> None:
+    pool = _rps_pool(pool_factory)  # player-0@0 rock, @1 paper, @2 scissors
+    table = PayoffTable()
+    beats = {("player-0@1", "player-0@0"), ("player-0@2", "player-0@1"), ("player-0@0", "player-0@2")}
+    for row, col in beats:
+        _scored(table, row, col, 1.0)
+    mm = make_matchmaker("psro", solver="lp")
+    weights = mm.meta_strategy(pool, "player", table)
+    assert [weights[SnapshotKey("player-0", v)] for v in range(3)] == pytest.approx([1 / 3] * 3, abs=1e-6)
+    lineups = mm.lineups(pool, SnapshotKey("player-0", 2), "player", ["player"], 3000, np.random.default_rng(1), table)
+    counts = Counter(lu[0].version for lu in lineups)
+    assert all(abs(counts[v] / 3000 - 1 / 3) < 0.03 for v in range(3))
+
+
+def test_psro_puts_no_weight_on_a_dominated_snapshot(pool_factory: PoolFactory) -> None:
+    pool = _rps_pool(pool_factory)
+    table = PayoffTable()
+    _scored(table, "player-0@1", "player-0@0", 0.9)
+    _scored(table, "player-0@2", "player-0@0", 0.8)
+    _scored(table, "player-0@2", "player-0@1", 0.7)
+    for solver in ("lp", "replicator"):
+        weights = make_matchmaker("psro", solver=solver).meta_strategy(pool, "player", table)
+        assert weights.get(SnapshotKey("player-0", 2), 0.0) > 0.95, solver
+
+
+def test_psro_uses_exact_values_and_a_window(pool_factory: PoolFactory) -> None:
+    pool = pool_factory([("player-0", "player", 4)])
+    table = PayoffTable()
+    table.set_exact("player-0@3", "player-0@2", 0.5, -0.5)
+    table.set_exact("player-0@3", "player-0@0", -0.2, 0.2)  # outside the window of 2: ignored
+    weights = make_matchmaker("psro", window=2).meta_strategy(pool, "player", table)
+    assert weights == {SnapshotKey("player-0", 3): pytest.approx(1.0)}
+
+
+def test_psro_asymmetric_roles_get_one_meta_strategy_each(asymmetric: PolicyPool) -> None:
+    table = PayoffTable()
+    # predator-0@3 beats prey-0@2 but loses to prey-1@1; predator-0@2 the other way round (matching pennies)
+    _scored(table, "predator-0@3", "prey-0@2", 1.0)
+    _scored(table, "predator-0@3", "prey-1@1", 0.0)
+    _scored(table, "predator-0@2", "prey-0@2", 0.0)
+    _scored(table, "predator-0@2", "prey-1@1", 1.0)
+    mm = make_matchmaker("psro")
+    mm.lineups(asymmetric, SnapshotKey("predator-0", 3), "predator", ["prey"], 1, np.random.default_rng(0), table)
+    predators = mm.meta_strategy(asymmetric, "predator", table)
+    prey = mm.meta_strategy(asymmetric, "prey", table)
+    half = pytest.approx(0.5)
+    assert predators == {SnapshotKey("predator-0", 2): half, SnapshotKey("predator-0", 3): half}
+    assert prey == {SnapshotKey("prey-0", 2): half, SnapshotKey("prey-1", 1): half}
+
+
+def test_psro_without_measurements_plays_the_latest(symmetric: PolicyPool) -> None:
+    weights = make_matchmaker("psro").meta_strategy(symmetric, "player", PayoffTable())
+    assert weights == {SnapshotKey("player-0", 4): 0.5, SnapshotKey("player-1", 2): 0.5}
+
+
+@pytest.mark.parametrize("name", MATCHMAKER_NAMES)
+def test_every_meta_strategy_is_a_distribution_over_the_role(name: str, asymmetric: PolicyPool) -> None:
+    mm = make_matchmaker(name)
+    weights = mm.meta_strategy(asymmetric, "prey", PayoffTable())
+    assert weights and sum(weights.values()) == pytest.approx(1.0)
+    assert all(asymmetric.get(k).role == "prey" for k in weights)
