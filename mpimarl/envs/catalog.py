@@ -2,7 +2,8 @@
 
 Nothing is built here: PettingZoo modules are imported (and skipped when an optional dependency
 such as rlcard is missing) and Gymnasium registry entries are kept when their entry point's
-module imports.
+module imports. A few OpenSpiel games are listed as examples (every registered game loads as
+``openspiel:NAME``).
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ from mpimarl.envs.base import API_AEC, API_GYMNASIUM, API_PARALLEL
 
 # Packages whose environment modules are listed; a missing package is skipped.
 PETTINGZOO_PACKAGES = ("pettingzoo.classic", "mpe2")
+# OpenSpiel games listed as examples: small poker games and matrix games can be evaluated exactly.
+OPENSPIEL_GAMES = ("connect_four", "goofspiel", "kuhn_poker", "leduc_poker", "liars_dice", "matrix_rps", "tic_tac_toe")
 
 
 def list_environments() -> list[tuple[str, str]]:
     """(env id, api) for every environment this installation can build, sorted by id.
 
     The api is the one `resolve_env` would use for that id: "parallel" when a PettingZoo module
-    has ``parallel_env``, else "aec"; "gymnasium" for ``gymnasium:ID`` ids.
+    has ``parallel_env``, else "aec"; "gymnasium" for ``gymnasium:ID`` ids; for ``openspiel:NAME``
+    ids "parallel" for simultaneous-move games, else "aec".
     """
-    return list(_pettingzoo_environments()) + list(_gymnasium_environments())
+    return list(_pettingzoo_environments()) + list(_gymnasium_environments()) + list(_openspiel_environments())
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,6 +68,17 @@ def _gymnasium_environments() -> tuple[tuple[str, str], ...]:
             continue
         found.append((f"gymnasium:{gym_id}", API_GYMNASIUM))
     return tuple(sorted(found))
+
+
+@functools.lru_cache(maxsize=1)
+def _openspiel_environments() -> tuple[tuple[str, str], ...]:
+    if _try_import("pyspiel") is None:
+        return ()
+    import pyspiel
+
+    from mpimarl.envs.openspiel import game_api
+
+    return tuple((f"openspiel:{name}", game_api(pyspiel.load_game(name))) for name in OPENSPIEL_GAMES)
 
 
 @functools.cache

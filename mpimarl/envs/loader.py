@@ -13,6 +13,11 @@ Accepted ids:
 ``gymnasium:ID``
     A Gymnasium registry id, built with ``gymnasium.make(ID, **kwargs)``, e.g.
     ``gymnasium:CartPole-v1``; its single agent is called "agent".
+``openspiel:GAME``
+    An OpenSpiel game, loaded with ``pyspiel.load_game(GAME, kwargs)`` (the kwargs are the game's
+    parameters, e.g. ``{players: 3}``), e.g. ``openspiel:kuhn_poker``; its agents are
+    ``player_0 .. player_{n-1}`` (see `mpimarl.envs.openspiel`). Sequential games resolve as "aec"
+    (one player acts at a time), simultaneous-move games as "parallel".
 
 ``kwargs`` come from the config unchanged (for instance mpe2 envs take
 ``continuous_actions``). Every failure raises `EnvironmentSpecError` naming the id and the cause;
@@ -38,8 +43,9 @@ from mpimarl.envs.pettingzoo_parallel import PettingZooParallelAdapter
 from mpimarl.errors import EnvironmentSpecError
 
 GYMNASIUM_PREFIX = "gymnasium:"
+OPENSPIEL_PREFIX = "openspiel:"
 LIST_HINT = "run `python -m mpimarl envs` to list the environments this installation can build"
-ID_FORMS = "'package.module', 'package.module:factory' or 'gymnasium:ID'"
+ID_FORMS = "'package.module', 'package.module:factory', 'gymnasium:ID' or 'openspiel:GAME'"
 
 _ADAPTERS: dict[str, Callable[[Any], MultiAgentEnv]] = {
     API_AEC: PettingZooAECAdapter,
@@ -111,6 +117,8 @@ def resolve_env(env_id: str, kwargs: dict[str, Any] | None = None) -> EnvFactory
     if bad_keys:
         raise EnvironmentSpecError(f"env {env_id!r}: kwargs keys must be strings, got {bad_keys!r}")
 
+    if env_id.startswith(OPENSPIEL_PREFIX):
+        return _openspiel_factory(env_id, kwargs)
     if env_id.startswith(GYMNASIUM_PREFIX):
         make_raw = _gymnasium_maker(env_id, kwargs)
     elif ":" in env_id:
@@ -129,7 +137,33 @@ def resolve_env(env_id: str, kwargs: dict[str, Any] | None = None) -> EnvFactory
     return EnvFactory(env_id, api, make_raw)
 
 
-# ---- the three id forms -------------------------------------------------------------------------
+class _AdapterFactory(EnvFactory):
+    """An `EnvFactory` whose maker builds the `MultiAgentEnv` itself.
+
+    OpenSpiel games have no raw environment object of one of the three APIs: the adapter is written
+    on pyspiel directly. `api` still says how the env behaves ("aec" or "parallel").
+    """
+
+    def __call__(self) -> MultiAgentEnv:
+        """Build one environment."""
+        return _build(self.env_id, self._make_raw)
+
+
+# ---- the id forms -------------------------------------------------------------------------------
+
+
+def _openspiel_factory(env_id: str, kwargs: dict[str, Any]) -> EnvFactory:
+    # Imported here so that `import mpimarl.envs` does not load pyspiel unless a config names a game.
+    from mpimarl.envs.openspiel import OpenSpielEnv, game_api, load_game
+
+    name = env_id[len(OPENSPIEL_PREFIX) :]
+    if not name:
+        raise EnvironmentSpecError(f"env id {env_id!r} names no game; use 'openspiel:GAME', e.g. openspiel:kuhn_poker")
+    game = load_game(env_id, name, kwargs)
+    # A game object is immutable and shared: every environment only creates its own states.
+    make_env = functools.partial(OpenSpielEnv, game)
+    _build(env_id, make_env).close()  # surface a game that cannot even start here, not in a worker
+    return _AdapterFactory(env_id, game_api(game), make_env)
 
 
 def _gymnasium_maker(env_id: str, kwargs: dict[str, Any]) -> Callable[[], Any]:

@@ -251,8 +251,8 @@ class League:
                 plan.matches.append(PlannedMatch("comparator", own, partners, ev.pool_episodes, base,
                                                  comparator=SeatedKey(other, role),
                                                  comparator_lineup=self.partners_of[other]))
-        if not plan.matches:  # still measure the team return, for the ratings table's score
-            plan.matches.append(PlannedMatch("comparator", own, partners, max(n_base, 1), base))
+        if not plan.matches and n_base:  # still measure the team return, for the ratings table's score
+            plan.matches.append(PlannedMatch("comparator", own, partners, n_base, base))
         return plan
 
     def _policy_of_role(self, role: str, index: int) -> str:
