@@ -5,6 +5,8 @@ Example::
     run = load_run("runs/connect_four.h5")
     run.train.groupby("policy_id").episode_return_mean.last()
     summarize(run)
+    policy = run.policy("player-0")          # the latest stored snapshot, acting on raw observations
+    policy.act(raw_env.observe("player_0"))  # e.g. a connect-four column
 
 Only committed rows are read (see :mod:`mpimarl.record.schema`), so a file whose writer was killed
 mid-append loads cleanly. A file that a running recorder holds is refused (RunFileError) rather
@@ -19,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -36,6 +38,14 @@ from mpimarl.record.schema import (
     columns,
     table_dtype,
 )
+
+if TYPE_CHECKING:  # torch, the envs and the config load only when a policy is asked for
+    import gymnasium
+
+    from mpimarl.algos.networks import ActorCritic, FrozenPolicy, PolicyShape
+    from mpimarl.envs.encoding import ObservationEncoder
+    from mpimarl.league.pool import SnapshotKey
+    from mpimarl.roles.context import RunContext
 
 RANDOM_BASELINE = "random"
 """Policy id of the uniform-random baseline that :func:`summarize` reports a win rate against."""
@@ -77,6 +87,7 @@ class Run:
     """Meta-strategy weights, Nash weights and Nash-averaged ratings, one row per snapshot and update."""
     exploitability: pd.DataFrame = field(repr=False)
     """Exact exploitability of latest policies and of the population mixture (OpenSpiel games)."""
+    _context: Any = field(default=None, init=False, repr=False, compare=False)
 
     def weights(self, policy_id: str, version: int) -> np.ndarray:
         """The stored float32 weights of ``policy_id`` at ``version``.
@@ -129,6 +140,220 @@ class Run:
         frame = pd.DataFrame(records, columns=list(POLICY_COLUMNS))
         frame = frame.astype({"version": "int64", "parent_version": "int64", "size": "int64"})
         return frame.sort_values(["policy_id", "version"], ignore_index=True)
+
+    def latest_versions(self) -> dict[str, int]:
+        """Policy id -> its latest completely stored version (the final snapshot), sorted by id."""
+        stored = self.policies()
+        return {str(pid): int(rows.version.max()) for pid, rows in stored.groupby("policy_id", sort=True)}
+
+    def context(self) -> RunContext:
+        """The run's config, environment factory and spec, rebuilt from the recorded config.
+
+        Built once per Run (an environment is constructed to probe it); the start-up checks of a
+        training run (scripted baselines, exact evaluation) are not repeated. Raises ConfigError
+        when the recorded config does not validate and EnvironmentSpecError when its environment
+        cannot be built on this machine.
+        """
+        if self._context is None:
+            from mpimarl.config import parse_config
+            from mpimarl.envs.loader import resolve_env
+            from mpimarl.envs.spec import RoleRule, build_env_spec
+            from mpimarl.roles.context import RunContext
+
+            config = parse_config(self.config, source=f"run file {self.path}: recorded config")
+            factory = resolve_env(config.env.id, config.env.kwargs)
+            spec = build_env_spec(factory, [RoleRule(r.name, r.agents, r.team) for r in config.task.roles])
+            world_size = int(self.attrs.get("world_size", config.min_world_size()))
+            self._context = RunContext(config, factory, spec, world_size)
+        return self._context
+
+    def policy(self, policy_id: str, version: int | None = None) -> StoredPolicy:
+        """The stored snapshot ``policy_id@version`` (None: the latest stored version), ready to act.
+
+        Raises UnknownPolicyError (a KeyError) naming the stored policy ids, UnknownVersionError (a
+        ValueError) naming the stored versions, and RunFileError when the stored layout is not the
+        network the recorded config builds for the policy's role (both layouts are named).
+        """
+        stored = self.policies()
+        ids = sorted(stored.policy_id.unique())
+        if policy_id not in ids:
+            raise UnknownPolicyError(
+                f"run file {self.path} stores no policy {policy_id!r}; stored policies: {', '.join(ids) or 'none'}"
+            )
+        rows = stored[stored.policy_id == policy_id]
+        versions = [int(v) for v in rows.version]
+        if version is None:
+            version = max(versions)
+        if isinstance(version, bool) or not isinstance(version, int | np.integer) or int(version) not in versions:
+            raise UnknownVersionError(
+                f"run file {self.path} stores no version {version!r} of policy {policy_id!r}; stored versions: "
+                f"{', '.join(str(v) for v in versions)} (latest {max(versions)})"
+            )
+        row = rows[rows.version == int(version)].iloc[0]
+        return StoredPolicy.build(self, policy_id, int(version), str(row.role), str(row.layout))
+
+
+class UnknownPolicyError(RunFileError, KeyError):
+    """A policy id the run file does not store (the message names the stored ones)."""
+
+    def __str__(self) -> str:
+        # KeyError would print the message with quotes around it.
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownVersionError(RunFileError, ValueError):
+    """A version of a policy the run file does not store (the message names the stored ones)."""
+
+
+# -------------------------------------------------------------------- stored policies
+
+
+class StoredPolicy:
+    """One stored snapshot of a run as a network that acts, on raw or on encoded observations.
+
+    `act` takes ONE raw observation of the run's environment, exactly as the environment hands it
+    out (a PettingZoo dict ``{'observation', 'action_mask'}`` for connect four, an array for MPE),
+    encodes it with the same encoder the adapters use (:mod:`mpimarl.envs.encoding`) and returns an
+    action the raw environment accepts. `acting_policy` is the batched form the rollout runner
+    (:class:`mpimarl.rollout.runner.VectorMatches`) drives on the adapters' flat observations.
+    """
+
+    def __init__(self, run_path: Path, policy_id: str, version: int, role: str, shape: PolicyShape,
+                 weights: np.ndarray, encoder: ObservationEncoder, action_space: gymnasium.spaces.Space) -> None:
+        """Prefer :meth:`Run.policy`; this loads `weights` into an ActorCritic of `shape` (CPU)."""
+        from mpimarl.algos.networks import ActorCritic, load_flat_weights
+        from mpimarl.envs.encoding import make_action_preparer
+
+        self.run_path = run_path
+        self.policy_id = policy_id
+        self.version = version
+        self.role = role
+        self.shape = shape
+        self.weights = weights
+        self.encoder = encoder
+        self.action_space = action_space
+        self._prepare = make_action_preparer(action_space)
+        self.net: ActorCritic = ActorCritic(shape)
+        try:
+            load_flat_weights(self.net, weights)
+        except ValueError as exc:
+            raise RunFileError(f"run file {run_path}: weights of {policy_id}@{version}: {exc}") from None
+        self.net.eval()
+
+    @staticmethod
+    def build(run: Run, policy_id: str, version: int, role: str, layout: str) -> StoredPolicy:
+        """Load ``policy_id@version`` of `run` (its role and stored layout already looked up)."""
+        ctx = run.context()
+        if role not in ctx.spec.roles:
+            raise RunFileError(
+                f"run file {run.path}: policy {policy_id!r} plays role {role!r}, which the recorded config "
+                f"does not define (its roles: {', '.join(ctx.spec.roles)})"
+            )
+        shape = ctx.shape(role)
+        if layout != shape.layout:
+            raise RunFileError(
+                f"run file {run.path}: {policy_id}@{version} was stored with layout {layout!r}, but the "
+                f"recorded config builds {shape.layout!r} for role {role!r}; the weights cannot be loaded"
+            )
+        agent = ctx.spec.roles[role].agents[0]
+        encoder, action_space = _agent_codec(ctx, agent)
+        if encoder.size != shape.obs_size:
+            raise RunFileError(
+                f"run file {run.path}: agent {agent!r} now observes {encoder.size} values, the network of role "
+                f"{role!r} takes {shape.obs_size}"
+            )
+        return StoredPolicy(run.path, policy_id, version, role, shape, run.weights(policy_id, version), encoder,
+                            action_space)
+
+    @property
+    def key(self) -> SnapshotKey:
+        """The snapshot's key in a policy pool: (policy id, version)."""
+        from mpimarl.league.pool import SnapshotKey
+
+        return SnapshotKey(self.policy_id, self.version)
+
+    @property
+    def label(self) -> str:
+        """``policy_id@version``."""
+        return f"{self.policy_id}@{self.version}"
+
+    def encode(self, raw_obs: Any, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The flat float32 observation and bool action mask the network reads for one raw observation.
+
+        An explicit `mask` (e.g. from an environment's ``infos``) replaces one carried by the observation.
+        """
+        try:
+            flat, carried = self.encoder.encode(raw_obs)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ValueError(f"{self.label}: cannot encode observation {raw_obs!r} of role {self.role!r}: "
+                             f"{type(exc).__name__}: {exc}") from None
+        flat = np.asarray(flat, np.float32).ravel()
+        if flat.size != self.shape.obs_size:
+            raise ValueError(f"{self.label}: an observation of role {self.role!r} has {self.shape.obs_size} "
+                             f"values, this one encodes to {flat.size}")
+        if mask is not None:
+            carried = np.asarray(mask, dtype=bool).ravel()
+        if carried is not None and self.shape.discrete and carried.size != self.shape.action_dim:
+            raise ValueError(f"{self.label}: the action mask has {carried.size} entries, the action space "
+                             f"{self.action_space} needs {self.shape.action_dim}")
+        return flat, carried
+
+    def act(self, raw_obs: Any, mask: np.ndarray | None = None, greedy: bool = False) -> Any:
+        """The action for ONE raw observation, as the raw environment takes it (a Discrete index
+        shifted by the space's start, or a Box array clipped to its bounds). ``greedy`` picks the
+        most likely action instead of sampling."""
+        import torch
+
+        flat, legal = self.encode(raw_obs, mask)
+        with torch.inference_mode():
+            obs = torch.from_numpy(flat).unsqueeze(0)
+            m = None if legal is None else torch.from_numpy(legal).unsqueeze(0)
+            action, _ = self.net.act(obs, m, greedy)
+        value = action[0].numpy()
+        return self._prepare(value if not self.shape.discrete else int(value))
+
+    def acting_policy(self, greedy: bool = False) -> FrozenPolicy:
+        """The batched policy the rollout runner drives on the adapters' flat observations (CPU)."""
+        import torch
+
+        from mpimarl.algos.networks import FrozenPolicy
+
+        return FrozenPolicy(self.shape, self.weights, torch.device("cpu"), greedy=greedy)
+
+    def __repr__(self) -> str:
+        """``StoredPolicy(player-0@3, role 'player', layout ...)``."""
+        return f"StoredPolicy({self.label}, role {self.role!r}, layout {self.shape.layout!r})"
+
+
+def _agent_codec(ctx: RunContext, agent: str) -> tuple[ObservationEncoder, gymnasium.spaces.Space]:
+    """The observation encoder the adapters use for `agent` (built from the raw environment's
+    observation space) and the agent's action space.
+
+    An adapter whose raw environment has no observation space (OpenSpiel: a pyspiel game) already
+    hands out arrays; for it the "raw" observation is that array (``env.observe(agent)[0]``, the
+    encoded state) and the mask must be passed to `StoredPolicy.act`.
+    """
+    import gymnasium
+
+    from mpimarl.envs.encoding import make_observation_encoder
+    from mpimarl.errors import EnvironmentSpecError
+
+    env = ctx.factory()
+    try:
+        raw = getattr(env, "raw_env", None)
+        space = getattr(raw, "observation_space", None)
+        if callable(space):  # PettingZoo: per agent; Gymnasium: an attribute
+            space = space(agent)
+        if not isinstance(space, gymnasium.spaces.Space):
+            role = ctx.spec.roles[ctx.spec.role_of[agent]]
+            space = gymnasium.spaces.Box(-np.inf, np.inf, role.obs_shape or (role.obs_size,), np.float32)
+        try:
+            encoder = make_observation_encoder(space)
+        except ValueError as exc:
+            raise EnvironmentSpecError(f"env {ctx.spec.env_id!r}, agent {agent!r}: {exc}") from None
+        return encoder, env.action_space(agent)
+    finally:
+        env.close()
 
 
 def load_run(path: str | Path) -> Run:

@@ -1,4 +1,4 @@
-"""Command line: `mpimarl train | check | envs | report` (also `python -m mpimarl ...`)."""
+"""Command line: `mpimarl train | check | envs | summary | report | evaluate | play` (also `python -m mpimarl ...`)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,32 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("report", help="draw a run file's figures (learning curves, Elo, match-ups) as PNGs")
     f.add_argument("run", help="path to run.h5")
     f.add_argument("--out", help="folder for the PNG files (default: the run file's folder)")
+
+    e = sub.add_parser("evaluate", help="round robin between the final snapshots of runs and baselines",
+                       description="Every final snapshot of every given run and every named baseline play each "
+                       "other on fresh evaluation seeds; prints score [Wilson 95%] per pairing. Example: "
+                       "mpimarl evaluate runs/a/run.h5 runs/b/run.h5 --vs random,tactical --episodes 100")
+    e.add_argument("runs", nargs="+", metavar="RUN.h5", help="run files (same environment and roles)")
+    e.add_argument("--vs", default="random",
+                   help="comma-separated baselines: random, a registered scripted policy (tactical, ...), a "
+                   "baseline of the run's config or an import path package.module:name (default: random)")
+    e.add_argument("--episodes", type=int, default=20, help="episodes per pairing (default: 20)")
+    e.add_argument("--seed", type=int, default=0, help="picks the evaluation seeds (default: 0)")
+    e.add_argument("--csv", metavar="OUT.csv", help="write the long-form results (one row per pairing)")
+    e.add_argument("--greedy", action="store_true", help="stored policies take their most likely action")
+
+    g = sub.add_parser("play", help="play and render one match of a stored policy (GIF or text)",
+                       description="Example: mpimarl play runs/x/run.h5 player-0@5 --vs tactical --out match.gif")
+    g.add_argument("run", metavar="RUN.h5", help="run file")
+    g.add_argument("policy", metavar="POLICY[@VERSION]", help="stored policy (default version: the latest)")
+    g.add_argument("--vs", default=None,
+                   help="the other side: a policy of the same run (POLICY[@VERSION]), random or a scripted "
+                   "baseline name (default: random)")
+    g.add_argument("--seed", type=int, default=0, help="episode seed (default: 0)")
+    g.add_argument("--seat", type=int, default=0,
+                   help="which seat of its role the policy takes (0: the first; connect four: 1 moves second)")
+    g.add_argument("--out", help="match.gif (frames) or match.txt (transcript); default: print the transcript")
+    g.add_argument("--greedy", action="store_true", help="stored policies take their most likely action")
     return p
 
 
@@ -79,6 +105,23 @@ def _summary(path: str) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from mpimarl.arena import round_robin, write_csv
+
+    result = round_robin(args.runs, args.vs, args.episodes, args.seed, args.greedy)
+    print(result.text())
+    if args.csv:
+        print(f"wrote {write_csv(result, args.csv)} ({len(result.results)} rows)")
+    return 0
+
+
+def _play(args: argparse.Namespace) -> int:
+    from mpimarl.render import render_match
+
+    print(render_match(args.run, args.policy, args.vs, args.seed, args.out, seat=args.seat, greedy=args.greedy))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run a command; user errors print one line and return 2."""
     parser = _parser()
@@ -105,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             from mpimarl.report import main as report
 
             return report([args.run, *(["--out", args.out] if args.out else [])])
+        if args.command == "evaluate":
+            return _evaluate(args)
+        if args.command == "play":
+            return _play(args)
     except MpimarlError as exc:
         print(f"mpimarl: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,5 +1,6 @@
 """Draw the figures of one mpimarl run file as PNGs: learning curves, Elo, play against the random
-baseline, the evaluation match-up matrix and trainer throughput.
+baseline, the evaluation match-up matrix, trainer throughput, and for league runs the skill
+ratings with their uncertainty, the payoff table, the meta-strategy over time and exploitability.
 
     python -m mpimarl report RUN.h5 [--out DIR]     (or: python analysis/plot_run.py RUN.h5)
 
@@ -34,6 +35,8 @@ NO_OPPONENT = "-"
 DEFAULT_ELO = 1000.0
 """Elo of the random anchor when the run's config does not say (the config's own default)."""
 DPI = 120
+POPULATION = "population"
+"""``policy_id`` of the exploitability rows of the meta-strategy mixture."""
 
 
 class SkipFigure(Exception):
@@ -95,8 +98,9 @@ def policy_colors(ids: Sequence[str]) -> dict[str, Any]:
 
 def all_policy_ids(run: Run) -> list[str]:
     """Every policy id the run mentions (trained, published or rated)."""
-    ids = {*run.train.policy_id, *run.pool.policy_id, *run.ratings.policy_id, *run.matches.policy_id}
-    return sorted(ids - {RANDOM_BASELINE})
+    ids = {*run.train.policy_id, *run.pool.policy_id, *run.ratings.policy_id, *run.matches.policy_id,
+           *run.meta.policy_id, *run.exploitability.policy_id}
+    return sorted(ids - {RANDOM_BASELINE, POPULATION})
 
 
 def snapshot_label(policy_id: str, version: int) -> str:
@@ -250,12 +254,173 @@ def plot_throughput(run: Run, colors: dict[str, Any]) -> Figure:
     return fig
 
 
+def plot_rating_uncertainty(run: Run, colors: dict[str, Any]) -> Figure:
+    """Plackett-Luce skill (mu, with a band of one sigma) of each policy's newest snapshot over time:
+    one point per snapshot, at its last rating while it was the newest."""
+    ratings = run.ratings[(run.ratings.policy_id != RANDOM_BASELINE) & run.ratings.mu.notna()]
+    if ratings.empty:
+        raise SkipFigure("the ratings table has no mu/sigma ratings")
+    ratings = ratings.sort_values("time", kind="stable")
+    roles = sorted(ratings.role.unique())
+    fig = Figure(figsize=(6 * len(roles), 5), layout="constrained")
+    axes = fig.subplots(1, len(roles), squeeze=False)[0]
+    for ax, role in zip(axes, roles):
+        for pid, rows in ratings[ratings.role == role].groupby("policy_id", sort=True):
+            # One point per snapshot: its rating when it stopped being the policy's newest (its last
+            # row before the next version's first). Re-ratings of older snapshots are left out.
+            rows = rows[rows.version == rows.version.cummax()].drop_duplicates("version", keep="last")
+            color = colors.get(pid)
+            ax.plot(rows.time, rows.mu, marker="o", markersize=3, label=pid, color=color)
+            sigma = rows.sigma.fillna(0.0)
+            ax.fill_between(rows.time, rows.mu - sigma, rows.mu + sigma, color=color, alpha=0.2, linewidth=0)
+        ax.set(title=f"role {role}: skill of the latest snapshot (mu +/- sigma)", xlabel="time since start (s)",
+               ylabel="mu (Plackett-Luce)")
+        ax.legend(fontsize="small")
+    return fig
+
+
+MAX_PAYOFF_LABELS = 40
+"""The payoff heatmap shows at most this many snapshots per axis (the most recently updated)."""
+
+
+def label_order(label: str) -> tuple[int, str, int]:
+    """Sort key of payoff ids: snapshots by policy then version, then baselines, then joined line-ups."""
+    policy, at, version = label.rpartition("@")
+    if at and "+" not in label and version.lstrip("-").isdigit():
+        return 0, policy, int(version)
+    return (1 if "+" not in label else 2), label, 0
+
+
+def _newest_labels(entries: pd.DataFrame, column: str) -> list[str]:
+    """Up to MAX_PAYOFF_LABELS ids of `column`, the most recently updated snapshots kept (all baselines)."""
+    last = entries.groupby(column).time.max().sort_values(kind="stable")
+    snapshots = [x for x in last.index if label_order(x)[0] == 0][-MAX_PAYOFF_LABELS:]
+    others = [x for x in last.index if label_order(x)[0] != 0][-MAX_PAYOFF_LABELS:]
+    return sorted([*snapshots, *others], key=label_order)
+
+
+def plot_payoff(run: Run, colors: dict[str, Any]) -> Figure:
+    """The payoff table: the latest cumulative entry of each (row, column), one panel per role; the
+    score colours (the expected return where entries are exact)."""
+    payoff = run.payoff
+    if payoff.empty:
+        raise SkipFigure("the payoff table is empty")
+    latest = payoff.sort_values("time", kind="stable").drop_duplicates(["role", "row_id", "column_id"], keep="last")
+    roles = sorted(latest.role.unique())
+    panels = []
+    for role in roles:
+        entries = latest[latest.role == role]
+        rows, cols = _newest_labels(entries, "row_id"), _newest_labels(entries, "column_id")
+        exact = entries.score.isna().all()
+        field = "return_mean" if exact else "score"
+        matrix = entries.pivot_table(index="row_id", columns="column_id", values=field, aggfunc="last")
+        panels.append((role, matrix.reindex(index=rows, columns=cols), exact))
+    width = sum(min(4 + 0.4 * m.shape[1], 24) for _, m, _ in panels)
+    height = min(3 + 0.3 * max(m.shape[0] for _, m, _ in panels), 24)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (role, matrix, exact) in zip(axes, panels):
+        data = np.ma.masked_invalid(matrix.to_numpy(dtype=float))
+        if exact:
+            bound = float(np.nanmax(np.abs(matrix.to_numpy(dtype=float)))) or 1.0
+            limits, label = {"vmin": -bound, "vmax": bound}, "expected return of the row (exact)"
+        else:
+            limits, label = {"vmin": 0.0, "vmax": 1.0}, "score of the row: (wins + draws/2) / games"
+        image = ax.imshow(data, cmap=matplotlib.colormaps["RdBu"].with_extremes(bad="0.9"), aspect="auto",
+                          interpolation="nearest", **limits)
+        ax.set_xticks(range(matrix.shape[1]), list(matrix.columns), rotation=60, ha="right", fontsize="x-small")
+        ax.set_yticks(range(matrix.shape[0]), list(matrix.index), fontsize="x-small")
+        if matrix.size <= 225:
+            for (i, j), value in np.ndenumerate(matrix.to_numpy(dtype=float)):
+                if not np.isnan(value):
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="xx-small")
+        fig.colorbar(image, ax=ax, label=label)
+        ax.set(title=f"Payoff table, role {role}", xlabel="column (the other seats)", ylabel="row")
+    return fig
+
+
+AGE_BUCKETS = ((0, 0, "latest"), (1, 1, "1 back"), (2, 4, "2-4 back"), (5, 9, "5-9 back"), (10, None, "10+ back"))
+"""Snapshot ages (versions behind the policy's newest) the meta-strategy figure groups weights by."""
+
+
+def _age_bucket(age: int) -> str:
+    return next(label for low, high, label in AGE_BUCKETS if age >= low and (high is None or age <= high))
+
+
+def plot_meta_strategy(run: Run, colors: dict[str, Any]) -> Figure:
+    """The matchmaker's distribution over each role's snapshots per generation, stacked by policy
+    and by snapshot age (how many versions behind its policy's newest), and the Nash weights of the
+    payoff table by policy where they are recorded."""
+    meta = run.meta[run.meta.weight.notna()]
+    if meta.empty:
+        raise SkipFigure("the meta table is empty")
+    meta = meta.sort_values("time", kind="stable")
+    # The last update of each generation is the distribution the generation ended with.
+    last = meta.groupby(["role", "matchmaker", "generation"]).time.transform("max")
+    meta = meta[meta.time == last].copy()
+    newest = meta.groupby(["role", "matchmaker", "generation", "policy_id"]).version.transform("max")
+    meta["age"] = (newest - meta.version).map(_age_bucket)
+    panels = sorted(meta.groupby(["role", "matchmaker"]).groups)
+    ages = [label for _, _, label in AGE_BUCKETS]
+    age_colors = dict(zip(ages, matplotlib.colormaps["viridis"](np.linspace(0.05, 0.95, len(ages)))))
+    views = [("weight", "policy_id", "matchmaker weight by policy"), ("weight", "age", "matchmaker weight by age")]
+    if meta.nash_weight.notna().any():
+        views.append(("nash_weight", "policy_id", "Nash weight by policy"))
+    fig = Figure(figsize=(6 * len(panels), 3.6 * len(views)), layout="constrained")
+    axes = fig.subplots(len(views), len(panels), squeeze=False)
+    for j, (role, matchmaker) in enumerate(panels):
+        rows = meta[(meta.role == role) & (meta.matchmaker == matchmaker)]
+        for i, (value, group, label) in enumerate(views):
+            ax = axes[i][j]
+            table = rows.pivot_table(index="generation", columns=group, values=value, aggfunc="sum")
+            table = table.fillna(0.0).sort_index()
+            keys = [a for a in ages if a in table.columns] if group == "age" else sorted(table.columns)
+            palette = age_colors if group == "age" else colors
+            ax.stackplot(table.index, *[table[k] for k in keys], labels=keys,
+                         colors=[palette.get(k, "0.6") for k in keys], alpha=0.85)
+            ax.set(title=f"role {role} ({matchmaker}): {label}", xlabel="generation",
+                   ylabel="share of the role's seats", ylim=(0, max(1.0, float(table.sum(axis=1).max()))))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend(fontsize="small", loc="upper left")
+    fig.suptitle("Meta-strategy over each role's snapshots")
+    return fig
+
+
+def plot_exploitability(run: Run, colors: dict[str, Any]) -> Figure:
+    """Exact exploitability per generation of each policy's latest snapshot and of the population
+    mixture (log scale)."""
+    table = run.exploitability[run.exploitability.exploitability.notna()]
+    if table.empty:
+        raise SkipFigure("the exploitability table is empty (not an exactly solvable OpenSpiel game?)")
+    positive = table.exploitability[table.exploitability > 0]
+    floor = float(positive.min()) / 2 if len(positive) else 1e-6  # an exact 0 cannot sit on a log axis
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    for pid, rows in table.sort_values("generation", kind="stable").groupby("policy_id", sort=True):
+        values = rows.exploitability.clip(lower=floor)
+        if pid == POPULATION:
+            ax.plot(rows.generation, values, color="black", linewidth=2.5, linestyle="--", label="population mixture")
+        else:
+            ax.plot(rows.generation, values, marker="o", markersize=3, color=colors.get(pid), label=f"{pid} (latest)")
+    if (table.exploitability <= 0).any():
+        ax.axhline(floor, linestyle=":", color="gray", label=f"exactly 0 (drawn at {floor:.2g})")
+    ax.set_yscale("log")
+    ax.set(title="Exploitability (NashConv / players)", xlabel="generation", ylabel="exploitability")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize="small")
+    return fig
+
+
 FIGURES: dict[str, Callable[[Run, dict[str, Any]], Figure]] = {
     "learning_curves.png": plot_learning_curves,
     "ratings.png": plot_ratings,
     "vs_random.png": plot_vs_random,
     "matchups.png": plot_matchups,
     "throughput.png": plot_throughput,
+    "rating_uncertainty.png": plot_rating_uncertainty,
+    "payoff.png": plot_payoff,
+    "meta_strategy.png": plot_meta_strategy,
+    "exploitability.png": plot_exploitability,
 }
 """Output file name -> the function drawing it, in the order they are written."""
 
@@ -282,7 +447,9 @@ def write_figures(run: Run, out_dir: Path) -> list[Path]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line: the run file and the output folder."""
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Draw learning curves, Elo, evaluation and throughput figures of an mpimarl run."
+        prog=PROG,
+        description="Draw learning curves, ratings, evaluation, payoff, meta-strategy, exploitability and "
+        "throughput figures of an mpimarl run.",
     )
     parser.add_argument("run", type=Path, metavar="RUN.h5", help="run file written by `mpimarl train`")
     parser.add_argument(

@@ -16,6 +16,7 @@ from mpimarl.errors import RunFileError
 from mpimarl.record.recorder import RunRecorder
 from mpimarl.record.schema import SCHEMA_VERSION, TABLES, rows_to_array
 
+REPO = Path(__file__).resolve().parents[1]
 CONFIG = {"env": {"id": "simple_tag"}, "schedule": "sync", "roles": ["predator", "prey"]}
 
 
@@ -234,3 +235,116 @@ def test_load_returns_plain_dataframes(run_path: Path) -> None:
     run = load_run(run_path)
     assert all(isinstance(getattr(run, t), pd.DataFrame) for t in TABLES)
     assert json.dumps(run.config)  # the config is plain JSON data
+
+
+# -------------------------------------------------------------------- stored policies (Run.policy)
+
+
+CONNECT_FOUR: dict = {
+    "name": "connect_four_test", "seed": 0, "env": {"id": "pettingzoo.classic.connect_four_v3"},
+    "task": {"kind": "competitive", "roles": [{"name": "player", "agents": "player_.*", "team": False}]},
+    "ppo": {"hidden": [32], "torso": "mlp", "activation": "tanh"},
+}  # fmt: skip
+"""Connect four as its shipped config plays it (one role, a seat per player), with a small network."""
+
+
+def write_policy_run(path: Path, config: dict | Path = CONNECT_FOUR, versions: dict[str, int] | None = None,
+                     layout: str | None = None) -> Path:
+    """A run file like `mpimarl train` writes, holding real untrained ActorCritic weights.
+
+    `config`: a config dict, or a config file (run with a small network). `versions`: policy id ->
+    how many versions to store (0..n-1); the role is the id's prefix. By default connect four's
+    player-0 (versions 0, 1) and player-1 (version 0). `layout` overrides the stored layout string.
+    """
+    import torch
+
+    from mpimarl.algos.networks import ActorCritic, flat_weights
+    from mpimarl.config import config_to_dict, load_config, parse_config
+    from mpimarl.roles.context import RunContext
+
+    torch.manual_seed(0)
+    parsed = parse_config(config) if isinstance(config, dict) else load_config(config, ["ppo.hidden=[32]"])
+    ctx = RunContext.build(parsed, None)
+    versions = {"player-0": 2, "player-1": 1} if versions is None else versions
+    attrs = {"config": config_to_dict(parsed), "name": parsed.name, "world_size": 1 + len(versions)}
+    with RunRecorder(path, attrs) as rec:
+        for policy_id, count in versions.items():
+            role = policy_id.rsplit("-", 1)[0]
+            shape = ctx.shape(role)
+            for version in range(count):
+                rec.save_weights(policy_id, version, role, flat_weights(ActorCritic(shape)),
+                                 parent=(policy_id, version - 1) if version else None, layout=layout or shape.layout)
+    return path
+
+
+@pytest.fixture(scope="module")
+def policy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A connect-four run with untrained weights: player-0 at versions 0 and 1, player-1 at 0."""
+    import torch
+
+    torch.set_num_threads(1)
+    return write_policy_run(tmp_path_factory.mktemp("policy") / "run.h5")
+
+
+def _board_with_full_columns(open_columns: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """A raw connect_four_v3 observation whose columns are full except `open_columns` (empty)."""
+    board = np.zeros((6, 7, 2), np.int8)
+    for column in range(7):
+        if column not in open_columns:
+            for row in range(6):
+                board[row, column, (row + column) % 2] = 1  # checkerboard: nobody has four
+    mask = np.array([column in open_columns for column in range(7)], np.int8)
+    return {"observation": board, "action_mask": mask}
+
+
+def test_stored_policy_never_picks_a_full_column(policy_run: Path) -> None:
+    from pettingzoo.classic import connect_four_v3
+
+    run = load_run(policy_run)
+    policy = run.policy("player-0")
+    assert (policy.policy_id, policy.version, policy.role) == ("player-0", 1, "player")  # the latest by default
+    assert str(policy.key) == "player-0@1"
+    obs = _board_with_full_columns((2, 5))
+    picks = {policy.act(obs) for _ in range(200)}
+    assert picks == {2, 5}  # sampled: both open columns come up, never a full one
+    assert policy.act(obs, greedy=True) in {2, 5}
+    assert {policy.act(obs, mask=np.ones(7, bool)) for _ in range(200)} - {2, 5}  # the mask is what held it
+    assert all(policy.act(obs, mask=np.eye(7, dtype=bool)[3]) == 3 for _ in range(20))  # an explicit mask wins
+
+    env = connect_four_v3.env()  # a whole game on the raw environment: every move legal
+    env.reset(seed=1)
+    final: dict[str, float] = {}
+    for agent in env.agent_iter():
+        observation, reward, terminated, truncated, _ = env.last()
+        if terminated or truncated:
+            final[agent] = reward
+            env.step(None)
+            continue
+        action = policy.act(observation)
+        assert observation["action_mask"][action] == 1
+        env.step(action)
+    assert sorted(final.values()) in ([-1, 1], [0, 0])  # a win or a draw, no illegal-move penalty
+
+    batched = policy.acting_policy(greedy=True)
+    flat = np.stack([policy.encode(obs)[0]] * 3)
+    masks = np.stack([policy.encode(obs)[1]] * 3)
+    assert set(batched.act(flat, masks).tolist()) <= {2, 5}
+
+
+def test_unknown_policy_or_version_names_the_stored_ones(policy_run: Path) -> None:
+    run = load_run(policy_run)
+    assert run.latest_versions() == {"player-0": 1, "player-1": 0}
+    assert run.policy("player-0", 0).version == 0
+    with pytest.raises(KeyError, match=r"no policy 'player-7'; stored policies: player-0, player-1"):
+        run.policy("player-7")
+    with pytest.raises(ValueError, match=r"no version 5 of policy 'player-0'; stored versions: 0, 1"):
+        run.policy("player-0", 5)
+    with pytest.raises(RunFileError):  # the CLI shows both as one message with exit code 2
+        run.policy("player-7")
+
+
+def test_layout_mismatch_names_both_layouts(tmp_path: Path) -> None:
+    wrong = "mlp/obs=84/hidden=64/tanh/discrete=7"
+    path = write_policy_run(tmp_path / "run.h5", versions={"player-0": 1}, layout=wrong)
+    with pytest.raises(RunFileError, match=rf"layout '{wrong}'.*'mlp/obs=84/hidden=32/tanh/discrete=7'"):
+        load_run(path).policy("player-0")

@@ -1,5 +1,6 @@
-"""analysis/plot_run.py on real run files: every figure is written, empty tables are skipped, and a
-bad run file exits with code 2 and a message naming it."""
+"""analysis/plot_run.py on real run files: every figure is written, empty tables are skipped (also
+the league figures of a run without payoff/meta/exploitability rows), and a bad run file exits with
+code 2 and a message naming it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "analysis" / "plot_run.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("learning_curves.png", "ratings.png", "vs_random.png", "matchups.png", "throughput.png")
+LEAGUE_FIGURES = ("rating_uncertainty.png", "payoff.png", "meta_strategy.png", "exploitability.png")
+ALL_FIGURES = FIGURES + LEAGUE_FIGURES
 POLICIES = {"player-0": 1, "player-1": 2}  # policy id -> trainer rank
 VERSIONS = (1, 2, 3)
 
@@ -43,11 +46,52 @@ def _match(policy_id: str, version: int, opponent: str, opponent_version: int, w
     }  # fmt: skip
 
 
-def _rating(policy_id: str, version: int, elo: float) -> dict:
+def _rating(policy_id: str, version: int, elo: float, skill: bool = True) -> dict:
+    mu, sigma = (25.0 + version, 8.0 / version) if skill else (None, None)
     return {
         "time": 10.0 * version + 6, "generation": version, "policy_id": policy_id, "version": version,
-        "role": "player", "elo": elo, "mu": 25.0, "sigma": 8.0, "games": 10 * version, "score": 0.2 * version,
+        "role": "player", "elo": elo, "mu": mu, "sigma": sigma, "games": 10 * version, "score": 0.2 * version,
     }  # fmt: skip
+
+
+def _payoff(row: str, column: str, version: int, wins: int, games: int = 10, exact: bool = False) -> dict:
+    return {
+        "time": 10.0 * version + 7, "generation": version, "role": "player", "row_id": row, "column_id": column,
+        "column_role": "player", "source": "exact" if exact else "sampled", "games": 0 if exact else games,
+        "wins": wins, "draws": 0, "losses": games - wins, "score": None if exact else wins / games,
+        "score_low": None, "score_high": None, "return_mean": 0.1 * wins, "opponent_return_mean": -0.1 * wins,
+    }  # fmt: skip
+
+
+def _meta(policy_id: str, version: int, generation: int, weight: float) -> dict:
+    return {
+        "time": 10.0 * generation + 8, "generation": generation, "role": "player", "policy_id": policy_id,
+        "version": version, "matchmaker": "psro", "weight": weight, "nash_weight": weight, "nash_rating": 0.0,
+    }  # fmt: skip
+
+
+def _exploitability(policy_id: str, generation: int, value: float) -> dict:
+    return {
+        "time": 10.0 * generation + 9, "generation": generation, "policy_id": policy_id,
+        "version": -1 if policy_id == "population" else generation, "role": "player",
+        "exploitability": value, "nash_conv": 2 * value,
+    }  # fmt: skip
+
+
+def _league_rows(rec: RunRecorder, version: int) -> None:
+    """Payoff (a cumulative entry rewritten each version), meta weights and exploitability rows."""
+    rec.append("payoff", [
+        _payoff(f"player-0@{version}", f"player-1@{version}", version, wins=3 + version),
+        _payoff(f"player-1@{version}", f"player-0@{version}", version, wins=7 - version),
+        _payoff(f"player-0@{version}", "random", version, wins=5 + version),
+        _payoff("player-0@1", "player-1@1", version, wins=version, games=10 * version),  # re-played: latest counts
+    ])  # fmt: skip
+    snapshots = [(pid, v) for pid in POLICIES for v in VERSIONS if v <= version]
+    rec.append("meta", [_meta(pid, v, version, 1 / len(snapshots)) for pid, v in snapshots])
+    rec.append("exploitability", [
+        _exploitability("player-0", version, 0.5 / version), _exploitability("player-1", version, 0.4 / version),
+        _exploitability("population", version, 0.0 if version == VERSIONS[-1] else 0.1 / version),  # exact 0: log
+    ])  # fmt: skip
 
 
 def _pool(policy_id: str, version: int) -> dict:
@@ -58,8 +102,9 @@ def _pool(policy_id: str, version: int) -> dict:
     }  # fmt: skip
 
 
-def _write_run(path: Path, kind: str, rows: bool = True) -> Path:
-    """A run of two policies over three versions: training, evaluations vs random and vs each other."""
+def _write_run(path: Path, kind: str, rows: bool = True, league: bool = True) -> Path:
+    """A run of two policies over three versions: training, evaluations vs random and vs each other;
+    with `league`, also skill ratings (mu, sigma), payoff, meta-strategy and exploitability rows."""
     config = {"task": {"kind": kind}, "evaluation": {"elo_initial": 1200.0}}
     with RunRecorder(path, {"config": config, "world_size": 3}) as rec:
         if not rows:
@@ -74,10 +119,12 @@ def _write_run(path: Path, kind: str, rows: bool = True) -> Path:
             matches.append({**_match("player-0", version, "player-1", version, 0, 0), "kind": "training", "rank": 1})
             rec.append("matches", matches)
             # Re-rating an older snapshot: the plot must use its latest row.
-            ratings = [_rating(pid, version, 1200.0 + 30 * version) for pid in POLICIES]
+            ratings = [_rating(pid, version, 1200.0 + 30 * version, league) for pid in POLICIES]
             if version > 1:
-                ratings.append(_rating("player-0", version - 1, 1100.0))
+                ratings.append(_rating("player-0", version - 1, 1100.0, league))
             rec.append("ratings", ratings)
+            if league:
+                _league_rows(rec, version)
     return path
 
 
@@ -106,7 +153,7 @@ def test_writes_every_figure_of_a_competitive_run(tmp_path: Path) -> None:
     out = tmp_path / "figures"
     result = _plot(str(run), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    for name in FIGURES:
+    for name in ALL_FIGURES:
         _assert_png(out / name)
         assert str(out / name) in result.stdout  # the written files are listed
     assert "skipped" not in result.stdout
@@ -121,11 +168,16 @@ def test_missing_run_file_exits_2_naming_it(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_cooperative_run_defaults_to_the_run_folder(plot_run: ModuleType, tmp_path: Path) -> None:
-    run = _write_run(tmp_path / "run.h5", "cooperative")
+def test_cooperative_run_defaults_to_the_run_folder(
+    plot_run: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _write_run(tmp_path / "run.h5", "cooperative", league=False)  # an old-style run: no league tables
     assert plot_run.main([str(run)]) == 0
     for name in FIGURES:
         _assert_png(tmp_path / name)
+    printed = capsys.readouterr().out
+    for name in LEAGUE_FIGURES:
+        assert f"skipped {name}" in printed and not (tmp_path / name).exists()
 
 
 def test_empty_run_skips_figures_without_crashing(
@@ -134,7 +186,7 @@ def test_empty_run_skips_figures_without_crashing(
     run = _write_run(tmp_path / "run.h5", "competitive", rows=False)
     assert plot_run.main([str(run), "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
-    for name in FIGURES:
+    for name in ALL_FIGURES:
         assert f"skipped {name}" in printed
         assert not (tmp_path / "out" / name).exists()
 
@@ -144,3 +196,37 @@ def test_not_a_run_file_exits_2(plot_run: ModuleType, tmp_path: Path, capsys: py
     bogus.write_text("not hdf5")
     assert plot_run.main([str(bogus)]) == 2
     assert str(bogus) in capsys.readouterr().err
+
+
+def test_run_without_league_tables_skips_only_the_league_figures(tmp_path: Path) -> None:
+    from mpimarl.analysis import load_run
+    from mpimarl.report import FIGURES as DRAWN
+    from mpimarl.report import SkipFigure
+
+    run = load_run(_write_run(tmp_path / "run.h5", "competitive", league=False))  # no payoff/meta/..., no mu
+    reasons = {}
+    for name in LEAGUE_FIGURES:
+        with pytest.raises(SkipFigure) as skipped:
+            DRAWN[name](run, {})
+        reasons[name] = str(skipped.value)
+    assert "no mu/sigma" in reasons["rating_uncertainty.png"] and "payoff table is empty" in reasons["payoff.png"]
+    assert {n for n in DRAWN if n not in LEAGUE_FIGURES} == set(FIGURES)  # the classic figures stay
+
+
+def test_payoff_heatmap_keeps_the_latest_entry_and_the_newest_snapshots(tmp_path: Path) -> None:
+    from mpimarl.analysis import load_run
+    from mpimarl.report import MAX_PAYOFF_LABELS, _newest_labels, label_order, plot_payoff
+
+    path = tmp_path / "run.h5"
+    with RunRecorder(path, {"config": {"task": {"kind": "competitive"}}}) as rec:
+        versions = range(MAX_PAYOFF_LABELS + 5)
+        rec.append("payoff", [_payoff(f"player-0@{v}", "random", v, wins=v % 10) for v in versions])
+        rec.append("payoff", [_payoff("player-0@3", "random", 90, wins=9)])  # a later entry for @3
+        rec.append("payoff", [_payoff("player-0@1", "player-0@2", 1, wins=0, exact=True)])
+    run = load_run(path)
+    rows = _newest_labels(run.payoff, "row_id")
+    assert len(rows) == MAX_PAYOFF_LABELS and rows == sorted(rows, key=label_order)
+    assert "player-0@3" in rows and "player-0@0" not in rows  # @3 was updated last; @0 is old
+    assert label_order("player-0@10") > label_order("player-0@9")  # versions sort as numbers
+    fig = plot_payoff(run, {})
+    assert fig.axes[0].get_title() == "Payoff table, role player"
