@@ -48,7 +48,7 @@ def _play(league: League, match: PlannedMatch, res: SideResults) -> dict[str, li
 
 
 def test_connect_four_plan_rates_against_random_and_the_pool() -> None:
-    league = _league("connect_four_league.yaml", "evaluation.pool_opponents=1")
+    league = _league("connect_four_league.yaml", "baselines=[]", "evaluation.pool_opponents=1")
     assert league.admit(_snap("player-0", 0, "player")) is None
     league.admit(_snap("player-1", 0, "player"))
     plan = league.admit(_snap("player-0", 1, "player"))
@@ -70,7 +70,7 @@ def test_connect_four_plan_rates_against_random_and_the_pool() -> None:
 
 
 def test_a_child_starts_at_its_parents_rating_when_its_evaluation_begins() -> None:
-    league = _league("connect_four_league.yaml", "evaluation.pool_opponents=0")
+    league = _league("connect_four_league.yaml", "baselines=[]", "evaluation.pool_opponents=0")
     league.admit(_snap("player-0", 0, "player"))
     league.admit(_snap("player-1", 0, "player"))
     first = league.admit(_snap("player-0", 1, "player"))
@@ -85,7 +85,7 @@ def test_a_child_starts_at_its_parents_rating_when_its_evaluation_begins() -> No
 
 
 def test_a_game_against_copies_of_itself_is_rated_once_per_snapshot() -> None:
-    league = _league("connect_four_league.yaml")
+    league = _league("connect_four_league.yaml", "baselines=[]")
     league.admit(_snap("player-0", 0, "player"))
     league.admit(_snap("player-1", 0, "player"))
     own = SeatedKey(SnapshotKey("player-1", 0), "player")
@@ -101,7 +101,7 @@ def test_a_game_against_copies_of_itself_is_rated_once_per_snapshot() -> None:
 
 
 def test_baseline_episodes_zero_plays_no_baseline_match() -> None:
-    league = _league("connect_four_league.yaml", "evaluation.baseline_episodes=0")
+    league = _league("connect_four_league.yaml", "baselines=[]", "evaluation.baseline_episodes=0")
     league.admit(_snap("player-0", 0, "player"))
     league.admit(_snap("player-1", 0, "player"))
     plan = league.admit(_snap("player-0", 1, "player"))
@@ -116,8 +116,12 @@ def test_simple_tag_ratings_move_both_ways_for_both_roles() -> None:
     # Reference: random predators catch nobody in most episodes; random prey drift out of bounds.
     rng = np.random.default_rng(0)
     ref_seats = [[float(rng.choice([0, 0, 0, 10])), float(-rng.uniform(0, 30))] for _ in range(200)]
-    league.record_match(start.matches[0], SideResults([s[0] for s in ref_seats], [s[1] for s in ref_seats],
-                                                      [25] * 200, ref_seats, [[OWN, None]] * 200), 0.0, 0)
+    league.record_match(
+        start.matches[0],
+        SideResults([s[0] for s in ref_seats], [s[1] for s in ref_seats], [25] * 200, ref_seats, [[OWN, None]] * 200),
+        0.0,
+        0,
+    )
     assert league.par is not None
     for pid, role in (("predator-0", "predator"), ("prey-0", "prey")):
         league.admit(_snap(pid, 0, role))
@@ -129,8 +133,7 @@ def test_simple_tag_ratings_move_both_ways_for_both_roles() -> None:
     assert rand_prey.key == RANDOM_KEY and rand_prey.role == "prey"
     # This predator catches the random prey twice per episode: it wins, its rating rises.
     seats = [[20.0, -20.0]] * 10
-    _play(league, pred.matches[0], SideResults([20.0] * 10, [-20.0] * 10, [25] * 10, seats,
-                                               [[OWN, rand_prey]] * 10))
+    _play(league, pred.matches[0], SideResults([20.0] * 10, [-20.0] * 10, [25] * 10, seats, [[OWN, rand_prey]] * 10))
     pred_key = SnapshotKey("predator-0", 1)
     assert league.ratings.rating("predator", pred_key).elo > 1000
     league.begin_evaluation(prey)
@@ -145,8 +148,11 @@ def test_simple_tag_ratings_move_both_ways_for_both_roles() -> None:
     before = league.ratings.rating("predator", pred_key).elo
     match = PlannedMatch("pool", SeatedKey(prey_key, "prey"), (SeatedKey(pred_key, "predator"),), 10, 0)
     seats = [[30.0, -30.0]] * 10
-    _play(league, match, SideResults([-30.0] * 10, [30.0] * 10, [25] * 10, seats,
-                                     [[SeatedKey(pred_key, "predator"), OWN]] * 10))
+    _play(
+        league,
+        match,
+        SideResults([-30.0] * 10, [30.0] * 10, [25] * 10, seats, [[SeatedKey(pred_key, "predator"), OWN]] * 10),
+    )
     assert league.ratings.rating("prey", prey_key).elo < up
     assert league.ratings.rating("predator", pred_key).elo > before
 
@@ -169,10 +175,52 @@ def test_cooperative_comparators_play_with_their_own_partners() -> None:
 
 
 def test_training_lineups_give_fixed_shares_to_baselines() -> None:
-    league = _league("connect_four_league.yaml", "matchmaking.baseline_fraction=0.25", "matchmaking.lineups=8")
+    league = _league(
+        "connect_four_league.yaml", "baselines=[]", "matchmaking.baseline_fraction=0.25", "matchmaking.lineups=8"
+    )
     league.admit(_snap("player-0", 0, "player"))
     league.admit(_snap("player-1", 0, "player"))
     lineups = league.training_lineups("player-0", "player")
     sources = [s for _, s in lineups]
     assert len(lineups) == 8 and sources.count("baseline") == 2
     assert all(lu[0].key == RANDOM_KEY for lu, s in lineups if s == "baseline")
+
+
+def test_free_for_all_ranks_every_seat_and_counts_a_repeated_snapshot_once() -> None:
+    league = _league("holdem_ffa.yaml")
+    for pid in ("player-0", "player-1"):
+        league.admit(_snap(pid, 0, "player"))
+    own = SeatedKey(SnapshotKey("player-0", 0), "player")
+    twice = SeatedKey(SnapshotKey("player-1", 0), "player")
+    rand = SeatedKey(RANDOM_KEY, "player")
+    lineup = (twice, twice, rand, rand)
+    # The evaluated snapshot wins every hand; player-1@0 (two seats) comes second and third.
+    seats = [[5.0, 2.0, 1.0, -4.0, -4.0]] * 3
+    occupants = [[OWN, twice, twice, rand, rand]] * 3
+    res = SideResults([5.0] * 3, [-1.25] * 3, [10] * 3, seats, occupants)
+    rows = _play(league, PlannedMatch("pool", own, lineup, 3, 0), res)
+    assert league.ratings.rating("player", own.key).games == 3
+    assert league.ratings.rating("player", twice.key).games == 3  # once per game, not once per seat
+    assert league.ratings.rating("player", own.key).mu > league.ratings.rating("player", twice.key).mu
+    assert rows["matches"][0]["wins"] == 3  # beat the whole field: a win
+    assert rows["payoff"][0]["column_id"] == "player-1@0+player-1@0+random+random"
+    assert league.payoff.pair("player-0@0", "player-1@0").games == 3
+
+
+def test_exact_pairings_seat_the_new_snapshot_in_every_seat_of_its_role() -> None:
+    league = _league("kuhn_psro.yaml")
+    assert league.admit(_snap("player-0", 0, "player")) is None
+    league.admit(_snap("player-1", 0, "player"))
+    league.exact = True
+    plan = league.admit(_snap("player-0", 1, "player"))
+    assert plan is not None and all(m.kind == "baseline" for m in plan.matches)  # no sampled pool games
+    new = SnapshotKey("player-0", 1)
+    pairings = dict(league.exact_pairings(new))
+    assert set(pairings) == {SnapshotKey("player-0", 0), SnapshotKey("player-1", 0)}
+    other = SnapshotKey("player-1", 0)
+    assert pairings[other] == [[new, other], [other, new]]
+    # As player 0 it gains 0.2, as player 1 it loses 0.1 (zero-sum): a mean of +0.05 for the new one.
+    rows = league.record_exact(new, other, pairings[other], [[0.2, -0.2], [0.1, -0.1]], 1.0, 1)
+    assert league.payoff.get("player-0@1", "player-1@0").value == pytest.approx(0.05)
+    assert league.payoff.get("player-1@0", "player-0@1").value == pytest.approx(-0.05)
+    assert {r["source"] for r in rows} == {"exact"} and rows[0]["games"] == 0
