@@ -534,7 +534,7 @@ def summarize(run: Run) -> pd.DataFrame:
     Columns: role; version (latest published, else latest trained); env_steps (of the policy's
     latest snapshot, else of its latest train row); episode_return_mean (latest non-NaN value in
     ``train``);
-    elo (latest rating row); win_rate_vs_random (wins / episodes over the evaluation matches against
+    elo (latest rating row of its newest rated version); win_rate_vs_random (wins / episodes over the evaluation matches against
     the ``random`` baseline of the latest evaluated version, at its latest generation) and
     random_episodes (the episodes that rate is over). Values that are not recorded are NaN.
     """
@@ -558,13 +558,34 @@ def summarize(run: Run) -> pd.DataFrame:
             "version": version,
             "env_steps": env_steps,
             "episode_return_mean": returns.iloc[-1] if len(returns) else np.nan,
-            "elo": p_ratings.elo.iloc[-1] if len(p_ratings) else np.nan,
+            # The newest rated version's latest row (older versions keep being re-rated as opponents).
+            "elo": p_ratings[p_ratings.version == p_ratings.version.max()].elo.iloc[-1]
+            if len(p_ratings) else np.nan,
             "win_rate_vs_random": win_rate,
             "random_episodes": episodes,
         }
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(SUMMARY_COLUMNS))
+        for name, score in _scores_vs_baselines(matches, policy_id).items():
+            rows[policy_id][f"vs_{name}"] = score
+    extra = sorted({k for row in rows.values() for k in row} - set(SUMMARY_COLUMNS))
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[*SUMMARY_COLUMNS, *extra])
     frame.index.name = "policy_id"
     return frame
+
+
+def _scores_vs_baselines(matches: pd.DataFrame, policy_id: str) -> dict[str, float]:
+    """Score (wins + draws/2 over episodes) of the policy's newest evaluated version against each
+    scripted baseline (columns ``vs_<name>``; the random baseline has its own columns)."""
+    evals = matches[(matches.kind == "evaluation") & (matches.policy_id == policy_id)
+                    & (matches.matchmaker == "baseline") & (matches.opponent_id != RANDOM_BASELINE)]
+    if evals.empty:
+        return {}
+    evals = evals[evals.version == evals.version.max()]
+    out = {}
+    for name, group in evals.groupby("opponent_id"):
+        episodes = int(group.episodes.sum())
+        if episodes:
+            out[str(name)] = float(group.wins.sum() + 0.5 * group.draws.sum()) / episodes
+    return out
 
 
 def _win_rate_vs_random(matches: pd.DataFrame, policy_id: str) -> tuple[float, int]:
