@@ -533,10 +533,10 @@ def summarize(run: Run) -> pd.DataFrame:
 
     Columns: role; version (latest published, else latest trained); env_steps (of the policy's
     latest snapshot, else of its latest train row); episode_return_mean (latest non-NaN value in
-    ``train``);
-    elo (latest rating row of its newest rated version); win_rate_vs_random (wins / episodes over the evaluation matches against
-    the ``random`` baseline of the latest evaluated version, at its latest generation) and
-    random_episodes (the episodes that rate is over). Values that are not recorded are NaN.
+    ``train``); elo (latest rating row of its newest rated version); win_rate_vs_random (wins /
+    episodes over the evaluation matches against the ``random`` baseline of the latest evaluated
+    version, at its latest generation) and random_episodes (the episodes that rate is over); then
+    one ``vs_<name>`` score per scripted baseline. Values that are not recorded are NaN.
     """
     train, pool, ratings, matches = run.train, run.pool, run.ratings, run.matches
     ids = list(dict.fromkeys([*pool.policy_id, *train.policy_id, *ratings.policy_id]))

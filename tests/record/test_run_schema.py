@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 
+import h5py
 import numpy as np
 import pytest
-
-import h5py
 
 from mpimarl.record.schema import TABLES, columns, rows_to_array, table_dtype
 
