@@ -1,4 +1,4 @@
-"""Command line: `mpimarl train | check | envs | summary | report | evaluate | play` (also `python -m mpimarl ...`)."""
+"""Command line: `mpimarl train | check | envs | baselines | summary | report | evaluate | play` (also `python -m mpimarl ...`)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--episodes", type=int, default=3, help="random episodes to run through the environment")
 
     sub.add_parser("envs", help="list the environments a config can name")
+    sub.add_parser("baselines", help="list the registered scripted baselines a config can name")
 
     r = sub.add_parser("summary", help="print a run file's per-policy summary")
     r.add_argument("run", help="path to run.h5")
@@ -90,6 +91,14 @@ def _check(config_path: str, overrides: list[str], episodes: int) -> int:
     return 0
 
 
+def _baselines() -> int:
+    from mpimarl.baselines import list_baselines
+
+    for name, doc in list_baselines():
+        print(f"{name:20s} {doc}")
+    return 0
+
+
 def _envs() -> int:
     from mpimarl.envs.catalog import list_environments
 
@@ -142,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args.config, args.overrides, args.episodes)
         if args.command == "envs":
             return _envs()
+        if args.command == "baselines":
+            return _baselines()
         if args.command == "summary":
             return _summary(args.run)
         if args.command == "report":
