@@ -1,4 +1,7 @@
-"""Command line: `mpimarl train | check | envs | baselines | summary | report | evaluate | play` (also `python -m mpimarl ...`)."""
+"""Command line: `mpimarl train | check | envs | baselines | summary | report | evaluate | play`.
+
+Also `python -m mpimarl ...`.
+"""
 
 from __future__ import annotations
 

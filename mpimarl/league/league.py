@@ -21,7 +21,7 @@ import numpy as np
 from mpimarl.config import RunConfig
 from mpimarl.envs.spec import EnvSpec
 from mpimarl.league.matchmaking import Matchmaker, make_matchmaker
-from mpimarl.league.metasolvers import nash_average
+from mpimarl.league.metasolvers import max_entropy_nash
 from mpimarl.league.outcomes import ParReference, pairwise_score, rank_sides, score_class, tally
 from mpimarl.league.payoff import PayoffTable
 from mpimarl.league.pool import RANDOM_KEY, RANDOM_POLICY_ID, PolicyPool, Snapshot, SnapshotKey
@@ -514,11 +514,12 @@ class League:
             if role in self.other_roles(role) and len(snaps) > 1:
                 window = snaps[-NASH_WINDOW:]
                 ids = [str(k) for k in window]
-                # value: score - 1/2 for played games, the expected return for exact ones; +1/2 makes
-                # sampled entries win probabilities again (nash_average only uses m - m.T).
-                m = self.payoff.matrix(ids, ids, "value", antisymmetric_fill=True) + 0.5
-                m = np.where(np.isnan(m), 0.5, m)
-                rating, p = nash_average(m)
+                # value: score - 1/2 for played games, the expected return for exact ones; Nash
+                # averaging (Balduzzi et al. 2018) of the antisymmetric part, unmeasured pairs even.
+                v = np.nan_to_num(self.payoff.matrix(ids, ids, "value", antisymmetric_fill=True), nan=0.0)
+                a = (v - v.T) / 2.0
+                p = max_entropy_nash(a)
+                rating = a @ p
                 nash_w = dict(zip(window, p.tolist()))
                 nash_r = dict(zip(window, rating.tolist()))
             for k in snaps:

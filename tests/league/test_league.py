@@ -224,3 +224,10 @@ def test_exact_pairings_seat_the_new_snapshot_in_every_seat_of_its_role() -> Non
     assert league.payoff.get("player-0@1", "player-1@0").value == pytest.approx(0.05)
     assert league.payoff.get("player-1@0", "player-0@1").value == pytest.approx(-0.05)
     assert {r["source"] for r in rows} == {"exact"} and rows[0]["games"] == 0
+    # Exact values are expected returns, not win rates: Nash averaging takes them as they are.
+    league.payoff.set_exact("player-0@1", "player-0@0", 1.5, -1.5)
+    league.payoff.set_exact("player-0@0", "player-0@1", -1.5, 1.5)
+    meta = {(r["policy_id"], r["version"]): r for r in league.meta_rows(2.0, 1)}
+    assert meta[("player-0", 1)]["nash_weight"] == pytest.approx(1.0)
+    assert meta[("player-0", 1)]["nash_rating"] == pytest.approx(0.0, abs=1e-6)
+    assert meta[("player-0", 0)]["nash_rating"] == pytest.approx(-1.5)
