@@ -53,7 +53,9 @@ def _fresh(runs: Path, name: str) -> Path:
 
 
 def _first_time(ex: pd.DataFrame, level: float) -> float:
-    hit = ex[ex.exploitability <= level]
+    """Seconds until exploitability first reached `level` after training began (generation 0 is the
+    untrained, near-uniform initialisation, which is itself unexploitable in rock-paper-scissors)."""
+    hit = ex[(ex.exploitability <= level) & (ex.generation > 0)]
     return float(hit.time.min()) if len(hit) else math.nan
 
 
@@ -138,7 +140,7 @@ def _exploitability_case(args: argparse.Namespace, case: str, config: str, strat
         row = {"strategy": name, "wall_s": round(wall), "generations": int(pop.generation.max()),
                "steps_per_trainer": int(run.pool.groupby("policy_id").env_steps.max().min()),
                "population_final": round(float(pop.exploitability.iloc[-1]), 4),
-               "population_min": round(float(pop.exploitability.min()), 4),
+               "population_min_trained": round(float(pop[pop.generation > 0].exploitability.min()), 4),
                "latest_final_mean": round(float(last_gen.exploitability.mean()), 4)}
         for level in levels:
             row[f"population<={level}_at_s"] = round(_first_time(pop, level), 1)
