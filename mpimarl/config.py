@@ -122,6 +122,13 @@ class PPOConfig(_Section):
         "board observation (H, W, C), e.g. connect four's 6x7x2, before the hidden layers.",
     )
     conv_channels: list[int] = Field(default=[32, 64], description="conv torso: channels of each 3x3 layer.")
+    reset_each_generation: bool = Field(
+        default=False,
+        description="Start every generation from freshly initialised weights and optimiser state, so each "
+        "snapshot is a new best response to that generation's opponents (PSRO's oracle). Off: training "
+        "carries on from the previous snapshot, which can collapse to a deterministic policy that no "
+        "longer explores.",
+    )
 
     @model_validator(mode="after")
     def _minibatch_fits(self) -> PPOConfig:
@@ -194,6 +201,14 @@ class MatchmakingConfig(_Section):
     latest_fraction: float = Field(default=0.8, ge=0, le=1, description="openai_five: share of latest.")
     quality_lr: float = Field(default=0.01, gt=0, description="openai_five: quality score step (eta).")
     lineups: int = Field(default=8, ge=1, description="Opponent/partner line-ups drawn per generation.")
+    exploiters: int = Field(
+        default=0,
+        ge=0,
+        description="Main exploiters per role (AlphaStar): the last `exploiters` trainers of each role "
+        "train only against the latest snapshots of the other seats' main (non-exploiter) policies, "
+        "never against baselines or old snapshots; their snapshots join the pool, where the main "
+        "policies' matchmaker finds them. Each role keeps at least one main trainer.",
+    )
     baseline_fraction: float = Field(
         default=0.0,
         ge=0,
@@ -326,8 +341,8 @@ class RunConfig(_Section):
         return [r.name for r in self.task.roles]
 
     def min_world_size(self) -> int:
-        """The server plus one trainer per role."""
-        return 1 + len(self.task.roles)
+        """The server plus one main trainer per role, plus each role's exploiters."""
+        return 1 + len(self.task.roles) * (1 + self.matchmaking.exploiters)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -174,13 +174,20 @@ class PPOLearner:
     """One role's learning policy: acts for the rollout and improves itself with clipped PPO."""
 
     def __init__(self, shape: PolicyShape, cfg: PPOConfig, device: torch.device, seed: int) -> None:
-        torch.manual_seed(seed)
         self.cfg = cfg
         self.shape = shape
         self.device = device
-        self.net = ActorCritic(shape).to(device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.learning_rate, eps=1e-5)
-        self.rollout = StreamRollout(shape, capacity=cfg.rollout_steps + 4 * cfg.num_envs)
+        self.reset(seed)
+
+    def reset(self, seed: int) -> None:
+        """Fresh weights, optimiser state and an empty rollout, all derived from `seed`.
+
+        Open transitions are dropped with the rest: the caller ends the matches that made them.
+        """
+        torch.manual_seed(seed)
+        self.net = ActorCritic(self.shape).to(self.device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.cfg.learning_rate, eps=1e-5)
+        self.rollout = StreamRollout(self.shape, capacity=self.cfg.rollout_steps + 4 * self.cfg.num_envs)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     # -- acting ---------------------------------------------------------------------------------

@@ -37,6 +37,9 @@ from mpimarl.rollout.seating import (
 
 MatchKind = Literal["par", "anchor", "baseline", "pool", "comparator"]
 
+EXPLOITER_SOURCE = "exploiter"
+"""The `matchmaker` of a main exploiter's training line-ups in the matches table."""
+
 NASH_WINDOW = 64
 """Newest snapshots of a role that enter its Nash averaging (the LP grows with the square)."""
 
@@ -118,8 +121,10 @@ def _column_id(lineup: Lineup) -> str:
 class League:
     """Rank 0's decisions for one run: pool, matchmaking, evaluation plans, ratings and payoff."""
 
-    def __init__(self, config: RunConfig, spec: EnvSpec, seed: int, exact: bool = False) -> None:
+    def __init__(self, config: RunConfig, spec: EnvSpec, seed: int, exact: bool = False,
+                 exploiters: Sequence[str] = ()) -> None:
         self.cfg = config
+        self.exploiters = frozenset(exploiters)  # policy ids of main exploiters (matchmaking.exploiters)
         self.exact = exact  # payoffs between snapshots are exact expected returns (OpenSpiel), not episodes
         self.spec = spec
         self.seed = seed
@@ -342,6 +347,8 @@ class League:
             return [((), "none")]
         mm = self.cfg.matchmaking
         n = mm.lineups
+        if policy_id in self.exploiters:
+            return [(lineup, EXPLOITER_SOURCE) for lineup in self._exploiter_lineups(roles, n)]
         fixed: list[tuple[Lineup, str]] = []
         shares = [(RANDOM_POLICY_ID, mm.baseline_fraction)] + [(b.name, b.train_fraction) for b in self.cfg.baselines]
         for name, share in shares:
@@ -356,9 +363,22 @@ class League:
                                         self.payoff) if n > len(fixed) else []
         return fixed + [(tuple(SeatedKey(k, r) for k, r in zip(lu, roles)), self.matchmaker.name) for lu in drawn]
 
+    def _exploiter_lineups(self, roles: Sequence[str], n: int) -> list[Lineup]:
+        """A main exploiter's line-ups: every seat the latest snapshot of one of its role's main
+        policies, drawn uniformly (AlphaStar's main exploiters train only against the current mains)."""
+        mains = {r: [p for p in self.pool.policy_ids(r) if p not in self.exploiters] for r in set(roles)}
+        for r, ids in mains.items():
+            if not ids:
+                raise ValueError(f"role {r!r} has no main policy in the pool for its exploiters to train against")
+        return [tuple(SeatedKey(self.pool.latest(mains[r][int(self.rng.integers(len(mains[r])))]).key, r)
+                      for r in roles) for _ in range(n)]
+
     def record_training(self, learner: SnapshotKey, lineup: Lineup, scores: Sequence[float]) -> None:
         """Training outcomes against a line-up feed the matchmaker (quality scores): each distinct
-        pool snapshot once per game."""
+        pool snapshot once per game. An exploiter's games say nothing about the main policies' own
+        progress, so they do not feed it."""
+        if learner.policy_id in self.exploiters:
+            return
         for key in dict.fromkeys(i.key for i in lineup if not i.is_baseline):
             for s in scores:
                 self.matchmaker.record_result(learner, key, float(s))

@@ -114,9 +114,12 @@ class RunContext:
         need = self.config.min_world_size()
         if self.world_size < need:
             roles = ", ".join(self.config.role_names)
+            exploiters = self.config.matchmaking.exploiters
+            each = "one trainer" if not exploiters else f"one main trainer plus {exploiters} exploiter(s) " \
+                "(matchmaking.exploiters)"
             raise WorldSizeError(
                 f"world size {self.world_size} is too small for config '{self.config.name}': rank 0 is "
-                f"the server and each role ({roles}) needs at least one trainer, so at least {need} "
+                f"the server and each role ({roles}) needs at least {each}, so at least {need} "
                 f"ranks are needed (e.g. mpiexec -n {need + (need == 2)} ...)"
             )
 
@@ -134,6 +137,17 @@ class RunContext:
     def policy_id(self, rank: int) -> str:
         """The id of the policy trainer `rank` owns, e.g. 'player-0', 'predator-1'."""
         return f"{self.trainer_role(rank)}-{(rank - 1) // len(self.config.role_names)}"
+
+    def exploiter_ids(self) -> list[str]:
+        """Policy ids of the main exploiters: the last `matchmaking.exploiters` trainers of each role."""
+        k = self.config.matchmaking.exploiters
+        if not k:
+            return []
+        out: list[str] = []
+        for role in self.config.role_names:
+            ids = [self.policy_id(r) for r in range(1, self.world_size) if self.trainer_role(r) == role]
+            out += ids[-k:]
+        return out
 
     def shape(self, role: str) -> PolicyShape:
         """The network shape for `role`.

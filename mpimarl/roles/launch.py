@@ -153,6 +153,7 @@ def _create_recorder(ctx: Any, comm: Any, run_dir: str | None) -> tuple[Any, Pat
         "rank_seeds": [ctx.rank_seed(r) for r in range(comm.Get_size())],
         "roles": {r: [ctx.policy_id(k) for k in range(1, comm.Get_size()) if ctx.trainer_role(k) == r]
                   for r in cfg.role_names},
+        "exploiters": ctx.exploiter_ids(),
         "env_api": ctx.spec.api,
         "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
         "finished": False,

@@ -27,7 +27,7 @@ from mpimarl.comm.channel import (
     tag_name,
 )
 from mpimarl.errors import PeerFailed, ProtocolError
-from mpimarl.league.league import EvalPlan, League, SideResults, lineup_label
+from mpimarl.league.league import EXPLOITER_SOURCE, EvalPlan, League, SideResults, lineup_label
 from mpimarl.league.pool import Snapshot, SnapshotKey
 from mpimarl.record.recorder import RunRecorder
 from mpimarl.roles.context import RunContext
@@ -77,7 +77,7 @@ class Server:
         self.progress = progress
         self.sync = cfg.schedule.mode == "sync"
         self.start_time = time.monotonic()
-        self.league = League(cfg, ctx.spec, ctx.rank_seed(0), exact=ctx.exact_payoff)
+        self.league = League(cfg, ctx.spec, ctx.rank_seed(0), exact=ctx.exact_payoff, exploiters=ctx.exploiter_ids())
         self.trainers = {
             r: _TrainerState(r, ctx.policy_id(r), ctx.trainer_role(r)) for r in range(1, ctx.world_size)
         }
@@ -299,7 +299,12 @@ class Server:
         for r in msg["rows"]:
             lineup = tuple(SeatedKey.from_json(i) for i in r["opponents"])
             opp_id, opp_version, opp_role = lineup_label(lineup)
-            source = "baseline" if lineup and all(i.is_baseline for i in lineup) else self.league.matchmaker.name
+            if state.policy_id in self.league.exploiters:
+                source = EXPLOITER_SOURCE
+            elif lineup and all(i.is_baseline for i in lineup):
+                source = "baseline"
+            else:
+                source = self.league.matchmaker.name
             rows.append(_clean({
                 "time": self.now(), "generation": int(msg["generation"]), "kind": "training", "matchmaker": source,
                 "rank": state.rank, "policy_id": learner.policy_id, "version": learner.version, "role": state.role,

@@ -195,6 +195,11 @@ class Trainer:
         """Play and learn for `budget` environment steps against `lineups`."""
         matches = self.matches
         policies = self._policies()
+        if self.ctx.config.ppo.reset_each_generation and self.generation > 0:
+            # A new best response: fresh weights, and no experience of the previous generation's policy.
+            for i in range(len(matches.slots)):
+                matches.abandon(i, None)
+            self.learner.reset(int(np.random.SeedSequence([self.seed, self.generation]).generate_state(1)[0]))
         # Copies still playing a match whose opponents left the cache are cut (with bootstrapping).
         for i, slot in enumerate(matches.slots):
             if slot is not None and any(k != LEARNER and k not in policies for k in slot.seating.values()):

@@ -89,3 +89,21 @@ def test_ppo_learns_cartpole_quickly() -> None:
             learner.update(progress=vm.env_steps / 25_000)
     assert np.mean(returns[:20]) < 40
     assert np.mean(returns[-20:]) > 150, returns[-20:]
+
+
+def test_reset_gives_the_fresh_learner_of_that_seed() -> None:
+    """`reset(seed)` (PSRO's fresh best response) equals a new learner built with that seed: same
+    weights, a new optimiser with no moments, an empty rollout."""
+    from mpimarl.algos.networks import flat_weights
+
+    cfg = PPOConfig(num_envs=2, rollout_steps=16, minibatches=1, hidden=[8])
+    trained = PPOLearner(SHAPE, cfg, torch.device("cpu"), seed=1)
+    _fill(trained.rollout, "a", [1.0, 0.0], [0.1, 0.2])
+    loss = sum(p.sum() for p in trained.net.parameters())
+    trained.optimizer.zero_grad()
+    loss.backward()
+    trained.optimizer.step()
+    trained.reset(5)
+    fresh = PPOLearner(SHAPE, cfg, torch.device("cpu"), seed=5)
+    np.testing.assert_array_equal(flat_weights(trained.net), flat_weights(fresh.net))
+    assert not trained.optimizer.state and trained.rollout.size == 0 and not trained.rollout.pending

@@ -231,3 +231,34 @@ def test_exact_pairings_seat_the_new_snapshot_in_every_seat_of_its_role() -> Non
     assert meta[("player-0", 1)]["nash_weight"] == pytest.approx(1.0)
     assert meta[("player-0", 1)]["nash_rating"] == pytest.approx(0.0, abs=1e-6)
     assert meta[("player-0", 0)]["nash_rating"] == pytest.approx(-1.5)
+
+
+def test_main_exploiters_meet_only_the_latest_main_snapshots() -> None:
+    """An exploiter's line-ups are the newest snapshots of the main policies, never baselines,
+    old snapshots or other exploiters; the main policies keep their matchmaker and see exploiters."""
+    cfg = load_config(CONFIGS / "connect_four_league.yaml", ["matchmaking.exploiters=1"])
+    ctx = RunContext.build(cfg, 5)  # server + player-0, player-1 (main) + player-2, player-3 (exploiters)
+    assert ctx.exploiter_ids() == ["player-3"]
+    league = League(cfg, ctx.spec, seed=5, exploiters=["player-2", "player-3"])
+    for version in range(3):
+        for pid in ("player-0", "player-1", "player-2", "player-3"):
+            league.admit(_snap(pid, version, "player"))
+    drawn = league.training_lineups("player-3", "player")
+    assert len(drawn) == cfg.matchmaking.lineups
+    assert {source for _, source in drawn} == {"exploiter"}
+    met = {item.key for lineup, _ in drawn for item in lineup}
+    assert met == {SnapshotKey("player-0", 2), SnapshotKey("player-1", 2)}
+    main = league.training_lineups("player-0", "player")
+    assert {source for _, source in main} <= {"pfsp", "baseline"}
+    # Exploiter games do not move the main policies' matchmaker state.
+    before = league.matchmaker.meta_strategy(league.pool, "player", league.payoff)
+    league.record_training(SnapshotKey("player-3", 2), drawn[0][0], [1.0] * 20)
+    assert league.matchmaker.meta_strategy(league.pool, "player", league.payoff) == before
+
+
+def test_exploiters_need_a_main_trainer_per_role() -> None:
+    from mpimarl.errors import WorldSizeError
+
+    cfg = load_config(CONFIGS / "connect_four_league.yaml", ["matchmaking.exploiters=1"])
+    with pytest.raises(WorldSizeError, match="exploiter"):
+        RunContext.build(cfg, 2)

@@ -109,3 +109,22 @@ def test_league_bad_input_is_one_clear_error(overrides: list[str], named: str, t
     assert named in out.stderr and "Traceback" not in out.stderr
     assert out.stderr.count("mpimarl: error:") == 1
     assert not (tmp_path / "run.h5").exists()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_main_exploiter_trains_only_against_the_latest_mains(tmp_path: Path, mode: str) -> None:
+    """`matchmaking.exploiters=1` on 4 ranks: player-2 is an exploiter whose training line-ups are the
+    newest snapshots of player-0 and player-1 (no baselines, no old snapshots), recorded as such."""
+    out = run_mpi(4, ["train", str(CONFIGS / "connect_four_league.yaml"), "--run-dir", str(tmp_path), *SHORT,
+                      "--steps", "4500", "matchmaking.exploiters=1", f"schedule.mode={mode}"])
+    assert out.returncode == 0, out.stderr
+    run = load_run(tmp_path / "run.h5")
+    assert run.attrs["exploiters"] == ["player-2"]
+    training = run.matches[run.matches.kind == "training"]
+    exploiter = training[training.policy_id == "player-2"]
+    assert len(exploiter) > 0 and set(exploiter.matchmaker) == {"exploiter"}
+    assert set(exploiter.opponent_id) <= {"player-0", "player-1"}
+    mains = training[training.policy_id != "player-2"]
+    assert "exploiter" not in set(mains.matchmaker)
+    if mode == "sync":  # generation g trains against the mains' version g exactly
+        assert (exploiter.opponent_version == exploiter.generation).all()
