@@ -265,7 +265,7 @@ class PPOLearner:
 
     # -- advantages -----------------------------------------------------------------------------
     @torch.no_grad()
-    def _coma_values(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def coma_values(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """COMA before the update: Q of every action, Q of the taken one, and each transition's
         successor value (the successor's taken Q, or the bootstrap stored at an episode end)."""
         ro = self.rollout
@@ -277,42 +277,60 @@ class PPOLearner:
         next_value[link] = q_taken[ro.next_index[:n][link]]
         return q_all, q_taken.astype(np.float32), next_value
 
-    # -- update ---------------------------------------------------------------------------------
-    def update(self, progress: float) -> UpdateStats:
-        """One PPO update on the complete transitions; `progress` in [0, 1] anneals the LR."""
-        cfg = self.cfg
-        ro = self.rollout
-        n = ro.size
-        lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
-        lr = max(lr, 1e-8)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    @torch.no_grad()
+    def advantages(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(indices of the complete transitions, their advantages, value targets, old values).
 
+        GAE: advantages on V, targets = advantages + V. COMA: targets are TD(lambda) returns over the
+        taken actions' Q values, and the advantage is the counterfactual one,
+        Q(s, u) - sum_u' pi(u'|o) Q(s, (u_-a, u')), with pi the current policy (the behaviour policy
+        of this rollout) and Q the critic before this update (the role of COMA's target network).
+        """
+        cfg, ro = self.cfg, self.rollout
+        n = ro.size
         if self.coma:
-            # TD(lambda) targets for Q(s, u): lambda-returns over the taken actions' Q values.
-            q_all, value_np, next_value = self._coma_values(n)
+            q_all, value_np, next_value = self.coma_values(n)
         else:
             value_np, next_value = ro.value[:n], ro.next_value[:n]
         adv_all = compute_gae(ro.reward[:n], value_np, next_value, ro.chain_break[:n],
                               ro.next_index[:n], ro.complete[:n], cfg.gamma, cfg.gae_lambda)
         idx = np.flatnonzero(ro.complete[:n])
+        value = value_np[idx].astype(np.float32)
+        returns = (adv_all[idx] + value).astype(np.float32)
+        adv = adv_all[idx]
+        if self.coma:
+            dev = self.device
+            obs = torch.from_numpy(ro.obs[idx]).to(dev)
+            mask = torch.from_numpy(ro.mask[idx]).to(dev) if ro.mask is not None else None
+            probs = self.net.probabilities(obs, mask)
+            actions = torch.from_numpy(ro.action[idx]).to(dev)
+            adv = counterfactual_advantage(torch.from_numpy(q_all[idx]).to(dev), probs, actions).cpu().numpy()
+        return idx, adv.astype(np.float32), returns, value
+
+    # -- update ---------------------------------------------------------------------------------
+    def update(self, progress: float) -> UpdateStats:
+        """One PPO update on the complete transitions; `progress` in [0, 1] anneals the LR."""
+        cfg = self.cfg
+        ro = self.rollout
+        lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
+        lr = max(lr, 1e-8)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+        idx, adv_np, returns_np, value_np = self.advantages()
         dev = self.device
         obs = torch.from_numpy(ro.obs[idx]).to(dev)
         critic_in = torch.from_numpy(ro.critic_in[idx]).to(dev) if ro.critic_in is not None else None
         mask = torch.from_numpy(ro.mask[idx]).to(dev) if ro.mask is not None else None
         actions = torch.from_numpy(ro.action[idx]).to(dev)
         old_logp = torch.from_numpy(ro.logp[idx]).to(dev)
-        old_value = torch.from_numpy(value_np[idx]).to(dev)
-        adv = torch.from_numpy(adv_all[idx]).to(dev)
-        returns = adv + old_value
-        if self.coma:
-            with torch.no_grad():
-                probs = self.net.probabilities(obs, mask)
-            adv = counterfactual_advantage(torch.from_numpy(q_all[idx]).to(dev), probs, actions)
+        old_value = torch.from_numpy(value_np).to(dev)
+        adv = torch.from_numpy(adv_np).to(dev)
+        returns = torch.from_numpy(returns_np).to(dev)
         # The critic learns in normalised units when value normalisation is on.
         old_v_target, v_target = old_value, returns
         if self.value_norm is not None:
-            old_v_target = torch.from_numpy(self.value_norm.normalize(value_np[idx])).to(dev)
+            old_v_target = torch.from_numpy(self.value_norm.normalize(value_np)).to(dev)
             self.value_norm.update(returns.cpu().numpy())
             v_target = torch.from_numpy(self.value_norm.normalize(returns.cpu().numpy())).to(dev)
 

@@ -77,11 +77,17 @@ class StateSpec:
         raise ValueError(f"critic input must be one of {CRITIC_INPUTS}, got {critic!r}")
 
 
+PROBE_STEPS = 32
+"""Random steps `probe_state` plays to check that every live agent stays observable."""
+
+
 def probe_state(env: MultiAgentEnv, env_id: str) -> StateSpec:
     """Find the global state of `env` (already reset) and its size.
 
-    Raises EnvironmentSpecError naming the agent when the env has no ``state()`` and the agents'
-    observations cannot all be read at once (so they cannot be concatenated).
+    Without ``state()``, it plays up to `PROBE_STEPS` random steps and reads every agent that has
+    not ended at each one. Raises EnvironmentSpecError naming the agent when the env has no
+    ``state()`` and the agents' observations cannot all be read at once (so they cannot be
+    concatenated). The env is left mid-episode: reset it before use.
     """
     agents = tuple(env.possible_agents)
     obs_sizes = {a: int(env.obs_size(a)) for a in agents}
@@ -93,20 +99,44 @@ def probe_state(env: MultiAgentEnv, env_id: str) -> StateSpec:
                 f"env {env_id!r}: its state() returned {value.size} values (some not finite); a "
                 "centralised critic needs a non-empty finite numeric state")
         return StateSpec(SOURCE_ENV, int(value.size), agents, obs_sizes)
-    for agent in agents:
-        try:
-            obs, _ = env.observe(agent)
-        except Exception as exc:  # noqa: BLE001 - the env's own failure, reported with the agent
-            raise EnvironmentSpecError(
-                f"env {env_id!r} has no global state: it has no state() method and agent {agent!r}'s "
-                f"observation cannot be read while another agent acts ({type(exc).__name__}: {exc}), "
-                "so the observations cannot be concatenated; use ppo.critic 'local'"
-            ) from exc
-        if np.asarray(obs).size != obs_sizes[agent]:
-            raise EnvironmentSpecError(
-                f"env {env_id!r}: agent {agent!r}'s observation has {np.asarray(obs).size} values but its "
-                f"space declares {obs_sizes[agent]}, so the observations cannot be concatenated into a state")
+    rng = np.random.default_rng(0)
+    ended: set[str] = set()
+    for step in range(PROBE_STEPS + 1):
+        for agent in agents:
+            if agent not in ended:
+                _observe_for_state(env, env_id, agent, obs_sizes[agent], step)
+        acting = env.acting_agents()
+        if step == PROBE_STEPS or not acting:
+            break
+        result = env.step({a: _random_action(env, a, rng) for a in acting})
+        ended.update(result.ended)
+        if result.episode_over:
+            break
     return StateSpec(SOURCE_OBSERVATIONS, sum(obs_sizes.values()), agents, obs_sizes)
+
+
+def _observe_for_state(env: MultiAgentEnv, env_id: str, agent: str, size: int, step: int) -> None:
+    try:
+        obs, _ = env.observe(agent)
+    except Exception as exc:  # noqa: BLE001 - the env's own failure, reported with the agent
+        raise EnvironmentSpecError(
+            f"env {env_id!r} has no global state: it has no state() method and agent {agent!r}'s "
+            f"observation cannot be read at step {step} of a random episode ({type(exc).__name__}: {exc}), "
+            "so the agents' observations cannot be concatenated; use ppo.critic 'local'"
+        ) from exc
+    if np.asarray(obs).size != size:
+        raise EnvironmentSpecError(
+            f"env {env_id!r}: agent {agent!r}'s observation has {np.asarray(obs).size} values but its "
+            f"space declares {size}, so the observations cannot be concatenated into a state")
+
+
+def _random_action(env: MultiAgentEnv, agent: str, rng: np.random.Generator) -> Any:
+    space = env.action_space(agent)
+    if hasattr(space, "n"):
+        mask = env.observe(agent)[1]
+        legal = np.flatnonzero(mask) if mask is not None and mask.any() else np.arange(int(space.n))
+        return int(rng.choice(legal))
+    return rng.uniform(space.low, space.high).astype(np.float32)
 
 
 class StateReader:
