@@ -28,6 +28,8 @@ class CriticInputs:
         self.joint = joint
         """COMA's encoder of the others' actions; None for MAPPO."""
         self._states: dict[int, np.ndarray] = {}
+        self._index = {a: k for k, a in enumerate(spec.agents)}
+        self._eye = np.eye(len(spec.agents), dtype=np.float32)
 
     def new_tick(self) -> None:
         """Forget the states read during the previous tick (the copies have stepped since)."""
@@ -41,9 +43,15 @@ class CriticInputs:
         return state
 
     def build(self, requests: Sequence[tuple[int, str]], obs: np.ndarray) -> np.ndarray:
-        """Critic inputs (without COMA's others' actions) of the acting learner agents, in request order."""
-        return np.stack([self.readers[i].critic_input(self.critic, agent, self.state(i), o)
-                         for (i, agent), o in zip(requests, obs)])
+        """Critic inputs (without COMA's others' actions) of the acting learner agents, in request order.
+
+        Built column block by column block for the whole batch: this runs every tick.
+        """
+        states = np.stack([self.state(i) for i, _ in requests])
+        if self.critic == "state":
+            return states
+        one_hot = self._eye[[self._index[agent] for _, agent in requests]]
+        return np.concatenate([states, obs, one_hot], axis=1)
 
     def final(self, index: int, agent: str, final_obs: np.ndarray) -> np.ndarray:
         """An agent's critic input at the state its episode was cut in (read after the step)."""

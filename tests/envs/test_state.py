@@ -124,3 +124,21 @@ def test_listener_critic_sees_the_speakers_view_in_parallel_env() -> None:
     np.testing.assert_array_equal(critic_in[:, :3], np.concatenate(goals))  # the speaker's goal colour
     # Every transition of the 25-step episodes completed, bootstrapped at the time limit from the final state.
     assert ro.num_complete == 50 and ro.chain_break[: ro.size].sum() == 2
+
+
+def test_batched_agent_state_matches_the_per_agent_definition() -> None:
+    """CriticInputs.build (one batch per tick) gives each agent state + own observation + one-hot."""
+    factory = resolve_env("mpe2.simple_spread_v3", {"N": 3, "continuous_actions": False})
+    envs = [factory() for _ in range(2)]
+    envs[0].reset(seed=0)
+    spec = probe_state(envs[0], "simple_spread")
+    for i, env in enumerate(envs):
+        env.reset(seed=10 + i)
+    feed = CriticInputs(envs, spec, "agent_state")
+    requests = [(i, a) for i in range(2) for a in ("agent_2", "agent_0")]
+    obs = np.stack([envs[i].observe(a)[0] for i, a in requests])
+    batch = feed.build(requests, obs)
+    assert batch.shape == (4, 75)
+    for row, (i, a), o in zip(batch, requests, obs):
+        reader = feed.readers[i]
+        np.testing.assert_array_equal(row, reader.critic_input("agent_state", a, reader.read(), o))
