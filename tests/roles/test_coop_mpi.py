@@ -54,6 +54,11 @@ def test_centralised_critic_configs_train_in_both_schedules(name: str, mode: str
         comm = communication_check(run)
         assert set(comm.role) == {"listener"} and len(comm) == 2
         assert np.isfinite(comm.trained).all() and np.isfinite(comm["random"]).all()
+        if mode == "sync":
+            from mpimarl.report import write_figures
+
+            names = {p.name for p in write_figures(run, tmp_path)}
+            assert {"crossplay.png", "communication.png"} <= names
 
 
 def test_centralised_critic_without_a_state_exits_2(tmp_path: Path) -> None:
