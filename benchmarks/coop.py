@@ -11,7 +11,7 @@ speaker_listener: one speaker and one listener rank), then the run files are rea
 - one learning-curve figure per task (results/coop_<task>.png).
 
     python -m benchmarks.coop speaker_listener [--steps 600000] [--only ippo,mappo,coma]
-    python -m benchmarks.coop simple_spread [--steps 400000]
+    python -m benchmarks.coop simple_spread [--steps 250000]
     python -m benchmarks.coop throughput [--seconds 20]   # in-process, methods interleaved
 
 Run folders go to --runs (default runs/bench/coop_*); tables to benchmarks/results/coop_<task>.md.
@@ -46,7 +46,7 @@ TASKS = {
         "configs": {"ippo": "simple_spread_team.yaml", "mappo": "simple_spread_mappo.yaml",
                     "coma": "simple_spread_coma.yaml"},
         "extra": [],
-        "steps": 400_000,
+        "steps": 250_000,
         "targets": ">= -14 per agent within the budget where independent PPO reaches -17 (1.6M steps per "
                    "trainer; goal -12); throughput >= 0.9x independent PPO",
         "anchors": "ANCHORS: random -26.5, world-state heuristic -7.8; independent PPO: -18.1 at 1.0M, -17.0 at 1.6M",
