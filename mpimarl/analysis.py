@@ -609,3 +609,55 @@ def summary_text(run: Run) -> str:
               f"{len(run.ratings)} ratings rows, {len(run.pool)} snapshots)")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         return header + "\n" + summarize(run).to_string()
+
+
+# ---------------------------------------------------------------------------------------------
+# Cooperative roles: cross-play and the communication check
+# ---------------------------------------------------------------------------------------------
+
+CROSSPLAY = "crossplay"
+"""``matchmaker`` of the evaluation rows that pair a snapshot with partner snapshots (cross-play)."""
+COMMUNICATION = "communication"
+"""``matchmaker`` of the communication check rows (trained partners vs random partners)."""
+
+
+def crossplay_matrix(run: Run, role: str | None = None) -> pd.DataFrame:
+    """The cross-play matrix of a cooperative run: rows ``policy@version`` of `role` (default: the
+    first role with cross-play rows), columns the partner line-up ``partner@version``, values the mean
+    team return per agent over every cross-play episode of that pair (NaN: never paired).
+
+    Built from the ``matches`` rows with ``matchmaker == 'crossplay'``; partners that never trained
+    together appear off the diagonal of co-trained versions.
+    """
+    rows = run.matches[(run.matches.kind == "evaluation") & (run.matches.matchmaker == CROSSPLAY)]
+    if role is None and len(rows):
+        role = str(rows.role.iloc[0])
+    rows = rows[rows.role == role]
+    if rows.empty:
+        return pd.DataFrame(dtype=float)
+    label = rows.policy_id + "@" + rows.version.astype(str)
+    partner = np.where(rows.opponent_version >= 0, rows.opponent_id + "@" + rows.opponent_version.astype(str),
+                       rows.opponent_id)
+    frame = pd.DataFrame({"row": label, "partner": partner, "weighted": rows.return_mean * rows.episodes,
+                          "episodes": rows.episodes})
+    sums = frame.groupby(["row", "partner"]).sum()
+    matrix = (sums.weighted / sums.episodes).unstack("partner")
+
+    def order(labels: pd.Index) -> list[str]:
+        return sorted(labels, key=lambda s: (s.rsplit("@", 1)[0], int(s.rsplit("@", 1)[1]) if "@" in s else -1))
+
+    return matrix.loc[order(matrix.index), order(matrix.columns)]
+
+
+def communication_check(run: Run) -> pd.DataFrame:
+    """Per evaluated snapshot of the communication roles: its return with the trained partners
+    (``trained``), with random partners on the same seeds (``random``), ``gap`` = trained - random
+    and the share of episodes the trained partners did better (``better``)."""
+    rows = run.matches[(run.matches.kind == "evaluation") & (run.matches.matchmaker == COMMUNICATION)]
+    out = pd.DataFrame({
+        "policy_id": rows.policy_id, "version": rows.version, "role": rows.role, "episodes": rows.episodes,
+        "trained": rows.return_mean, "random": rows.opponent_return_mean,
+        "gap": rows.return_mean - rows.opponent_return_mean,
+        "better": rows.wins / rows.episodes.where(rows.episodes > 0),
+    })
+    return out.reset_index(drop=True)

@@ -88,6 +88,10 @@ def _check(config_path: str, overrides: list[str], episodes: int) -> int:
     for role, rs in ctx.spec.roles.items():
         print(f"  role {role}: agents {', '.join(rs.agents)}; obs {rs.obs_size}, actions {rs.action_space}, "
               f"{'team' if rs.team else 'one seat per agent'}{', masked' if rs.has_mask else ''}")
+        if ctx.central(role):
+            print(f"  role {role}: critic {config.critic_of(role)} ({ctx.state_spec.source} state of "
+                  f"{ctx.state_spec.size}; input {ctx.shape(role).critic_input}), "
+                  f"advantage {config.advantage_of(role)}")
     print(f"  needs at least {config.min_world_size()} MPI ranks; {ctx.generations} generations of "
           f"{config.schedule.steps_per_generation} steps per trainer")
     print(f"  {episodes} random episodes: {report}")

@@ -37,6 +37,12 @@ class RoleConfig(_Section):
         description="True: one policy controls all of the role's agents in a match (a team). "
         "False: every agent of the role is its own seat (e.g. the two players of connect_four).",
     )
+    critic: Literal["local", "state", "agent_state"] | None = Field(
+        default=None, description="This role's critic input, overriding ppo.critic (None: ppo.critic)."
+    )
+    advantage: Literal["gae", "coma"] | None = Field(
+        default=None, description="This role's advantage estimator, overriding ppo.advantage (None: ppo.advantage)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -128,6 +134,25 @@ class PPOConfig(_Section):
         "snapshot is a new best response to that generation's opponents (PSRO's oracle). Off: training "
         "carries on from the previous snapshot, which can collapse to a deterministic policy that no "
         "longer explores.",
+    )
+    critic: Literal["local", "state", "agent_state"] = Field(
+        default="local",
+        description="What the critic reads (actors always act on their own observation). local: the "
+        "agent's observation (independent PPO). state: the environment's global state (its state(), "
+        "else every agent's observation concatenated): MAPPO's centralised critic. agent_state: the "
+        "state, the agent's own observation and a one-hot of the agent (MAPPO's agent-specific state).",
+    )
+    advantage: Literal["gae", "coma"] = Field(
+        default="gae",
+        description="gae: generalised advantage estimation on the critic's V. coma: a centralised Q "
+        "critic over the agent's actions given the state and the other agents' actions (Discrete "
+        "actions only), trained on TD(lambda) targets; COMA's counterfactual advantage "
+        "Q(s,u) - sum_u' pi(u'|o) Q(s,(u_-a,u')) in the PPO clipped objective. Needs critic state or agent_state.",
+    )
+    value_norm: bool = Field(
+        default=False,
+        description="Normalise value targets by running mean/std of the returns (MAPPO's value "
+        "normalisation); the critic predicts normalised values.",
     )
 
     @model_validator(mode="after")
@@ -269,6 +294,21 @@ class EvaluationConfig(_Section):
         description="Record the exact exploitability of every latest policy and of the population "
         "mixture each generation (OpenSpiel zero-sum games). None: on where the game allows it.",
     )
+    crossplay_partners: int = Field(
+        default=2,
+        ge=0,
+        description="Cooperative tasks with several roles: each new snapshot also plays "
+        "`pool_episodes` episodes with this many older snapshots of its partner roles (partners it "
+        "never trained with) besides the latest: matches rows with matchmaker 'crossplay', the "
+        "cross-play matrix of `mpimarl.analysis.crossplay_matrix`.",
+    )
+    communication_roles: list[str] = Field(
+        default_factory=list,
+        description="Cooperative tasks: roles whose new snapshots are also played with every partner "
+        "seat taken by the uniform-random baseline (random messages for a listener), on the same seeds "
+        "as with the trained partners: matches rows with matchmaker 'communication' (return_mean: "
+        "trained partners, opponent_return_mean: random partners).",
+    )
 
 
 class TrainerConfig(_Section):
@@ -323,6 +363,16 @@ class RunConfig(_Section):
                 f"matchmaking.baseline_fraction plus the baselines' train_fraction is {shares:g}; at most 1"
             )
         ev = self.evaluation
+        unknown = sorted(set(ev.communication_roles) - roles)
+        if unknown:
+            raise ValueError(f"evaluation.communication_roles: unknown roles {unknown}; the roles are {sorted(roles)}")
+        if ev.communication_roles and self.task.kind != "cooperative":
+            raise ValueError("evaluation.communication_roles is for cooperative tasks (task.kind 'cooperative')")
+        for role in self.task.roles:
+            if self.advantage_of(role.name) == "coma" and self.critic_of(role.name) == "local":
+                raise ValueError(f"ppo.advantage 'coma' (role {role.name!r}) needs a centralised critic: set "
+                                 "ppo.critic (or the role's critic) to 'state' or 'agent_state' "
+                                 "(agent_state when one policy drives several agents)")
         if self.matchmaking.strategy == "psro" and not (ev.exact_payoff or ev.pool_episodes > 0):
             raise ValueError(
                 "matchmaking.strategy 'psro' needs payoff entries between pool members: set "
@@ -339,6 +389,16 @@ class RunConfig(_Section):
     def role_names(self) -> list[str]:
         """Role names in config order."""
         return [r.name for r in self.task.roles]
+
+    def critic_of(self, role: str) -> str:
+        """The critic input of `role`: its own `critic` when set, else ppo.critic."""
+        rc = next(r for r in self.task.roles if r.name == role)
+        return rc.critic or self.ppo.critic
+
+    def advantage_of(self, role: str) -> str:
+        """The advantage estimator of `role`: its own `advantage` when set, else ppo.advantage."""
+        rc = next(r for r in self.task.roles if r.name == role)
+        return rc.advantage or self.ppo.advantage
 
     def min_world_size(self) -> int:
         """The server plus one main trainer per role, plus each role's exploiters."""

@@ -206,7 +206,8 @@ def plot_matchups(run: Run, colors: dict[str, Any]) -> Figure:
     """Heatmap of evaluation matches between pool members: rows policy@version, columns
     opponent@version; score rate (competitive) or this side's return (cooperative)."""
     evals = evaluations(run)
-    evals = evals[(evals.opponent_id != NO_OPPONENT) & ~evals.opponent_id.map(is_random).astype(bool)]
+    evals = evals[(evals.opponent_id != NO_OPPONENT) & ~evals.opponent_id.map(is_random).astype(bool)
+                  & (evals.matchmaker != "communication")]
     if evals.empty:
         raise SkipFigure("no evaluation matches between pool members")
     cooperative = is_cooperative(run)
@@ -411,6 +412,51 @@ def plot_exploitability(run: Run, colors: dict[str, Any]) -> Figure:
     return fig
 
 
+def plot_crossplay(run: Run, colors: dict[str, Any]) -> Figure:
+    """Cooperative cross-play: one heatmap per role, team return of every snapshot with every partner
+    snapshot it was paired with (co-trained versions and older partners it never trained with)."""
+    from mpimarl.analysis import crossplay_matrix
+
+    roles = list(dict.fromkeys(run.matches[run.matches.matchmaker == "crossplay"].role))
+    if not roles:
+        raise SkipFigure("no cross-play evaluation rows (cooperative tasks with several roles)")
+    matrices = [crossplay_matrix(run, r) for r in roles]
+    width = min(4 + 0.45 * max(m.shape[1] for m in matrices), 30) * len(roles)
+    height = min(3 + 0.35 * max(m.shape[0] for m in matrices), 30)
+    fig = Figure(figsize=(min(width, 40), height), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(roles)))
+    for ax, role, matrix in zip(axes, roles, matrices):
+        data = np.ma.masked_invalid(matrix.to_numpy(dtype=float))
+        image = ax.imshow(data, cmap=matplotlib.colormaps["viridis"].with_extremes(bad="0.9"), aspect="auto",
+                          interpolation="nearest")
+        ax.set_xticks(range(matrix.shape[1]), list(matrix.columns), rotation=60, ha="right", fontsize="small")
+        ax.set_yticks(range(matrix.shape[0]), list(matrix.index), fontsize="small")
+        fig.colorbar(image, ax=ax, label="team return per agent")
+        ax.set(title=f"Cross-play: {role} (rows) with partners (columns)", xlabel="partner@version",
+               ylabel=f"{role}@version")
+    return fig
+
+
+def plot_communication(run: Run, colors: dict[str, Any]) -> Figure:
+    """The communication check: return with the trained partners' messages vs random messages."""
+    from mpimarl.analysis import communication_check
+
+    table = communication_check(run)
+    if table.empty:
+        raise SkipFigure("no communication check rows (evaluation.communication_roles)")
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
+    for pid, group in table.groupby("policy_id"):
+        group = group.sort_values("version")
+        ax.plot(group.version, group.trained, marker="o", color=colors.get(pid), label=f"{pid}: trained partners")
+        ax.plot(group.version, group.random, marker="x", linestyle="--", color=colors.get(pid),
+                label=f"{pid}: random partners")
+    ax.set(title="Communication check (same seeds)", xlabel="version", ylabel="return per agent (mean)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize="small")
+    return fig
+
+
 FIGURES: dict[str, Callable[[Run, dict[str, Any]], Figure]] = {
     "learning_curves.png": plot_learning_curves,
     "ratings.png": plot_ratings,
@@ -421,6 +467,8 @@ FIGURES: dict[str, Callable[[Run, dict[str, Any]], Figure]] = {
     "payoff.png": plot_payoff,
     "meta_strategy.png": plot_meta_strategy,
     "exploitability.png": plot_exploitability,
+    "crossplay.png": plot_crossplay,
+    "communication.png": plot_communication,
 }
 """Output file name -> the function drawing it, in the order they are written."""
 

@@ -37,6 +37,11 @@ class PolicyShape:
     pooling) over the channels-last board, then the hidden layers."""
     conv_channels: tuple[int, ...] = (32, 64)
     """Output channels of each convolution (conv torso only)."""
+    critic_input: int = 0
+    """Length of the critic's input when it is centralised (the global state, the agent-specific
+    state, plus the other agents' actions for COMA); 0: the critic reads the agent's observation."""
+    critic_outputs: int = 1
+    """1: a state value V. COMA: one Q value per action of the agent (the action count)."""
 
     def __post_init__(self) -> None:
         """Reject a torso the observation cannot feed (ValueError naming the shape)."""
@@ -73,9 +78,19 @@ class PolicyShape:
         if self.torso == "conv":
             board = "x".join(str(d) for d in self.obs_shape)
             channels = ",".join(str(c) for c in self.conv_channels)
-            return f"conv/obs={board}/ch={channels}/{head}"
+            return f"conv/obs={board}/ch={channels}/{head}{self._critic_layout}"
         # Unchanged since the first run files: MLP buffers stored then must keep loading.
-        return f"mlp/obs={self.obs_size}/{head}"
+        return f"mlp/obs={self.obs_size}/{head}{self._critic_layout}"
+
+    @property
+    def central(self) -> bool:
+        """True when the critic reads a centralised input (state) instead of the observation."""
+        return self.critic_input > 0
+
+    @property
+    def _critic_layout(self) -> str:
+        # Only a centralised critic changes the buffer, so local critics keep their old layout names.
+        return f"/critic={self.critic_input}x{self.critic_outputs}" if self.central else ""
 
 
 def _mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
@@ -135,7 +150,20 @@ class ActorCritic(nn.Module):
     def __init__(self, shape: PolicyShape) -> None:
         super().__init__()
         self.shape = shape
-        if shape.torso == "conv":
+        if shape.central:
+            # A centralised critic reads the state, not the observation: its own MLP, no shared trunk.
+            if shape.torso == "conv":
+                board = (shape.obs_shape[0], shape.obs_shape[1], shape.obs_shape[2])
+                trunk, features = _conv_torso(board, shape.conv_channels)
+                actor_head = _mlp([features, *shape.hidden, shape.action_dim], shape.activation, 0.01)
+                self.actor = nn.Sequential(trunk, actor_head)
+            else:
+                trunk = nn.Identity()
+                actor_head = self.actor = _mlp([shape.obs_size, *shape.hidden, shape.action_dim],
+                                               shape.activation, 0.01)
+            critic_head = self.critic = _mlp([shape.critic_input, *shape.hidden, shape.critic_outputs],
+                                             shape.activation, 1.0)
+        elif shape.torso == "conv":
             board = (shape.obs_shape[0], shape.obs_shape[1], shape.obs_shape[2])
             trunk, features = _conv_torso(board, shape.conv_channels)
             actor_head = _mlp([features, *shape.hidden, shape.action_dim], shape.activation, 0.01)
@@ -221,8 +249,12 @@ class ActorCritic(nn.Module):
         return self._policy_out(self._parts[0](obs), mask).softmax(-1)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        """State value per observation."""
+        """State value per observation (per critic input when the critic is centralised)."""
         return self.critic(obs).squeeze(-1)
+
+    def action_values(self, critic_in: torch.Tensor) -> torch.Tensor:
+        """COMA: Q of every action of the agent, (batch, actions), from its centralised critic input."""
+        return self.critic(critic_in)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from mpimarl.algos.coma import counterfactual_advantage, expected_q
 from mpimarl.algos.networks import ActorCritic, PolicyShape
+from mpimarl.algos.value_norm import ValueNormalizer
 from mpimarl.config import PPOConfig
 
 # ---------------------------------------------------------------------------------------------
@@ -33,6 +35,8 @@ class StreamRollout:
         self.capacity = capacity
         act_shape: tuple[int, ...] = () if shape.discrete else (shape.action_dim,)
         self.obs = np.zeros((capacity, shape.obs_size), np.float32)
+        # A centralised critic's input (global state, + the others' actions for COMA) per transition.
+        self.critic_in = np.zeros((capacity, shape.critic_input), np.float32) if shape.central else None
         self.mask = np.ones((capacity, shape.action_dim), bool) if shape.discrete else None
         self.action = np.zeros((capacity, *act_shape), np.int64 if shape.discrete else np.float32)
         self.logp = np.zeros(capacity, np.float32)
@@ -47,14 +51,20 @@ class StreamRollout:
         self.pending: dict[Hashable, int] = {}  # stream -> index of its open transition
 
     def add(self, streams: Sequence[Hashable], obs: np.ndarray, mask: np.ndarray | None,
-            action: np.ndarray, logp: np.ndarray, value: np.ndarray) -> None:
-        """Open one transition per stream; the stream's previous one completes with this value."""
+            action: np.ndarray, logp: np.ndarray, value: np.ndarray,
+            critic_in: np.ndarray | None = None) -> int:
+        """Open one transition per stream; the stream's previous one completes with this value.
+
+        Returns the index of the first new transition (COMA fills in the others' actions there).
+        """
         n = len(streams)
         start = self.size
         if start + n > self.capacity:
             self._grow(start + n)
         end = start + n
         self.obs[start:end] = obs
+        if self.critic_in is not None and critic_in is not None:
+            self.critic_in[start:end, : critic_in.shape[1]] = critic_in
         if self.mask is not None and mask is not None:
             self.mask[start:end] = mask
         self.action[start:end] = action
@@ -74,6 +84,7 @@ class StreamRollout:
                 self.num_complete += 1
             pending[stream] = start + j
         self.size = end
+        return start
 
     def add_reward(self, stream: Hashable, reward: float) -> None:
         """Credit a reward to the stream's open transition (ignored before its first action)."""
@@ -93,7 +104,7 @@ class StreamRollout:
 
     def _grow(self, need: int) -> None:
         new_cap = max(need, 2 * self.capacity)
-        for name in ("obs", "mask", "action", "logp", "value", "reward", "next_value", "chain_break",
+        for name in ("obs", "critic_in", "mask", "action", "logp", "value", "reward", "next_value", "chain_break",
                      "next_index", "complete"):
             arr = getattr(self, name)
             if arr is None:
@@ -108,7 +119,7 @@ class StreamRollout:
         """Drop complete transitions; move the open ones to the front for the next rollout."""
         keep = np.array(sorted(self.pending.values()), np.int64)
         remap = {int(old): new for new, old in enumerate(keep)}
-        for name in ("obs", "mask", "action", "logp", "value", "reward"):
+        for name in ("obs", "critic_in", "mask", "action", "logp", "value", "reward"):
             arr = getattr(self, name)
             if arr is not None and len(keep):
                 arr[: len(keep)] = arr[keep]
@@ -171,66 +182,164 @@ class UpdateStats:
 
 
 class PPOLearner:
-    """One role's learning policy: acts for the rollout and improves itself with clipped PPO."""
+    """One role's learning policy: acts for the rollout and improves itself with clipped PPO.
 
-    def __init__(self, shape: PolicyShape, cfg: PPOConfig, device: torch.device, seed: int) -> None:
+    The critic reads the agent's observation (independent PPO) or, when `shape.central`, a
+    centralised input stored with every transition (MAPPO). With `advantage="coma"` the critic is
+    COMA's Q over the agent's actions, whose input ends with the other agents' actions
+    (`others_size` values, filled in by the rollout once every agent has acted).
+    """
+
+    def __init__(self, shape: PolicyShape, cfg: PPOConfig, device: torch.device, seed: int,
+                 advantage: str = "gae", others_size: int = 0) -> None:
         self.cfg = cfg
         self.shape = shape
         self.device = device
+        self.central = shape.central
+        self.coma = advantage == "coma"
+        if self.coma and not (shape.central and shape.discrete and shape.critic_outputs == shape.action_dim):
+            raise ValueError("COMA needs Discrete actions and a centralised critic with one output per action")
+        self.state_input = shape.critic_input - others_size  # where the others' actions begin (COMA)
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
-        """Fresh weights, optimiser state and an empty rollout, all derived from `seed`.
+        """Fresh weights, optimiser state, value normaliser and an empty rollout, all derived from `seed`.
 
         Open transitions are dropped with the rest: the caller ends the matches that made them.
         """
         torch.manual_seed(seed)
+        self.value_norm = ValueNormalizer() if getattr(self.cfg, "value_norm", False) else None
         self.net = ActorCritic(self.shape).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.cfg.learning_rate, eps=1e-5)
         self.rollout = StreamRollout(self.shape, capacity=self.cfg.rollout_steps + 4 * self.cfg.num_envs)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
+    def _denorm(self, values: np.ndarray) -> np.ndarray:
+        """The critic's raw outputs as returns (undoing value normalisation)."""
+        return values if self.value_norm is None else self.value_norm.denormalize(values)
+
     # -- acting ---------------------------------------------------------------------------------
     @torch.inference_mode()
-    def act(self, obs: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sample actions; return (actions, log-probs, values) as numpy arrays."""
+    def act(self, obs: np.ndarray, mask: np.ndarray | None,
+            critic_in: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample actions; return (actions, log-probs, values) as numpy arrays.
+
+        Centralised critics value `critic_in`; COMA's values are computed at update time (they
+        need the other agents' actions of the same step), so it returns zeros here.
+        """
         o = torch.from_numpy(obs).to(self.device)
         m = None if mask is None else torch.from_numpy(mask).to(self.device)
-        action, logp, value = self.net.act_with_value(o, m)
-        return action.cpu().numpy(), logp.cpu().numpy(), value.cpu().numpy()
+        if not self.central:
+            action, logp, value = self.net.act_with_value(o, m)
+            return action.cpu().numpy(), logp.cpu().numpy(), self._denorm(value.cpu().numpy())
+        action, logp = self.net.act(o, m)
+        if self.coma or critic_in is None:
+            value_np = np.zeros(len(obs), np.float32)
+        else:
+            value_np = self._denorm(self.net.value(torch.from_numpy(critic_in).to(self.device)).cpu().numpy())
+        return action.cpu().numpy(), logp.cpu().numpy(), value_np
 
     @torch.inference_mode()
     def values(self, obs: np.ndarray) -> np.ndarray:
-        """Critic values for a batch of observations (truncation bootstraps)."""
-        return self.net.value(torch.from_numpy(obs).to(self.device)).cpu().numpy()
+        """Critic values for a batch of observations (truncation bootstraps, local critic)."""
+        return self._denorm(self.net.value(torch.from_numpy(obs).to(self.device)).cpu().numpy())
+
+    @torch.inference_mode()
+    def bootstrap(self, streams: Sequence[Hashable], obs: np.ndarray,
+                  critic_in: np.ndarray | None) -> np.ndarray:
+        """Values of the final observations of cut episodes (time limits, abandoned matches).
+
+        COMA: V = sum_u pi(u|o) Q(s, (u_-a, u)), with the others' actions of each stream's last
+        transition standing in for the actions they would take next.
+        """
+        if not self.central or critic_in is None:
+            return self.values(obs)
+        x = torch.from_numpy(np.ascontiguousarray(critic_in, np.float32)).to(self.device)
+        if not self.coma:
+            return self._denorm(self.net.value(x).cpu().numpy())
+        ro = self.rollout
+        rows = [ro.pending[s] for s in streams]
+        assert ro.critic_in is not None
+        others = torch.from_numpy(ro.critic_in[rows, self.state_input:]).to(self.device)
+        q = torch.from_numpy(self._denorm(self.net.action_values(torch.cat([x, others], 1)).cpu().numpy()))
+        probs = self.net.probabilities(torch.from_numpy(obs).to(self.device), None).cpu()
+        return expected_q(q, probs).numpy()
 
     @property
     def ready(self) -> bool:
         """True once the rollout holds enough complete transitions for an update."""
         return self.rollout.num_complete >= self.cfg.rollout_steps
 
+    # -- advantages -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def coma_values(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """COMA before the update: Q of every action, Q of the taken one, and each transition's
+        successor value (the successor's taken Q, or the bootstrap stored at an episode end)."""
+        ro = self.rollout
+        assert ro.critic_in is not None
+        q_all = self._denorm(self.net.action_values(torch.from_numpy(ro.critic_in[:n]).to(self.device)).cpu().numpy())
+        q_taken = q_all[np.arange(n), ro.action[:n]]
+        next_value = ro.next_value[:n].copy()
+        link = (~ro.chain_break[:n]) & (ro.next_index[:n] >= 0)
+        next_value[link] = q_taken[ro.next_index[:n][link]]
+        return q_all, q_taken.astype(np.float32), next_value
+
+    @torch.no_grad()
+    def advantages(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(indices of the complete transitions, their advantages, value targets, old values).
+
+        GAE: advantages on V, targets = advantages + V. COMA: targets are TD(lambda) returns over the
+        taken actions' Q values, and the advantage is the counterfactual one,
+        Q(s, u) - sum_u' pi(u'|o) Q(s, (u_-a, u')), with pi the current policy (the behaviour policy
+        of this rollout) and Q the critic before this update (the role of COMA's target network).
+        """
+        cfg, ro = self.cfg, self.rollout
+        n = ro.size
+        if self.coma:
+            q_all, value_np, next_value = self.coma_values(n)
+        else:
+            value_np, next_value = ro.value[:n], ro.next_value[:n]
+        adv_all = compute_gae(ro.reward[:n], value_np, next_value, ro.chain_break[:n],
+                              ro.next_index[:n], ro.complete[:n], cfg.gamma, cfg.gae_lambda)
+        idx = np.flatnonzero(ro.complete[:n])
+        value = value_np[idx].astype(np.float32)
+        returns = (adv_all[idx] + value).astype(np.float32)
+        adv = adv_all[idx]
+        if self.coma:
+            dev = self.device
+            obs = torch.from_numpy(ro.obs[idx]).to(dev)
+            mask = torch.from_numpy(ro.mask[idx]).to(dev) if ro.mask is not None else None
+            probs = self.net.probabilities(obs, mask)
+            actions = torch.from_numpy(ro.action[idx]).to(dev)
+            adv = counterfactual_advantage(torch.from_numpy(q_all[idx]).to(dev), probs, actions).cpu().numpy()
+        return idx, adv.astype(np.float32), returns, value
+
     # -- update ---------------------------------------------------------------------------------
     def update(self, progress: float) -> UpdateStats:
         """One PPO update on the complete transitions; `progress` in [0, 1] anneals the LR."""
         cfg = self.cfg
         ro = self.rollout
-        n = ro.size
         lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
         lr = max(lr, 1e-8)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-        adv_all = compute_gae(ro.reward[:n], ro.value[:n], ro.next_value[:n], ro.chain_break[:n],
-                              ro.next_index[:n], ro.complete[:n], cfg.gamma, cfg.gae_lambda)
-        idx = np.flatnonzero(ro.complete[:n])
+        idx, adv_np, returns_np, value_np = self.advantages()
         dev = self.device
         obs = torch.from_numpy(ro.obs[idx]).to(dev)
+        critic_in = torch.from_numpy(ro.critic_in[idx]).to(dev) if ro.critic_in is not None else None
         mask = torch.from_numpy(ro.mask[idx]).to(dev) if ro.mask is not None else None
         actions = torch.from_numpy(ro.action[idx]).to(dev)
         old_logp = torch.from_numpy(ro.logp[idx]).to(dev)
-        old_value = torch.from_numpy(ro.value[idx]).to(dev)
-        adv = torch.from_numpy(adv_all[idx]).to(dev)
-        returns = adv + old_value
+        old_value = torch.from_numpy(value_np).to(dev)
+        adv = torch.from_numpy(adv_np).to(dev)
+        returns = torch.from_numpy(returns_np).to(dev)
+        # The critic learns in normalised units when value normalisation is on.
+        old_v_target, v_target = old_value, returns
+        if self.value_norm is not None:
+            old_v_target = torch.from_numpy(self.value_norm.normalize(value_np)).to(dev)
+            self.value_norm.update(returns.cpu().numpy())
+            v_target = torch.from_numpy(self.value_norm.normalize(returns.cpu().numpy())).to(dev)
 
         batch = len(idx)
         mb_size = max(1, batch // cfg.minibatches)
@@ -241,8 +350,8 @@ class PPOLearner:
             perm = torch.randperm(batch, generator=self.generator).to(dev)
             for start in range(0, batch - mb_size + 1, mb_size):
                 mb = perm[start : start + mb_size]
-                new_logp, entropy, new_value = self.net.evaluate_with_value(
-                    obs[mb], None if mask is None else mask[mb], actions[mb])
+                new_logp, entropy, new_value = self._evaluate(obs[mb], None if mask is None else mask[mb],
+                                                              actions[mb], None if critic_in is None else critic_in[mb])
                 entropy = entropy.mean()
                 log_ratio = new_logp - old_logp[mb]
                 ratio = log_ratio.exp()
@@ -255,11 +364,12 @@ class PPOLearner:
                 pg_loss = torch.max(-mb_adv * ratio,
                                     -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
                 if cfg.clip_value:
-                    v_clipped = old_value[mb] + (new_value - old_value[mb]).clamp(-cfg.clip_coef, cfg.clip_coef)
-                    v_loss = 0.5 * torch.max((new_value - returns[mb]) ** 2,
-                                             (v_clipped - returns[mb]) ** 2).mean()
+                    old_v = old_v_target[mb]
+                    v_clipped = old_v + (new_value - old_v).clamp(-cfg.clip_coef, cfg.clip_coef)
+                    v_loss = 0.5 * torch.max((new_value - v_target[mb]) ** 2,
+                                             (v_clipped - v_target[mb]) ** 2).mean()
                 else:
-                    v_loss = 0.5 * ((new_value - returns[mb]) ** 2).mean()
+                    v_loss = 0.5 * ((new_value - v_target[mb]) ** 2).mean()
                 loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -280,3 +390,16 @@ class PPOLearner:
         m = sums / max(count, 1)
         return UpdateStats(policy_loss=m[0], value_loss=m[1], entropy=m[2], approx_kl=m[3],
                            clip_fraction=m[4], explained_variance=ev, learning_rate=lr, samples=batch)
+
+    def _evaluate(self, obs: torch.Tensor, mask: torch.Tensor | None, actions: torch.Tensor,
+                  critic_in: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log-probabilities, entropies, critic outputs) of a minibatch; the critic output is V
+        (local or centralised) or, for COMA, Q of the taken action."""
+        if not self.central or critic_in is None:
+            return self.net.evaluate_with_value(obs, mask, actions)
+        logp, entropy = self.net.evaluate(obs, mask, actions)
+        if self.coma:
+            value = self.net.action_values(critic_in).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        else:
+            value = self.net.value(critic_in)
+        return logp, entropy, value

@@ -35,7 +35,10 @@ from mpimarl.rollout.seating import (
     seats_of_role,
 )
 
-MatchKind = Literal["par", "anchor", "baseline", "pool", "comparator"]
+MatchKind = Literal["par", "anchor", "baseline", "pool", "comparator", "crossplay", "communication"]
+
+RANDOM_PARTNERS_ID = "random_partners"
+"""``opponent_id`` of a communication check row: the same snapshot with random partners (messages)."""
 
 EXPLOITER_SOURCE = "exploiter"
 """The `matchmaker` of a main exploiter's training line-ups in the matches table."""
@@ -258,7 +261,33 @@ class League:
                                                  comparator_lineup=self.partners_of[other]))
         if not plan.matches and n_base:  # still measure the team return, for the ratings table's score
             plan.matches.append(PlannedMatch("comparator", own, partners, n_base, base))
+        plan.matches += self._coop_checks(own, partners, roles, base)
         return plan
+
+    def _coop_checks(self, own: SeatedKey, partners: Lineup, roles: list[str], base: int) -> list[PlannedMatch]:
+        """Cross-play (older partner snapshots it never trained with, plus the latest) and the
+        communication check (the latest partners vs random partners, same seeds)."""
+        ev = self.cfg.evaluation
+        out: list[PlannedMatch] = []
+        if not roles:
+            return out
+        if ev.crossplay_partners and ev.pool_episodes:
+            lineups = [partners]
+            for _ in range(ev.crossplay_partners):
+                lineup = tuple(SeatedKey(self._older_snapshot(p), p.role) for p in partners)
+                if lineup not in lineups:
+                    lineups.append(lineup)
+            out += [PlannedMatch("crossplay", own, lu, ev.pool_episodes, base) for lu in lineups]
+        if own.role in ev.communication_roles and ev.baseline_episodes:
+            out.append(PlannedMatch("communication", own, partners, ev.baseline_episodes, base, comparator=own,
+                                    comparator_lineup=self._baseline_lineup(RANDOM_POLICY_ID, roles)))
+        return out
+
+    def _older_snapshot(self, partner: SeatedKey) -> SnapshotKey:
+        """A uniformly drawn snapshot of the partner's policy older than `partner` (itself if none)."""
+        older = [s.key for s in self.pool.snapshots(partner.role)
+                 if s.key.policy_id == partner.key.policy_id and s.key.version < partner.key.version]
+        return older[int(self.eval_rng.integers(len(older)))] if older else partner.key
 
     def _policy_of_role(self, role: str, index: int) -> str:
         ids = self.pool.policy_ids(role)
@@ -414,7 +443,7 @@ class League:
                     by_role.setdefault(r, []).append(v)
             self.par = ParReference(by_role)
             return {"matches": [self._match_row(match, res, (0, 0, 0), now, generation)]}
-        if match.comparator is not None:
+        if match.comparator is not None or match.kind == "crossplay":
             return self._record_comparison(match, res, now, generation)
         scores: list[float] = []
         own_key = (match.own.role, match.own.key)
@@ -453,9 +482,28 @@ class League:
         rows["ratings"] = self.rating_rows({own_key, *((i.role, i.key) for i in match.lineup)}, now)
         return rows
 
+    def _record_cooperative_check(self, match: PlannedMatch, res: SideResults, now: float, generation: int
+                                  ) -> dict[str, list[dict[str, Any]]]:
+        """Cross-play and communication rows: measured and recorded, never rated.
+
+        crossplay: one matches row with the partners as the opponent columns. communication:
+        return_mean with the trained partners, opponent_return_mean with random partners on the same
+        seeds, wins counting the episodes the trained partners did better.
+        """
+        if match.kind == "crossplay":
+            return {"matches": [self._match_row(match, res, (0, 0, 0), now, generation)]}
+        theirs = res.comparator_own or []
+        scores = [pairwise_score(rank_sides([a, b], self.cfg.task.draw_margin), 0) for a, b in zip(res.own, theirs)]
+        row = self._match_row(match, res, tally(score_class(s) for s in scores), now, generation)
+        row.update(opponent_id=RANDOM_PARTNERS_ID, opponent_version=-1,
+                   opponent_return_mean=float(np.mean(theirs)) if theirs else math.nan)
+        return {"matches": [row]}
+
     def _record_comparison(self, match: PlannedMatch, res: SideResults, now: float, generation: int
                            ) -> dict[str, list[dict[str, Any]]]:
         """Cooperative paired comparison: own vs comparator in the same seat on the same seeds."""
+        if match.kind in ("crossplay", "communication"):
+            return self._record_cooperative_check(match, res, now, generation)
         self.scores[match.own.key] = float(np.mean(res.own))
         if match.comparator is None or res.comparator_own is None:
             return {"matches": [self._match_row(match, res, (0, 0, 0), now, generation)]}

@@ -17,7 +17,8 @@ from mpimarl.algos.networks import PolicyShape, RandomPolicy
 from mpimarl.config import RunConfig
 from mpimarl.envs.loader import EnvFactory, resolve_env
 from mpimarl.envs.spec import EnvSpec, RoleRule, build_env_spec
-from mpimarl.errors import ConfigError, WorldSizeError
+from mpimarl.envs.state import StateSpec, probe_state
+from mpimarl.errors import ConfigError, EnvironmentSpecError, WorldSizeError
 from mpimarl.league.pool import RANDOM_POLICY_ID
 
 
@@ -30,6 +31,7 @@ class RunContext:
     spec: EnvSpec
     world_size: int
     _shapes: dict[str, PolicyShape] = field(default_factory=dict)
+    _state_spec: StateSpec | None = None
 
     @staticmethod
     def build(config: RunConfig, world_size: int | None) -> RunContext:
@@ -46,6 +48,7 @@ class RunContext:
     def check_league(self) -> None:
         """Start-up checks that need the environment: network shapes, scripted baselines (imported and
         played for a few episodes, every action checked) and exact evaluation options."""
+        self.check_critics()
         for role in self.spec.roles:
             try:
                 self.shape(role)
@@ -68,6 +71,70 @@ class RunContext:
                     "whose tree can be walked exactly (use an 'openspiel:' id such as openspiel:kuhn_poker, "
                     "or set it to false)"
                 )
+
+    # -- centralised critics (MAPPO, COMA) -------------------------------------------------------
+    def central(self, role: str) -> bool:
+        """Whether `role`'s critic reads the global state."""
+        return self.config.critic_of(role) != "local"
+
+    def coma(self, role: str) -> bool:
+        """Whether `role` learns with COMA's counterfactual advantage."""
+        return self.config.advantage_of(role) == "coma"
+
+    @property
+    def state_spec(self) -> StateSpec:
+        """The environment's global state (probed once, on a fresh copy reset with seed 0)."""
+        if self._state_spec is None:
+            env = self.factory()
+            try:
+                env.reset(seed=0)
+                self._state_spec = probe_state(env, self.config.env.id)
+            finally:
+                env.close()
+        return self._state_spec
+
+    def joint_actions(self) -> Any:
+        """COMA's encoder of the other agents' actions (every agent's action space is Discrete)."""
+        from mpimarl.algos.coma import JointActions
+
+        counts = {a: int(self.spec.roles[self.spec.role_of[a]].action_space.n) for a in self.spec.agents}
+        return JointActions(self.spec.agents, counts)
+
+    def learner_options(self, role: str) -> dict[str, Any]:
+        """Keyword arguments of `PPOLearner` for `role`: the advantage and COMA's others-actions size."""
+        if not self.coma(role):
+            return {"advantage": "gae"}
+        return {"advantage": "coma", "others_size": self.joint_actions().others_size(self.spec.roles[role].agents[0])}
+
+    def critic_inputs(self, role: str, envs: list[Any]) -> Any:
+        """What the runner feeds `role`'s centralised critic from `envs` (None for a local critic)."""
+        if not self.central(role):
+            return None
+        from mpimarl.rollout.critic_inputs import CriticInputs
+
+        return CriticInputs(envs, self.state_spec, self.config.critic_of(role),
+                            self.joint_actions() if self.coma(role) else None)
+
+    def check_critics(self) -> None:
+        """Start-up checks of centralised critics and COMA: a state exists, all actions are Discrete."""
+        for role in self.spec.roles:
+            if self.central(role):
+                key = "ppo.advantage 'coma'" if self.coma(role) else f"ppo.critic {self.config.critic_of(role)!r}"
+                try:
+                    self.state_spec  # noqa: B018 - probing raises when the env has no state
+                except EnvironmentSpecError as exc:
+                    raise EnvironmentSpecError(f"{key} (role {role!r}): {exc}") from None
+            if not self.coma(role):
+                continue
+            for agent in self.spec.agents:
+                space = self.spec.roles[self.spec.role_of[agent]].action_space
+                if not hasattr(space, "n"):
+                    whose = "its" if self.spec.role_of[agent] == role else f"a partner's (agent {agent!r})"
+                    raise ConfigError(
+                        f"ppo.advantage 'coma' (role {role!r}) needs Discrete actions, but {whose} action "
+                        f"space is {space}: COMA's critic outputs one Q per action and reads the other "
+                        "agents' actions as one-hot vectors; use ppo.advantage 'gae' (MAPPO) for continuous "
+                        "actions, e.g. env.kwargs.continuous_actions: false on MPE")
 
     def baseline_policies(self, seed: int) -> dict[Hashable, Any]:
         """Acting policies of every fixed baseline, keyed as the runner groups agents: (name, role)."""
@@ -161,9 +228,16 @@ class RunContext:
             # getattr keeps this working with a PPOConfig that lacks the torso fields.
             torso = getattr(ppo, "torso", "mlp")
             channels = tuple(getattr(ppo, "conv_channels", (32, 64)))
+            critic_input, critic_outputs = 0, 1
+            if self.central(role):
+                critic_input = self.state_spec.input_size(self.config.critic_of(role), rs.agents[0])
+                if self.coma(role):
+                    critic_input += self.joint_actions().others_size(rs.agents[0])
+                    critic_outputs = int(rs.action_space.n)
             try:
                 shape = PolicyShape(rs.obs_size, rs.action_space, tuple(ppo.hidden), ppo.activation,
-                                    obs_shape=rs.obs_shape, torso=torso, conv_channels=channels)
+                                    obs_shape=rs.obs_shape, torso=torso, conv_channels=channels,
+                                    critic_input=critic_input, critic_outputs=critic_outputs)
             except ValueError as exc:
                 raise ValueError(f"role {role!r}: {exc}") from exc
             self._shapes[role] = shape

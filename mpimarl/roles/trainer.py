@@ -73,8 +73,10 @@ class Trainer:
         torch.set_num_threads(cfg.trainer.torch_threads)
         self.device = select_device(local_rank, cfg.trainer.device)
         self.shape = ctx.shape(self.role)
-        self.learner = PPOLearner(self.shape, cfg.ppo, self.device, self.seed)
-        self.matches = VectorMatches([ctx.factory() for _ in range(cfg.ppo.num_envs)], seed=self.seed)
+        self.learner = PPOLearner(self.shape, cfg.ppo, self.device, self.seed, **ctx.learner_options(self.role))
+        envs = [ctx.factory() for _ in range(cfg.ppo.num_envs)]
+        # A centralised critic reads the global state of these copies (MAPPO, COMA); None: local critic.
+        self.matches = VectorMatches(envs, seed=self.seed, critic_inputs=ctx.critic_inputs(self.role, envs))
         self.own_seats = seats_of_role(ctx.spec, self.role)
         self.cache: OrderedDict[SnapshotKey, FrozenPolicy] = OrderedDict()
         self.baselines = ctx.baseline_policies(self.seed + 7)

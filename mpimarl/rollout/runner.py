@@ -16,6 +16,7 @@ import numpy as np
 
 from mpimarl.algos.ppo import PPOLearner
 from mpimarl.envs.base import MultiAgentEnv
+from mpimarl.rollout.critic_inputs import CriticInputs
 
 LEARNER = "learner"
 
@@ -57,8 +58,10 @@ class _Slot:
 class VectorMatches:
     """Steps `len(envs)` copies; the caller seats every copy with `start` before ticking."""
 
-    def __init__(self, envs: list[MultiAgentEnv], seed: int) -> None:
+    def __init__(self, envs: list[MultiAgentEnv], seed: int, critic_inputs: CriticInputs | None = None) -> None:
         self.envs = envs
+        self.critic_inputs = critic_inputs
+        """A centralised critic's inputs (global state) for the learner's transitions; None: local critic."""
         self.slots: list[_Slot | None] = [None] * len(envs)
         self.env_steps = 0
         self._seed = seed
@@ -95,8 +98,10 @@ class VectorMatches:
         finished, truncated = self._step_all(actions, learner)
         if learner is not None:
             if truncated:
-                boot = learner.values(np.stack([obs for _, obs in truncated]))
-                for (stream, _), v in zip(truncated, boot):
+                streams = [stream for stream, _, _ in truncated]
+                critic_in = None if self.critic_inputs is None else np.stack([c for _, _, c in truncated])
+                boot = learner.bootstrap(streams, np.stack([obs for _, obs, _ in truncated]), critic_in)
+                for stream, v in zip(streams, boot):
                     learner.rollout.end(stream, float(v))
             # An episode can end without the env reporting every learner agent as ended.
             for ep in finished:
@@ -116,6 +121,10 @@ class VectorMatches:
             for agent in envs[i].acting_agents():
                 groups.setdefault(seating[agent], []).append((i, agent))
         actions: list[dict[str, Any]] = [{} for _ in envs]
+        feed = self.critic_inputs if learner is not None else None
+        joint_rows: tuple[int, list[tuple[int, str]]] | None = None
+        if feed is not None:
+            feed.new_tick()
         for key, requests in groups.items():
             observed = [envs[i].observe(agent) for i, agent in requests]
             obs = np.stack([o for o, _ in observed])
@@ -123,19 +132,30 @@ class VectorMatches:
             if key == LEARNER:
                 if learner is None:
                     raise ValueError("a copy seats the learner but no learner was given to tick()")
-                act, logp, value = learner.act(obs, mask)
-                learner.rollout.add(requests, obs, mask, act, logp, value)
+                critic_in = None if feed is None else feed.build(requests, obs)
+                act, logp, value = learner.act(obs, mask, critic_in)
+                start = learner.rollout.add(requests, obs, mask, act, logp, value, critic_in)
+                joint_rows = (start, requests)
             else:
                 act = policies[key].act(obs, mask)
             for (i, agent), a in zip(requests, act):
                 actions[i][agent] = int(a) if self._is_discrete[agent] else a
+        if feed is not None and feed.joint is not None and joint_rows is not None and learner is not None:
+            # COMA: the others' actions of this tick are known only now that every policy has acted.
+            start, requests = joint_rows
+            others = feed.others(requests, actions)
+            ro = learner.rollout
+            assert ro.critic_in is not None
+            ro.critic_in[start:start + len(requests), learner.state_input:] = others
         return actions
 
     def _step_all(self, actions: list[dict[str, Any]], learner: PPOLearner | None
-                  ) -> tuple[list[FinishedEpisode], list[tuple[tuple[int, str], np.ndarray]]]:
-        """Step every active copy; credit rewards; collect finished episodes and truncated agents."""
+                  ) -> tuple[list[FinishedEpisode], list[tuple[tuple[int, str], np.ndarray, np.ndarray | None]]]:
+        """Step every active copy; credit rewards; collect finished episodes and truncated agents
+        (stream, final observation, critic input at the final state or None)."""
         finished: list[FinishedEpisode] = []
-        truncated: list[tuple[tuple[int, str], np.ndarray]] = []
+        truncated: list[tuple[tuple[int, str], np.ndarray, np.ndarray | None]] = []
+        feed = self.critic_inputs
         for i, slot in enumerate(self.slots):
             if slot is None:
                 continue
@@ -153,7 +173,8 @@ class VectorMatches:
                     if seating.get(agent) != LEARNER:
                         continue
                     if was_truncated and agent in result.final_obs:
-                        truncated.append(((i, agent), result.final_obs[agent]))
+                        final = result.final_obs[agent]
+                        truncated.append(((i, agent), final, None if feed is None else feed.final(i, agent, final)))
                     else:
                         learner.rollout.end((i, agent), None)
             if result.episode_over:
@@ -174,6 +195,9 @@ class VectorMatches:
             agents = [a for a, k in slot.seating.items() if k == LEARNER and (index, a) in learner.rollout.pending]
             if agents:
                 obs = np.stack([self.envs[index].observe(a)[0] for a in agents])
-                for agent, v in zip(agents, learner.values(obs)):
+                feed = self.critic_inputs
+                critic_in = None if feed is None else np.stack([feed.final(index, a, o) for a, o in zip(agents, obs)])
+                values = learner.bootstrap([(index, a) for a in agents], obs, critic_in)
+                for agent, v in zip(agents, values):
                     learner.rollout.end((index, agent), float(v))
         self.slots[index] = None
