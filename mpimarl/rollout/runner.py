@@ -3,7 +3,8 @@
 Every copy plays one match at a time: a *seating* maps each agent to the key of the policy that
 controls it (the learner, a pool snapshot, or the random baseline). At each tick the runner asks
 every copy which agents must act, groups them by policy, runs ONE forward pass per policy, and steps
-every copy. The learner's transitions go into its rollout; everything else only acts.
+every copy. The learner's transitions go into its trajectory sink (:mod:`mpimarl.rollout.sink`: a
+local PPO buffer, a stream to a remote learner, a tally); everything else only acts.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mpimarl.algos.ppo import PPOLearner
 from mpimarl.envs.base import MultiAgentEnv
+from mpimarl.rollout.sink import LearningPolicy
 
 LEARNER = "learner"
 
@@ -89,23 +90,24 @@ class VectorMatches:
         return sum(s is not None for s in self.slots)
 
     def tick(self, policies: Mapping[Hashable, ActingPolicy],
-             learner: PPOLearner | None = None) -> list[FinishedEpisode]:
+             learner: LearningPolicy | None = None) -> list[FinishedEpisode]:
         """Act and step every active copy once; returns the episodes that ended in this tick."""
         actions = self._act(policies, learner)
         finished, truncated = self._step_all(actions, learner)
         if learner is not None:
+            sink = learner.sink
             if truncated:
                 boot = learner.values(np.stack([obs for _, obs in truncated]))
                 for (stream, _), v in zip(truncated, boot):
-                    learner.rollout.end(stream, float(v))
+                    sink.end(stream, float(v))
             # An episode can end without the env reporting every learner agent as ended.
             for ep in finished:
                 for agent, key in ep.seating.items():
                     if key == LEARNER:
-                        learner.rollout.end((ep.env_index, agent), None)
+                        sink.end((ep.env_index, agent), None)
         return finished
 
-    def _act(self, policies: Mapping[Hashable, ActingPolicy], learner: PPOLearner | None) -> list[dict[str, Any]]:
+    def _act(self, policies: Mapping[Hashable, ActingPolicy], learner: LearningPolicy | None) -> list[dict[str, Any]]:
         """Group the acting agents of all copies by policy; one forward pass per policy."""
         envs = self.envs
         groups: dict[Hashable, list[tuple[int, str]]] = {}
@@ -124,18 +126,19 @@ class VectorMatches:
                 if learner is None:
                     raise ValueError("a copy seats the learner but no learner was given to tick()")
                 act, logp, value = learner.act(obs, mask)
-                learner.rollout.add(requests, obs, mask, act, logp, value)
+                learner.sink.add(requests, obs, mask, act, logp, value)
             else:
                 act = policies[key].act(obs, mask)
             for (i, agent), a in zip(requests, act):
                 actions[i][agent] = int(a) if self._is_discrete[agent] else a
         return actions
 
-    def _step_all(self, actions: list[dict[str, Any]], learner: PPOLearner | None
+    def _step_all(self, actions: list[dict[str, Any]], learner: LearningPolicy | None
                   ) -> tuple[list[FinishedEpisode], list[tuple[tuple[int, str], np.ndarray]]]:
         """Step every active copy; credit rewards; collect finished episodes and truncated agents."""
         finished: list[FinishedEpisode] = []
         truncated: list[tuple[tuple[int, str], np.ndarray]] = []
+        sink = learner.sink if learner is not None else None
         for i, slot in enumerate(self.slots):
             if slot is None:
                 continue
@@ -146,22 +149,22 @@ class VectorMatches:
             returns = slot.returns
             for agent, r in result.rewards.items():
                 returns[agent] = returns.get(agent, 0.0) + r
-                if learner is not None and seating.get(agent) == LEARNER:
-                    learner.rollout.add_reward((i, agent), r)
-            if learner is not None:
+                if sink is not None and seating.get(agent) == LEARNER:
+                    sink.add_reward((i, agent), r)
+            if sink is not None:
                 for agent, was_truncated in result.ended.items():
                     if seating.get(agent) != LEARNER:
                         continue
                     if was_truncated and agent in result.final_obs:
                         truncated.append(((i, agent), result.final_obs[agent]))
                     else:
-                        learner.rollout.end((i, agent), None)
+                        sink.end((i, agent), None)
             if result.episode_over:
                 finished.append(FinishedEpisode(i, seating, slot.tag, dict(returns), slot.length))
                 self.slots[i] = None
         return finished, truncated
 
-    def abandon(self, index: int, learner: PPOLearner | None) -> None:
+    def abandon(self, index: int, learner: LearningPolicy | None) -> None:
         """Drop copy `index`'s match mid-episode (its opponents left the cache).
 
         The learner's open transitions end as if truncated: they bootstrap from the value of each
@@ -171,9 +174,10 @@ class VectorMatches:
         if slot is None:
             return
         if learner is not None:
-            agents = [a for a, k in slot.seating.items() if k == LEARNER and (index, a) in learner.rollout.pending]
+            sink = learner.sink
+            agents = [a for a, k in slot.seating.items() if k == LEARNER and sink.is_open((index, a))]
             if agents:
                 obs = np.stack([self.envs[index].observe(a)[0] for a in agents])
                 for agent, v in zip(agents, learner.values(obs)):
-                    learner.rollout.end((index, agent), float(v))
+                    sink.end((index, agent), float(v))
         self.slots[index] = None
