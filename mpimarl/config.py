@@ -236,6 +236,11 @@ class EvaluationConfig(_Section):
     pool_episodes: int = Field(default=20, ge=0, description="Episodes against each sampled pool member.")
     num_envs: int = Field(default=8, ge=1, description="Environment copies the evaluator steps together.")
     greedy: bool = Field(default=False, description="Evaluate with the most likely action, not a sample.")
+    workers: Literal["server", "trainers"] = Field(
+        default="server",
+        description="Who plays evaluation episodes: 'server' (rank 0 itself) or 'trainers' (rank 0 plans "
+        "and rates; the group leaders play the episodes between updates and send back only results).",
+    )
     elo_k: float = Field(default=16.0, gt=0, description="Elo K factor.")
     elo_initial: float = Field(default=1000.0, description="Elo of a new policy and of the random anchor.")
     par_episodes: int = Field(
@@ -264,6 +269,31 @@ class TrainerConfig(_Section):
     )
     cache_size: int = Field(default=16, ge=1, description="Opponent weights kept, keyed by (policy, version).")
     torch_threads: int = Field(default=1, ge=1, description="torch threads per rank.")
+    # -- scaling one policy over several ranks (mpimarl/roles/group.py, mpimarl/roles/actor.py) --
+    ranks_per_policy: int | dict[str, int] = Field(
+        default=1,
+        description="Learner ranks that train each policy together (data-parallel PPO, DD-PPO): consecutive "
+        "ranks, each on its own environment copies, averaging gradients with Allreduce; ppo.rollout_steps "
+        "stays the policy's batch (each rank collects its share). An int for every role, or {role: int}.",
+    )
+    actors_per_learner: int | dict[str, int] = Field(
+        default=0,
+        description="Actor ranks per learner rank (IMPALA): they only step environments with the newest "
+        "weights received and stream trajectory segments to their learner, which trains with V-trace "
+        "targets. An int for every role, or {role: int}.",
+    )
+    vtrace_rho_bar: float = Field(default=1.0, gt=0, description="V-trace truncation level rho_bar (actors).")
+    vtrace_c_bar: float = Field(default=1.0, gt=0, description="V-trace truncation level c_bar (actors).")
+
+    def ranks_for(self, role: str) -> int:
+        """trainer.ranks_per_policy of `role`."""
+        v = self.ranks_per_policy
+        return v if isinstance(v, int) else v.get(role, 1)
+
+    def actors_for(self, role: str) -> int:
+        """trainer.actors_per_learner of `role`."""
+        v = self.actors_per_learner
+        return v if isinstance(v, int) else v.get(role, 0)
 
 
 class ServerConfig(_Section):
@@ -307,6 +337,19 @@ class RunConfig(_Section):
             raise ValueError(
                 f"matchmaking.baseline_fraction plus the baselines' train_fraction is {shares:g}; at most 1"
             )
+        for key in ("ranks_per_policy", "actors_per_learner"):
+            value = getattr(self.trainer, key)
+            per_role = value if isinstance(value, dict) else {"*": value}
+            unknown = sorted(set(per_role) - roles - {"*"})
+            if unknown:
+                raise ValueError(f"trainer.{key}: unknown roles {unknown}; the roles are {sorted(roles)}")
+            low = 1 if key == "ranks_per_policy" else 0
+            bad = {r: n for r, n in per_role.items() if n < low}
+            if bad:
+                raise ValueError(f"trainer.{key}: {bad} is below {low}")
+        if self.trainer.vtrace_c_bar > self.trainer.vtrace_rho_bar:
+            raise ValueError(f"trainer.vtrace_c_bar ({self.trainer.vtrace_c_bar}) must not exceed "
+                             f"trainer.vtrace_rho_bar ({self.trainer.vtrace_rho_bar})")
         ev = self.evaluation
         if self.matchmaking.strategy == "psro" and not (ev.exact_payoff or ev.pool_episodes > 0):
             raise ValueError(
@@ -326,8 +369,9 @@ class RunConfig(_Section):
         return [r.name for r in self.task.roles]
 
     def min_world_size(self) -> int:
-        """The server plus one trainer per role."""
-        return 1 + len(self.task.roles)
+        """The server plus one policy per role (each its learner ranks and their actors)."""
+        t = self.trainer
+        return 1 + sum(t.ranks_for(r) * (1 + t.actors_for(r)) for r in self.role_names)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,8 +79,8 @@ class Server:
         self.start_time = time.monotonic()
         self.league = League(cfg, ctx.spec, ctx.rank_seed(0), exact=ctx.exact_payoff)
         self.trainers = {
-            r: _TrainerState(r, ctx.policy_id(r), ctx.trainer_role(r)) for r in range(1, ctx.world_size)
-        }
+            r: _TrainerState(r, ctx.policy_id(r), ctx.trainer_role(r)) for r in ctx.leader_ranks
+        }  # one per policy: a learner group or an IMPALA learner speaks through its leader
         self.round_ = _Round()
         self.deferred: list[tuple[_TrainerState, dict[str, Any]]] = []  # async requests before every v0
         self.generation = 0  # sync: the round being collected (trainers publish version == generation)

@@ -88,6 +88,11 @@ class Trainer:
         self._last_row_time = time.perf_counter()
         self._last_row_steps = 0
 
+    @property
+    def policy_env_steps(self) -> int:
+        """Environment steps taken for this policy (by this rank; a learner group sums its ranks)."""
+        return self.matches.env_steps
+
     # -- talking to the server -----------------------------------------------------------------
     def _deadline(self, what: str) -> Deadline:
         return Deadline(self.timeout, what)
@@ -100,7 +105,7 @@ class Trainer:
             "role": self.role,
             "version": self.version,
             "parent_version": self.version - 1 if self.version > 0 else -1,
-            "env_steps": self.matches.env_steps,
+            "env_steps": self.policy_env_steps,
             "size": int(weights.size),
             "layout": self.shape.layout,
             "generation": self.generation,
@@ -171,7 +176,7 @@ class Trainer:
             self.report_matches(lineups, tallies)
             self.version += 1
             self.publish()
-        send_json(self.comm, {"env_steps": self.matches.env_steps}, SERVER_RANK, Tag.DONE)
+        send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)
         if sync and not stopped_early:
             deadline = Deadline(self.timeout + 4 * last_generation_s, "the final plan")
             plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
