@@ -119,7 +119,8 @@ class GroupTrainer(Trainer):
             if sync:
                 t0 = time.perf_counter()
                 deadline = Deadline(self.timeout + 4 * last_generation_s, "the generation plan")
-                plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
+                plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline, idle=self.serve_evaluations)
+                self.receive_round(plan)
                 self.wait_s += time.perf_counter() - t0
                 if plan.get("stop"):
                     stopped_early = True
@@ -140,6 +141,7 @@ class GroupTrainer(Trainer):
             self.publish()
         if self.group.is_leader:
             send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)
+            self.finish_evaluations()
         if sync and not stopped_early:
             deadline = Deadline(self.timeout + 4 * last_generation_s, "the final plan")
             plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
@@ -172,6 +174,7 @@ class GroupTrainer(Trainer):
             if self.learner.ready:
                 stats = self._group_update(min(1.0, self.group_env_steps / total))
                 self.send_train_row(stats)
+                self.serve_evaluations()
                 if self.group_env_steps >= target:
                     return tallies
 
@@ -242,7 +245,13 @@ class GroupTrainer(Trainer):
 
 def make_trainer(ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, local_rank: int,
                  group: GroupComm | None) -> Trainer:
-    """The trainer for this rank: a plain Trainer, or a member of a data-parallel learner group."""
-    if group is not None:
-        return GroupTrainer(ctx, comm, plan_comm, local_rank, group)
-    return Trainer(ctx, comm, plan_comm, local_rank)
+    """The trainer for this rank: a plain Trainer, or a member of a data-parallel learner group.
+    With evaluation.workers 'trainers', the rank that speaks to the server also plays evaluation jobs."""
+    trainer = (GroupTrainer(ctx, comm, plan_comm, local_rank, group) if group is not None
+               else Trainer(ctx, comm, plan_comm, local_rank))
+    rank = comm.Get_rank()
+    if ctx.config.evaluation.workers == "trainers" and ctx.unit_of(rank).leader == rank:
+        from mpimarl.roles.evaluation import EvaluationWorker
+
+        trainer.evaluator = EvaluationWorker(ctx, comm, ctx.rank_seed(rank) + 17)
+    return trainer

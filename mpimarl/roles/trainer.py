@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from mpimarl.errors import ConfigError
 from mpimarl.league.outcomes import match_score, tally
 from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles.context import RunContext
+from mpimarl.roles.evaluation import EvaluationWorker, receive_round
 from mpimarl.rollout.runner import LEARNER, ActingPolicy, FinishedEpisode, VectorMatches
 from mpimarl.rollout.seating import Lineup, SeatedKey, seating, seats_of_role
 
@@ -88,6 +90,25 @@ class Trainer:
         self._last_row_time = time.perf_counter()
         self._last_row_steps = 0
 
+    # -- evaluation jobs (evaluation.workers: trainers; mpimarl/roles/evaluation.py) -----------------
+    evaluator: EvaluationWorker | None = None  # set on the ranks that play evaluation jobs
+
+    def serve_evaluations(self) -> None:
+        """Play the evaluation jobs the server has sent (between updates, while waiting for a plan)."""
+        if self.evaluator is not None:
+            self.evaluator.serve()
+
+    def receive_round(self, plan: dict[str, Any]) -> None:
+        """Take part in the broadcast of the round's snapshots that a sync plan may announce."""
+        buf = receive_round(self.plan_comm, plan, self.timeout)
+        if buf is not None and self.evaluator is not None:
+            self.evaluator.keep_round(plan["snapshots"], buf)
+
+    def finish_evaluations(self) -> None:
+        """After the last generation: play the remaining jobs until the server says goodbye."""
+        if self.evaluator is not None:
+            self.evaluator.serve_until_goodbye()
+
     @property
     def policy_env_steps(self) -> int:
         """Environment steps taken for this policy (by this rank; a learner group sums its ranks)."""
@@ -122,6 +143,8 @@ class Trainer:
             "lineups": planned,
         }
         send_json(self.comm, request, SERVER_RANK, Tag.REQUEST)
+        if self.evaluator is not None:  # evaluation jobs sent before the answer come first
+            self.evaluator.serve_until(Tag.ASSIGN, self._deadline("line-ups from the server"))
         reply = recv_json(self.comm, SERVER_RANK, Tag.ASSIGN, self._deadline("line-ups from the server"))
         for pid, version, role in reply["sent"]:
             key = SnapshotKey(str(pid), int(version))
@@ -161,7 +184,8 @@ class Trainer:
                 t0 = time.perf_counter()
                 # The plan waits for the slowest trainer, so allow for generations longer than the timeout.
                 deadline = Deadline(self.timeout + 4 * last_generation_s, "the generation plan")
-                plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
+                plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline, idle=self.serve_evaluations)
+                self.receive_round(plan)
                 self.wait_s += time.perf_counter() - t0
                 if plan.get("stop"):  # the server's time limit: it will not wait for more
                     stopped_early = True
@@ -177,6 +201,7 @@ class Trainer:
             self.version += 1
             self.publish()
         send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)
+        self.finish_evaluations()
         if sync and not stopped_early:
             deadline = Deadline(self.timeout + 4 * last_generation_s, "the final plan")
             plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
@@ -222,6 +247,7 @@ class Trainer:
             if self.learner.ready:
                 stats = self.learner.update(progress=min(1.0, matches.env_steps / total))
                 self.send_train_row(stats)
+                self.serve_evaluations()
         return tallies
 
     def _account(self, ep: FinishedEpisode, tallies: dict[int, _Tally], competitive: bool, margin: float) -> None:
