@@ -276,24 +276,10 @@ class TrainerConfig(_Section):
         "ranks, each on its own environment copies, averaging gradients with Allreduce; ppo.rollout_steps "
         "stays the policy's batch (each rank collects its share). An int for every role, or {role: int}.",
     )
-    actors_per_learner: int | dict[str, int] = Field(
-        default=0,
-        description="Actor ranks per learner rank (IMPALA): they only step environments with the newest "
-        "weights received and stream trajectory segments to their learner, which trains with V-trace "
-        "targets. An int for every role, or {role: int}.",
-    )
-    vtrace_rho_bar: float = Field(default=1.0, gt=0, description="V-trace truncation level rho_bar (actors).")
-    vtrace_c_bar: float = Field(default=1.0, gt=0, description="V-trace truncation level c_bar (actors).")
-
     def ranks_for(self, role: str) -> int:
         """trainer.ranks_per_policy of `role`."""
         v = self.ranks_per_policy
         return v if isinstance(v, int) else v.get(role, 1)
-
-    def actors_for(self, role: str) -> int:
-        """trainer.actors_per_learner of `role`."""
-        v = self.actors_per_learner
-        return v if isinstance(v, int) else v.get(role, 0)
 
 
 class ServerConfig(_Section):
@@ -337,19 +323,14 @@ class RunConfig(_Section):
             raise ValueError(
                 f"matchmaking.baseline_fraction plus the baselines' train_fraction is {shares:g}; at most 1"
             )
-        for key in ("ranks_per_policy", "actors_per_learner"):
-            value = getattr(self.trainer, key)
-            per_role = value if isinstance(value, dict) else {"*": value}
-            unknown = sorted(set(per_role) - roles - {"*"})
-            if unknown:
-                raise ValueError(f"trainer.{key}: unknown roles {unknown}; the roles are {sorted(roles)}")
-            low = 1 if key == "ranks_per_policy" else 0
-            bad = {r: n for r, n in per_role.items() if n < low}
-            if bad:
-                raise ValueError(f"trainer.{key}: {bad} is below {low}")
-        if self.trainer.vtrace_c_bar > self.trainer.vtrace_rho_bar:
-            raise ValueError(f"trainer.vtrace_c_bar ({self.trainer.vtrace_c_bar}) must not exceed "
-                             f"trainer.vtrace_rho_bar ({self.trainer.vtrace_rho_bar})")
+        per_role = self.trainer.ranks_per_policy
+        per_role = per_role if isinstance(per_role, dict) else {"*": per_role}
+        unknown = sorted(set(per_role) - roles - {"*"})
+        if unknown:
+            raise ValueError(f"trainer.ranks_per_policy: unknown roles {unknown}; the roles are {sorted(roles)}")
+        bad = {r: n for r, n in per_role.items() if n < 1}
+        if bad:
+            raise ValueError(f"trainer.ranks_per_policy: {bad}; every group needs at least 1 rank")
         ev = self.evaluation
         if self.matchmaking.strategy == "psro" and not (ev.exact_payoff or ev.pool_episodes > 0):
             raise ValueError(
@@ -369,9 +350,8 @@ class RunConfig(_Section):
         return [r.name for r in self.task.roles]
 
     def min_world_size(self) -> int:
-        """The server plus one policy per role (each its learner ranks and their actors)."""
-        t = self.trainer
-        return 1 + sum(t.ranks_for(r) * (1 + t.actors_for(r)) for r in self.role_names)
+        """The server plus one policy per role (each with its learner ranks)."""
+        return 1 + sum(self.trainer.ranks_for(r) for r in self.role_names)
 
 
 # ---------------------------------------------------------------------------------------------

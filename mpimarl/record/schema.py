@@ -125,7 +125,6 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("steps_per_s", _F8, "environment steps per second of this trainer"),
         Column("wait_s", _F8, "seconds the trainer waited on the server since its previous row"),
         Column("learner_ranks", _F8, "ranks training the policy together (data-parallel group size; NaN: one)"),
-        Column("policy_lag", _F8, "mean versions by which the batch's actors lagged the learner (NaN: no actors)"),
     ),
     "matches": (
         _time(),

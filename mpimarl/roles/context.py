@@ -24,13 +24,11 @@ from mpimarl.league.pool import RANDOM_POLICY_ID
 @dataclass(frozen=True)
 class PolicyUnit:
     """The consecutive ranks that train one policy: its learner ranks (a data-parallel group when
-    more than one; the first is the leader, the only one that talks to rank 0) and each learner's
-    actor ranks (IMPALA), which follow their learner."""
+    more than one; the first is the leader, the only one that talks to rank 0)."""
 
     policy_id: str
     role: str
     learners: tuple[int, ...]
-    actors: tuple[tuple[int, ...], ...]  # actors[i]: the actor ranks of learners[i]
 
     @property
     def leader(self) -> int:
@@ -40,7 +38,7 @@ class PolicyUnit:
     @property
     def ranks(self) -> tuple[int, ...]:
         """Every rank of the unit, in order."""
-        return tuple(sorted((*self.learners, *(a for acts in self.actors for a in acts))))
+        return self.learners
 
 
 @dataclass
@@ -147,17 +145,14 @@ class RunContext:
 
     # -- layout -----------------------------------------------------------------------------------
     def _unit_size(self, role: str) -> int:
-        t = self.config.trainer
-        return t.ranks_for(role) * (1 + t.actors_for(role))
+        return self.config.trainer.ranks_for(role)
 
     def _unit_words(self) -> str:
         t = self.config.trainer
-        grouped = any(t.ranks_for(r) > 1 or t.actors_for(r) > 0 for r in self.config.role_names)
-        if not grouped:
+        if all(t.ranks_for(r) == 1 for r in self.config.role_names):
             return "trainer"
-        sizes = ", ".join(f"{r}: {t.ranks_for(r)} learner ranks x (1 + {t.actors_for(r)} actors)"
-                          for r in self.config.role_names)
-        return f"block of consecutive ranks per policy ({sizes})"
+        sizes = ", ".join(f"{r}: {t.ranks_for(r)}" for r in self.config.role_names)
+        return f"group of consecutive ranks per policy (trainer.ranks_per_policy {sizes})"
 
     @property
     def units(self) -> list[PolicyUnit]:
@@ -169,7 +164,6 @@ class RunContext:
         if self._units is not None:
             return self._units
         names = self.config.role_names
-        t = self.config.trainer
         units: list[PolicyUnit] = []
         counts = dict.fromkeys(names, 0)
         rank = 1
@@ -180,18 +174,14 @@ class RunContext:
             if rank + size > self.world_size:
                 left = self.world_size - rank
                 raise WorldSizeError(
-                    f"world size {self.world_size}: trainer.ranks_per_policy / trainer.actors_per_learner deal "
+                    f"world size {self.world_size}: trainer.ranks_per_policy deals "
                     f"the trainer ranks 1..{self.world_size - 1} to policies in blocks of consecutive ranks "
                     f"({', '.join(f'{r}: {self._unit_size(r)}' for r in names)}), roles in turn; the last "
                     f"{left} rank(s) ({rank}..{self.world_size - 1}) cannot form a whole block of role "
                     f"{role!r} ({size} ranks) and a block may not span roles. Valid world sizes near it: "
                     f"{', '.join(map(str, self._valid_sizes_near()))}"
                 )
-            k = t.ranks_for(role)
-            a = t.actors_for(role)
-            learners = tuple(rank + i * (1 + a) for i in range(k))
-            actors = tuple(tuple(lr + 1 + m for m in range(a)) for lr in learners)
-            units.append(PolicyUnit(f"{role}-{counts[role]}", role, learners, actors))
+            units.append(PolicyUnit(f"{role}-{counts[role]}", role, tuple(range(rank, rank + size))))
             counts[role] += 1
             rank += size
             j += 1
@@ -222,13 +212,6 @@ class RunContext:
     def leader_ranks(self) -> list[int]:
         """The rank of each policy that talks to the server, in rank order."""
         return [u.leader for u in self.units]
-
-    def rank_kind(self, rank: int) -> str:
-        """'leader', 'learner' (a non-leading member of a learner group) or 'actor'."""
-        unit = self.unit_of(rank)
-        if rank == unit.leader:
-            return "leader"
-        return "learner" if rank in unit.learners else "actor"
 
     @property
     def num_trainers(self) -> int:

@@ -155,8 +155,7 @@ def _create_recorder(ctx: Any, comm: Any, run_dir: str | None) -> tuple[Any, Pat
         "seed": cfg.seed,
         "rank_seeds": [ctx.rank_seed(r) for r in range(comm.Get_size())],
         "roles": {r: [u.policy_id for u in ctx.units if u.role == r] for r in cfg.role_names},
-        "policy_ranks": {u.policy_id: {"learners": list(u.learners), "actors": [list(a) for a in u.actors]}
-                         for u in ctx.units},
+        "policy_ranks": {u.policy_id: list(u.ranks) for u in ctx.units},
         "env_api": ctx.spec.api,
         "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
         "finished": False,
@@ -187,7 +186,7 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progr
 
 
 def _unit_text(unit: Any) -> str:
-    """'player-0' for one rank, 'player-0 (ranks 1-2)' for a group or a learner with actors."""
+    """'player-0' for one rank, 'player-0 (ranks 1-2)' for a learner group."""
     ranks = unit.ranks
     return unit.policy_id if len(ranks) == 1 else f"{unit.policy_id} (ranks {ranks[0]}-{ranks[-1]})"
 

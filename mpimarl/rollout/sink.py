@@ -7,8 +7,8 @@ and agent). Implementations:
 
 - :class:`mpimarl.algos.ppo.StreamRollout`: the local PPO buffer (one trainer rank, or each rank of
   a data-parallel learner group);
-- :class:`mpimarl.roles.actor.SegmentSink`: an IMPALA actor's buffer, shipped to a remote learner
-  as flat trajectory segments;
+- (next) an IMPALA actor's buffer, shipped to a remote learner as flat trajectory segments and
+  corrected there with V-trace (:mod:`mpimarl.algos.vtrace`);
 - :class:`CountingSink`: keeps nothing but counts (evaluation, benchmarks of acting speed).
 """
 

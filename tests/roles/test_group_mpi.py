@@ -27,8 +27,7 @@ def test_two_groups_of_two_train_connect_four(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "player-0 (ranks 1-2)" in out.stdout
     run = load_run(tmp_path / "run.h5")
-    assert run.attrs["policy_ranks"] == {"player-0": {"learners": [1, 2], "actors": [[], []]},
-                                         "player-1": {"learners": [3, 4], "actors": [[], []]}}
+    assert run.attrs["policy_ranks"] == {"player-0": [1, 2], "player-1": [3, 4]}
     # Only the leaders speak to the server: one train row per group update, from ranks 1 and 3.
     assert set(run.train["rank"]) == {1, 3}
     assert (run.train["learner_ranks"] == 2).all()
