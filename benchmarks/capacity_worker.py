@@ -49,7 +49,6 @@ def _server(out: Path, config_path: str, overrides: list[str], comm: MPI.Comm, p
                0, None)
     recorder = RunRecorder(out / "run.h5", {"config": {}, "world_size": comm.Get_size(), "finished": False})
     timings: dict[str, list[float]] = {}
-    bytes_moved = [0]
 
     class TimedServer(Server):
         def handle(self, status: MPI.Status) -> None:
@@ -58,15 +57,6 @@ def _server(out: Path, config_path: str, overrides: list[str], comm: MPI.Comm, p
             super().handle(status)
             timings.setdefault(tag, []).append(time.perf_counter() - t0)
 
-    def count_send(fn):  # noqa: ANN001, ANN202
-        def wrapped(c, weights, dest):  # noqa: ANN001, ANN202
-            bytes_moved[0] += weights.nbytes
-            return fn(c, weights, dest)
-        return wrapped
-
-    import mpimarl.roles.server as server_module
-
-    server_module.send_weights = count_send(server_module.send_weights)
     server = TimedServer(ctx, comm, plan_comm, recorder, Progress(1, 1e9, bar=False))
     t0 = time.perf_counter()
     server.run()
@@ -77,7 +67,7 @@ def _server(out: Path, config_path: str, overrides: list[str], comm: MPI.Comm, p
     size = num_weights(ActorCritic(shape))
     received = publishes * size * 4
     (out / "rank_0.json").write_text(json.dumps({
-        "wall_s": wall, "timings": timings, "bytes_sent": bytes_moved[0], "bytes_received": received,
+        "wall_s": wall, "timings": timings, "bytes_sent": server.outbox.bytes_started, "bytes_received": received,
         "publishes": publishes, "weight_floats": size,
     }))
 

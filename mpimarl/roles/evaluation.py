@@ -35,7 +35,6 @@ from mpimarl.comm.channel import (
     recv_json_now,
     recv_weights,
     send_json,
-    send_weights,
 )
 from mpimarl.league.league import EvalPlan, SideResults
 from mpimarl.league.pool import SnapshotKey
@@ -241,7 +240,7 @@ class RemoteEvaluation:
                "seed": seed, "weights": [[s.key.policy_id, s.key.version, s.role, int(s.weights.size)] for s in snaps]}
         send_json(self.comm, job, rank, Tag.EVAL_JOB)
         for s in snaps:
-            send_weights(self.comm, s.weights, rank)
+            self.server.outbox.send_weights(s.weights, rank)
             self.holds[rank].add(s.key)
         self.outstanding[rank] += 1
         self.jobs_sent += 1

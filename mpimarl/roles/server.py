@@ -23,9 +23,9 @@ from mpimarl.comm.channel import (
     recv_json_now,
     recv_weights,
     send_json,
-    send_weights,
     tag_name,
 )
+from mpimarl.comm.outbox import Outbox
 from mpimarl.errors import PeerFailed, ProtocolError
 from mpimarl.league.league import EvalPlan, League, SideResults, lineup_label
 from mpimarl.league.pool import Snapshot, SnapshotKey
@@ -95,6 +95,7 @@ class Server:
         self.frozen: dict[SnapshotKey, FrozenPolicy] = {}
         self.baseline_policies = ctx.baseline_policies(ctx.rank_seed(0) + 1)
         self.exploitability = ctx.exploitability_meter()
+        self.outbox = Outbox(comm)
         start = self.league.start_plan()
         if start is not None:
             self.eval_queue.append(start)
@@ -123,11 +124,13 @@ class Server:
                     break
                 continue
             self._watchdog()
+            self.outbox.poll()
             if self._evaluate_step():
                 continue
             time.sleep(pause)
             pause = min(pause * 2, 0.005)
             self.progress.maybe_print(self)
+        self.outbox.drain(Deadline(self.cfg.server.timeout_s, "the last weight sends"))
         self._record_population(self.generation)
         if self.remote is not None:
             self.recorder.set_attr("evaluation_jobs", self.remote.counts())
@@ -294,7 +297,7 @@ class Server:
         }
         send_json(self.comm, reply, state.rank, Tag.ASSIGN)
         for snap in snaps:
-            send_weights(self.comm, snap.weights, state.rank)
+            self.outbox.send_weights(snap.weights, state.rank)  # nonblocking: a slow receiver stalls no one
 
     def on_train_stats(self, state: _TrainerState, msg: dict[str, Any]) -> None:
         """One train-table row."""
