@@ -276,6 +276,11 @@ class EvaluationConfig(_Section):
     pool_episodes: int = Field(default=20, ge=0, description="Episodes against each sampled pool member.")
     num_envs: int = Field(default=8, ge=1, description="Environment copies the evaluator steps together.")
     greedy: bool = Field(default=False, description="Evaluate with the most likely action, not a sample.")
+    workers: Literal["server", "trainers"] = Field(
+        default="server",
+        description="Who plays evaluation episodes: 'server' (rank 0 itself) or 'trainers' (rank 0 plans "
+        "and rates; the group leaders play the episodes between updates and send back only results).",
+    )
     elo_k: float = Field(default=16.0, gt=0, description="Elo K factor.")
     elo_initial: float = Field(default=1000.0, description="Elo of a new policy and of the random anchor.")
     par_episodes: int = Field(
@@ -319,6 +324,17 @@ class TrainerConfig(_Section):
     )
     cache_size: int = Field(default=16, ge=1, description="Opponent weights kept, keyed by (policy, version).")
     torch_threads: int = Field(default=1, ge=1, description="torch threads per rank.")
+    # -- scaling one policy over several ranks (mpimarl/roles/group.py, mpimarl/roles/actor.py) --
+    ranks_per_policy: int | dict[str, int] = Field(
+        default=1,
+        description="Learner ranks that train each policy together (data-parallel PPO, DD-PPO): consecutive "
+        "ranks, each on its own environment copies, averaging gradients with Allreduce; ppo.rollout_steps "
+        "stays the policy's batch (each rank collects its share). An int for every role, or {role: int}.",
+    )
+    def ranks_for(self, role: str) -> int:
+        """trainer.ranks_per_policy of `role`."""
+        v = self.ranks_per_policy
+        return v if isinstance(v, int) else v.get(role, 1)
 
 
 class ServerConfig(_Section):
@@ -362,6 +378,14 @@ class RunConfig(_Section):
             raise ValueError(
                 f"matchmaking.baseline_fraction plus the baselines' train_fraction is {shares:g}; at most 1"
             )
+        per_role = self.trainer.ranks_per_policy
+        per_role = per_role if isinstance(per_role, dict) else {"*": per_role}
+        unknown = sorted(set(per_role) - roles - {"*"})
+        if unknown:
+            raise ValueError(f"trainer.ranks_per_policy: unknown roles {unknown}; the roles are {sorted(roles)}")
+        bad = {r: n for r, n in per_role.items() if n < 1}
+        if bad:
+            raise ValueError(f"trainer.ranks_per_policy: {bad}; every group needs at least 1 rank")
         ev = self.evaluation
         unknown = sorted(set(ev.communication_roles) - roles)
         if unknown:
@@ -401,8 +425,9 @@ class RunConfig(_Section):
         return rc.advantage or self.ppo.advantage
 
     def min_world_size(self) -> int:
-        """The server plus one main trainer per role, plus each role's exploiters."""
-        return 1 + len(self.task.roles) * (1 + self.matchmaking.exploiters)
+        """The server plus one main policy per role (each with its learner ranks), plus each role's
+        exploiters (matchmaking.exploiters)."""
+        return 1 + (1 + self.matchmaking.exploiters) * sum(self.trainer.ranks_for(r) for r in self.role_names)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from mpimarl.algos.coma import counterfactual_advantage, expected_q
 from mpimarl.algos.networks import ActorCritic, PolicyShape
 from mpimarl.algos.value_norm import ValueNormalizer
 from mpimarl.config import PPOConfig
+
+if TYPE_CHECKING:
+    from mpimarl.algos.data_parallel import GradientGroup
 
 # ---------------------------------------------------------------------------------------------
 # Rollout storage
@@ -91,6 +95,10 @@ class StreamRollout:
         idx = self.pending.get(stream)
         if idx is not None:
             self.reward[idx] += reward
+
+    def is_open(self, stream: Hashable) -> bool:
+        """Whether the stream has an open transition."""
+        return stream in self.pending
 
     def end(self, stream: Hashable, bootstrap: float | None) -> None:
         """Close the stream's episode: terminated (bootstrap None) or truncated (value of final obs)."""
@@ -181,6 +189,27 @@ class UpdateStats:
     samples: int
 
 
+@dataclass
+class PPOBatch:
+    """One update's training data: the complete transitions as tensors on the learner's device."""
+
+    obs: torch.Tensor
+    mask: torch.Tensor | None
+    actions: torch.Tensor
+    old_logp: torch.Tensor
+    old_value: torch.Tensor
+    adv: torch.Tensor
+    returns: torch.Tensor
+    critic_in: torch.Tensor | None = None  # centralised critic input (MAPPO, COMA)
+    old_v_target: torch.Tensor | None = None  # old values in the critic's units (value normalisation)
+    v_target: torch.Tensor | None = None  # value targets in the critic's units
+
+    @property
+    def size(self) -> int:
+        """Number of transitions."""
+        return len(self.adv)
+
+
 class PPOLearner:
     """One role's learning policy: acts for the rollout and improves itself with clipped PPO.
 
@@ -219,6 +248,11 @@ class PPOLearner:
         return values if self.value_norm is None else self.value_norm.denormalize(values)
 
     # -- acting ---------------------------------------------------------------------------------
+    @property
+    def sink(self) -> StreamRollout:
+        """Where the rollout runner writes this learner's transitions (its local buffer)."""
+        return self.rollout
+
     @torch.inference_mode()
     def act(self, obs: np.ndarray, mask: np.ndarray | None,
             critic_in: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -315,81 +349,117 @@ class PPOLearner:
         return idx, adv.astype(np.float32), returns, value
 
     # -- update ---------------------------------------------------------------------------------
-    def update(self, progress: float) -> UpdateStats:
-        """One PPO update on the complete transitions; `progress` in [0, 1] anneals the LR."""
+    def update(self, progress: float, group: GradientGroup | None = None,
+               extra: np.ndarray | None = None) -> UpdateStats:
+        """One PPO update on the complete transitions; `progress` in [0, 1] anneals the LR.
+
+        With `group` (a data-parallel learner group, :mod:`mpimarl.algos.data_parallel`), every
+        minibatch step averages the gradient over the group's ranks; `extra` (float64 numbers, e.g.
+        step counts) is summed over the group on the way and written back in place.
+        """
+        if group is not None:
+            from mpimarl.algos.data_parallel import group_update
+
+            return group_update(self, group, progress, extra)
         cfg = self.cfg
-        ro = self.rollout
-        lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
-        lr = max(lr, 1e-8)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-        idx, adv_np, returns_np, value_np = self.advantages()
-        dev = self.device
-        obs = torch.from_numpy(ro.obs[idx]).to(dev)
-        critic_in = torch.from_numpy(ro.critic_in[idx]).to(dev) if ro.critic_in is not None else None
-        mask = torch.from_numpy(ro.mask[idx]).to(dev) if ro.mask is not None else None
-        actions = torch.from_numpy(ro.action[idx]).to(dev)
-        old_logp = torch.from_numpy(ro.logp[idx]).to(dev)
-        old_value = torch.from_numpy(value_np).to(dev)
-        adv = torch.from_numpy(adv_np).to(dev)
-        returns = torch.from_numpy(returns_np).to(dev)
-        # The critic learns in normalised units when value normalisation is on.
-        old_v_target, v_target = old_value, returns
-        if self.value_norm is not None:
-            old_v_target = torch.from_numpy(self.value_norm.normalize(value_np)).to(dev)
-            self.value_norm.update(returns.cpu().numpy())
-            v_target = torch.from_numpy(self.value_norm.normalize(returns.cpu().numpy())).to(dev)
-
-        batch = len(idx)
+        lr = self._set_learning_rate(progress)
+        b = self._batch()
+        batch = b.size
         mb_size = max(1, batch // cfg.minibatches)
         sums = np.zeros(5)
         count = 0
         stop = False
         for _ in range(cfg.epochs):
-            perm = torch.randperm(batch, generator=self.generator).to(dev)
+            perm = torch.randperm(batch, generator=self.generator).to(self.device)
             for start in range(0, batch - mb_size + 1, mb_size):
                 mb = perm[start : start + mb_size]
-                new_logp, entropy, new_value = self._evaluate(obs[mb], None if mask is None else mask[mb],
-                                                              actions[mb], None if critic_in is None else critic_in[mb])
-                entropy = entropy.mean()
-                log_ratio = new_logp - old_logp[mb]
-                ratio = log_ratio.exp()
-                with torch.no_grad():
-                    approx_kl = ((ratio - 1) - log_ratio).mean()
-                    clip_frac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
-                mb_adv = adv[mb]
+                mb_adv = b.adv[mb]
                 if cfg.norm_adv and len(mb) > 1:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                pg_loss = torch.max(-mb_adv * ratio,
-                                    -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
-                if cfg.clip_value:
-                    old_v = old_v_target[mb]
-                    v_clipped = old_v + (new_value - old_v).clamp(-cfg.clip_coef, cfg.clip_coef)
-                    v_loss = 0.5 * torch.max((new_value - v_target[mb]) ** 2,
-                                             (v_clipped - v_target[mb]) ** 2).mean()
-                else:
-                    v_loss = 0.5 * ((new_value - v_target[mb]) ** 2).mean()
-                loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+                loss, terms = self.minibatch_loss(b, mb, mb_adv)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
-                sums += [pg_loss.item(), v_loss.item(), entropy.item(), approx_kl.item(), clip_frac.item()]
+                sums += [t.item() for t in terms]
                 count += 1
-                if cfg.target_kl is not None and approx_kl.item() > cfg.target_kl:
+                if cfg.target_kl is not None and terms[3].item() > cfg.target_kl:
                     stop = True
                     break
             if stop:
                 break
+        return self._finish(b, sums / max(count, 1), lr)
 
-        ret_np = returns.cpu().numpy()
+    def _set_learning_rate(self, progress: float) -> float:
+        cfg = self.cfg
+        lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
+        lr = max(lr, 1e-8)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _batch(self) -> PPOBatch:
+        """The complete transitions of the rollout as tensors, with advantages (GAE, or COMA's
+        counterfactual ones) and value targets (normalised when value normalisation is on)."""
+        ro = self.rollout
+        idx, adv_np, returns_np, value_np = self.advantages()
+        dev = self.device
+        old_value = torch.from_numpy(value_np).to(dev)
+        returns = torch.from_numpy(returns_np).to(dev)
+        # The critic learns in normalised units when value normalisation is on.
+        old_v_target, v_target = old_value, returns
+        if self.value_norm is not None:
+            old_v_target = torch.from_numpy(self.value_norm.normalize(value_np)).to(dev)
+            self.value_norm.update(returns_np)
+            v_target = torch.from_numpy(self.value_norm.normalize(returns_np)).to(dev)
+        return PPOBatch(
+            obs=torch.from_numpy(ro.obs[idx]).to(dev),
+            mask=torch.from_numpy(ro.mask[idx]).to(dev) if ro.mask is not None else None,
+            actions=torch.from_numpy(ro.action[idx]).to(dev),
+            old_logp=torch.from_numpy(ro.logp[idx]).to(dev),
+            old_value=old_value,
+            adv=torch.from_numpy(adv_np).to(dev),
+            returns=returns,
+            critic_in=torch.from_numpy(ro.critic_in[idx]).to(dev) if ro.critic_in is not None else None,
+            old_v_target=old_v_target,
+            v_target=v_target,
+        )
+
+    def minibatch_loss(self, b: PPOBatch, mb: torch.Tensor, mb_adv: torch.Tensor
+                       ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The clipped PPO loss of one minibatch (indices `mb`, advantages already normalised), and
+        its terms (policy loss, value loss, entropy, approximate KL, clip fraction)."""
+        cfg = self.cfg
+        new_logp, entropy, new_value = self._evaluate(
+            b.obs[mb], None if b.mask is None else b.mask[mb], b.actions[mb],
+            None if b.critic_in is None else b.critic_in[mb])
+        entropy = entropy.mean()
+        log_ratio = new_logp - b.old_logp[mb]
+        ratio = log_ratio.exp()
+        with torch.no_grad():
+            approx_kl = ((ratio - 1) - log_ratio).mean()
+            clip_frac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+        pg_loss = torch.max(-mb_adv * ratio,
+                            -mb_adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+        assert b.v_target is not None and b.old_v_target is not None
+        returns = b.v_target[mb]
+        if cfg.clip_value:
+            old_value = b.old_v_target[mb]
+            v_clipped = old_value + (new_value - old_value).clamp(-cfg.clip_coef, cfg.clip_coef)
+            v_loss = 0.5 * torch.max((new_value - returns) ** 2, (v_clipped - returns) ** 2).mean()
+        else:
+            v_loss = 0.5 * ((new_value - returns) ** 2).mean()
+        loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+        return loss, (pg_loss, v_loss, entropy, approx_kl, clip_frac)
+
+    def _finish(self, b: PPOBatch, m: np.ndarray, lr: float) -> UpdateStats:
+        """Explained variance, carry the open transitions over, and the update's statistics."""
+        ret_np = b.returns.cpu().numpy()
         var_ret = float(np.var(ret_np))
-        ev = float("nan") if var_ret == 0 else 1.0 - float(np.var(ret_np - old_value.cpu().numpy())) / var_ret
-        ro.carry_over()
-        m = sums / max(count, 1)
+        ev = float("nan") if var_ret == 0 else 1.0 - float(np.var(ret_np - b.old_value.cpu().numpy())) / var_ret
+        self.rollout.carry_over()
         return UpdateStats(policy_loss=m[0], value_loss=m[1], entropy=m[2], approx_kl=m[3],
-                           clip_fraction=m[4], explained_variance=ev, learning_rate=lr, samples=batch)
+                           clip_fraction=m[4], explained_variance=ev, learning_rate=lr, samples=b.size)
 
     def _evaluate(self, obs: torch.Tensor, mask: torch.Tensor | None, actions: torch.Tensor,
                   critic_in: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
@@ -32,6 +33,8 @@ class Tag(IntEnum):
     MATCH_RESULTS = 6  # trainer -> server: training match tallies (JSON)
     DONE = 7  # trainer -> server: the trainer finished its budget
     FAILED = 8  # any -> server: a rank hit an error and is about to abort the job (JSON message)
+    EVAL_JOB = 20  # server -> trainer: evaluation episodes to play (JSON), followed by WEIGHTS it lacks
+    EVAL_RESULT = 21  # trainer -> server: the per-episode results of one evaluation job (JSON)
 
 
 def tag_name(tag: int) -> str:
@@ -123,24 +126,40 @@ def recv_weights(comm: MPI.Comm, source: int, size: int, deadline: Deadline) -> 
     return buf
 
 
-def _wait_request(comm: MPI.Comm, request: MPI.Request, deadline: Deadline | None) -> None:
+def _wait_request(comm: MPI.Comm, request: MPI.Request, deadline: Deadline | None,
+                  idle: Callable[[], object] | None = None) -> None:
     pause = 5e-5
     while not request.Test():
         if deadline is not None:
             deadline.check(comm)
+        if idle is not None:
+            idle()
         pause = _sleep_backoff(pause)
 
 
-def bcast_json(comm: MPI.Comm, obj: Any, root: int, deadline: Deadline | None) -> Any:
-    """Broadcast a JSON document from `root` (length first, then bytes) without spinning a core."""
+def bcast_json(comm: MPI.Comm, obj: Any, root: int, deadline: Deadline | None,
+               idle: Callable[[], object] | None = None) -> Any:
+    """Broadcast a JSON document from `root` (length first, then bytes) without spinning a core.
+
+    `idle` is called while waiting (a trainer plays evaluation jobs while it waits for the plan)."""
     rank = comm.Get_rank()
     if rank == root:
         payload = np.frombuffer(json.dumps(obj, separators=(",", ":")).encode(), np.uint8).copy()
         size = np.array([payload.size], np.int64)
     else:
         size = np.zeros(1, np.int64)
-    _wait_request(comm, comm.Ibcast([size, MPI.INT64_T], root=root), deadline)
+    _wait_request(comm, comm.Ibcast([size, MPI.INT64_T], root=root), deadline, idle)
     if rank != root:
         payload = np.empty(int(size[0]), np.uint8)
     _wait_request(comm, comm.Ibcast([payload, MPI.BYTE], root=root), deadline)
     return obj if rank == root else json.loads(payload.tobytes().decode())
+
+
+def bcast_weights(comm: MPI.Comm, weights: np.ndarray | None, size: int, root: int,
+                  deadline: Deadline | None) -> np.ndarray:
+    """Broadcast one flat float32 buffer of `size` values from `root` without spinning a core."""
+    buf = weights if comm.Get_rank() == root and weights is not None else np.empty(size, np.float32)
+    if buf.dtype != np.float32 or buf.ndim != 1 or buf.size != size or not buf.flags.c_contiguous:
+        raise ValueError(f"weight broadcast: expected {size} contiguous float32 values, got {buf.dtype} {buf.shape}")
+    _wait_request(comm, comm.Ibcast([buf, MPI.FLOAT], root=root), deadline)
+    return buf

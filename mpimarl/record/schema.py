@@ -124,6 +124,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("learning_rate", _F8, "learning rate used by the update"),
         Column("steps_per_s", _F8, "environment steps per second of this trainer"),
         Column("wait_s", _F8, "seconds the trainer waited on the server since its previous row"),
+        Column("learner_ranks", _F8, "ranks training the policy together (data-parallel group size; NaN: one)"),
     ),
     "matches": (
         _time(),

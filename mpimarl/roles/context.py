@@ -22,6 +22,26 @@ from mpimarl.errors import ConfigError, EnvironmentSpecError, WorldSizeError
 from mpimarl.league.pool import RANDOM_POLICY_ID
 
 
+@dataclass(frozen=True)
+class PolicyUnit:
+    """The consecutive ranks that train one policy: its learner ranks (a data-parallel group when
+    more than one; the first is the leader, the only one that talks to rank 0)."""
+
+    policy_id: str
+    role: str
+    learners: tuple[int, ...]
+
+    @property
+    def leader(self) -> int:
+        """The rank that speaks to the server for the whole unit."""
+        return self.learners[0]
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        """Every rank of the unit, in order."""
+        return self.learners
+
+
 @dataclass
 class RunContext:
     """The config, the environment and the rank -> role/policy layout of one run."""
@@ -32,6 +52,8 @@ class RunContext:
     world_size: int
     _shapes: dict[str, PolicyShape] = field(default_factory=dict)
     _state_spec: StateSpec | None = None
+    _units: list[PolicyUnit] | None = None
+    _by_rank: dict[int, PolicyUnit] = field(default_factory=dict)
 
     @staticmethod
     def build(config: RunConfig, world_size: int | None) -> RunContext:
@@ -177,43 +199,115 @@ class RunContext:
         return ExploitabilityMeter(self)
 
     def check_world_size(self) -> None:
-        """One server and at least one trainer per role."""
+        """One server and at least one policy per role; the trainer ranks split into whole units."""
         need = self.config.min_world_size()
         if self.world_size < need:
             roles = ", ".join(self.config.role_names)
             exploiters = self.config.matchmaking.exploiters
-            each = "one trainer" if not exploiters else f"one main trainer plus {exploiters} exploiter(s) " \
-                "(matchmaking.exploiters)"
             raise WorldSizeError(
                 f"world size {self.world_size} is too small for config '{self.config.name}': rank 0 is "
-                f"the server and each role ({roles}) needs at least {each}, so at least {need} "
-                f"ranks are needed (e.g. mpiexec -n {need + (need == 2)} ...)"
+                f"the server and each role ({roles}) needs at least one {self._unit_words()}"
+                f"{'' if not exploiters else f' plus {exploiters} exploiter(s) (matchmaking.exploiters)'}, so at "
+                f"least {need} ranks are needed (e.g. mpiexec -n {need + (need == 2)} ...)"
             )
+        self.units  # noqa: B018 - raises WorldSizeError when the ranks do not split into whole units
 
     # -- layout -----------------------------------------------------------------------------------
+    def _unit_size(self, role: str) -> int:
+        return self.config.trainer.ranks_for(role)
+
+    def _unit_words(self) -> str:
+        t = self.config.trainer
+        if all(t.ranks_for(r) == 1 for r in self.config.role_names):
+            return "trainer"
+        sizes = ", ".join(f"{r}: {t.ranks_for(r)}" for r in self.config.role_names)
+        return f"group of consecutive ranks per policy (trainer.ranks_per_policy {sizes})"
+
+    @property
+    def units(self) -> list[PolicyUnit]:
+        """The policies and their ranks: blocks of consecutive ranks dealt to the roles round-robin.
+
+        With one rank per policy this is the classic layout (rank 1 -> first role, rank 2 -> second,
+        ...). A block never spans roles; ranks left over that cannot fill a whole block are an error.
+        """
+        if self._units is not None:
+            return self._units
+        names = self.config.role_names
+        units: list[PolicyUnit] = []
+        counts = dict.fromkeys(names, 0)
+        rank = 1
+        j = 0
+        while rank < self.world_size:
+            role = names[j % len(names)]
+            size = self._unit_size(role)
+            if rank + size > self.world_size:
+                left = self.world_size - rank
+                raise WorldSizeError(
+                    f"world size {self.world_size}: trainer.ranks_per_policy deals "
+                    f"the trainer ranks 1..{self.world_size - 1} to policies in blocks of consecutive ranks "
+                    f"({', '.join(f'{r}: {self._unit_size(r)}' for r in names)}), roles in turn; the last "
+                    f"{left} rank(s) ({rank}..{self.world_size - 1}) cannot form a whole block of role "
+                    f"{role!r} ({size} ranks) and a block may not span roles. Valid world sizes near it: "
+                    f"{', '.join(map(str, self._valid_sizes_near()))}"
+                )
+            units.append(PolicyUnit(f"{role}-{counts[role]}", role, tuple(range(rank, rank + size))))
+            counts[role] += 1
+            rank += size
+            j += 1
+        self._units = units
+        self._by_rank = {r: u for u in units for r in u.ranks}
+        return units
+
+    def _valid_sizes_near(self) -> list[int]:
+        names = self.config.role_names
+        sizes = [1]
+        j = 0
+        while sizes[-1] <= self.world_size or len(sizes) < 3:
+            sizes.append(sizes[-1] + self._unit_size(names[j % len(names)]))
+            j += 1
+        valid = [n for n in sizes if n >= self.config.min_world_size()]
+        below = [n for n in valid if n < self.world_size][-2:]
+        above = [n for n in valid if n > self.world_size][:2]
+        return below + above
+
+    def unit_of(self, rank: int) -> PolicyUnit:
+        """The policy unit trainer rank `rank` belongs to."""
+        self.units  # noqa: B018 - builds the rank index
+        if rank not in self._by_rank:
+            raise ValueError(f"rank {rank} is not a trainer rank (world size {self.world_size})")
+        return self._by_rank[rank]
+
+    @property
+    def leader_ranks(self) -> list[int]:
+        """The rank of each policy that talks to the server, in rank order."""
+        return [u.leader for u in self.units]
+
     @property
     def num_trainers(self) -> int:
         """Ranks 1..N-1."""
         return self.world_size - 1
 
+    @property
+    def num_policies(self) -> int:
+        """Policies trained in the run (one per unit)."""
+        return len(self.units)
+
     def trainer_role(self, rank: int) -> str:
-        """Trainers are dealt to roles round-robin: rank 1 -> first role, rank 2 -> second, ..."""
-        names = self.config.role_names
-        return names[(rank - 1) % len(names)]
+        """The role of the policy trainer `rank` works for (rank 1 -> first role, ... with one rank per policy)."""
+        return self.unit_of(rank).role
 
     def policy_id(self, rank: int) -> str:
-        """The id of the policy trainer `rank` owns, e.g. 'player-0', 'predator-1'."""
-        return f"{self.trainer_role(rank)}-{(rank - 1) // len(self.config.role_names)}"
+        """The id of the policy trainer `rank` works for, e.g. 'player-0', 'predator-1'."""
+        return self.unit_of(rank).policy_id
 
     def exploiter_ids(self) -> list[str]:
-        """Policy ids of the main exploiters: the last `matchmaking.exploiters` trainers of each role."""
+        """Policy ids of the main exploiters: the last `matchmaking.exploiters` policies of each role."""
         k = self.config.matchmaking.exploiters
         if not k:
             return []
         out: list[str] = []
         for role in self.config.role_names:
-            ids = [self.policy_id(r) for r in range(1, self.world_size) if self.trainer_role(r) == role]
-            out += ids[-k:]
+            out += [u.policy_id for u in self.units if u.role == role][-k:]
         return out
 
     def shape(self, role: str) -> PolicyShape:

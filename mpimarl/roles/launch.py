@@ -111,13 +111,16 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGINT, _raise_interrupted)
     plan_comm = comm.Dup()
+    from mpimarl.comm.group import split_groups
+
+    group = split_groups(comm, ctx)  # collective: a communicator per data-parallel learner group
     try:
         if rank == 0:
             assert recorder is not None and path is not None
             return _serve(ctx, comm, plan_comm, recorder, path, progress)
-        from mpimarl.roles.trainer import Trainer
+        from mpimarl.roles.group import make_trainer
 
-        Trainer(ctx, comm, plan_comm, local_rank).run()
+        make_trainer(ctx, comm, plan_comm, local_rank, group).run()
         return 0
     except BaseException as exc:  # noqa: BLE001 - any failure must end the whole job
         code = getattr(exc, "exit_code", 1)
@@ -151,8 +154,8 @@ def _create_recorder(ctx: Any, comm: Any, run_dir: str | None) -> tuple[Any, Pat
         "hosts": hosts,
         "seed": cfg.seed,
         "rank_seeds": [ctx.rank_seed(r) for r in range(comm.Get_size())],
-        "roles": {r: [ctx.policy_id(k) for k in range(1, comm.Get_size()) if ctx.trainer_role(k) == r]
-                  for r in cfg.role_names},
+        "roles": {r: [u.policy_id for u in ctx.units if u.role == r] for r in cfg.role_names},
+        "policy_ranks": {u.policy_id: list(u.ranks) for u in ctx.units},
         "exploiters": ctx.exploiter_ids(),
         "env_api": ctx.spec.api,
         "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
@@ -168,10 +171,10 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progr
 
     cfg = ctx.config
     print(f"mpimarl {__version__}: {cfg.name} on {comm.Get_size()} ranks "
-          f"({ctx.num_trainers} trainers: {', '.join(ctx.policy_id(r) for r in range(1, comm.Get_size()))}); "
+          f"({ctx.num_trainers} trainers: {', '.join(_unit_text(u) for u in ctx.units)}); "
           f"{cfg.schedule.mode} schedule, matchmaking {cfg.matchmaking.strategy}; run file {path}", flush=True)
     bar = {"auto": None, "bar": True, "lines": False}[progress_mode]
-    progress = Progress(cfg.schedule.total_steps * ctx.num_trainers, cfg.server.progress_interval_s, bar=bar)
+    progress = Progress(cfg.schedule.total_steps * ctx.num_policies, cfg.server.progress_interval_s, bar=bar)
     server = Server(ctx, comm, plan_comm, recorder, progress)
     started = time.monotonic()
     summary = server.run()
@@ -181,6 +184,12 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progr
     recorder.close()
     _print_summary(path)
     return 0
+
+
+def _unit_text(unit: Any) -> str:
+    """'player-0' for one rank, 'player-0 (ranks 1-2)' for a learner group."""
+    ranks = unit.ranks
+    return unit.policy_id if len(ranks) == 1 else f"{unit.policy_id} (ranks {ranks[0]}-{ranks[-1]})"
 
 
 def _close_after_failure(recorder: Any, exc: BaseException) -> None:

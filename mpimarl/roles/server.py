@@ -23,14 +23,15 @@ from mpimarl.comm.channel import (
     recv_json_now,
     recv_weights,
     send_json,
-    send_weights,
     tag_name,
 )
+from mpimarl.comm.outbox import Outbox
 from mpimarl.errors import PeerFailed, ProtocolError
 from mpimarl.league.league import EXPLOITER_SOURCE, EvalPlan, League, SideResults, lineup_label
 from mpimarl.league.pool import Snapshot, SnapshotKey
 from mpimarl.record.recorder import RunRecorder
 from mpimarl.roles.context import RunContext
+from mpimarl.roles.evaluation import RemoteEvaluation
 from mpimarl.roles.progress import Progress
 from mpimarl.rollout.evaluate import play_episodes
 from mpimarl.rollout.runner import ActingPolicy, VectorMatches
@@ -79,8 +80,8 @@ class Server:
         self.start_time = time.monotonic()
         self.league = League(cfg, ctx.spec, ctx.rank_seed(0), exact=ctx.exact_payoff, exploiters=ctx.exploiter_ids())
         self.trainers = {
-            r: _TrainerState(r, ctx.policy_id(r), ctx.trainer_role(r)) for r in range(1, ctx.world_size)
-        }
+            r: _TrainerState(r, ctx.policy_id(r), ctx.trainer_role(r)) for r in ctx.leader_ranks
+        }  # one per policy: a learner group or an IMPALA learner speaks through its leader
         self.round_ = _Round()
         self.deferred: list[tuple[_TrainerState, dict[str, Any]]] = []  # async requests before every v0
         self.generation = 0  # sync: the round being collected (trainers publish version == generation)
@@ -94,9 +95,14 @@ class Server:
         self.frozen: dict[SnapshotKey, FrozenPolicy] = {}
         self.baseline_policies = ctx.baseline_policies(ctx.rank_seed(0) + 1)
         self.exploitability = ctx.exploitability_meter()
+        self.outbox = Outbox(comm)
         start = self.league.start_plan()
         if start is not None:
             self.eval_queue.append(start)
+        # evaluation.workers 'trainers': the leaders play the planned episodes (mpimarl/roles/evaluation.py).
+        self.remote: RemoteEvaluation | None = None
+        if cfg.evaluation.workers == "trainers":
+            self.remote = RemoteEvaluation(self, sorted(self.trainers))
 
     # -- time -------------------------------------------------------------------------------------
     def now(self) -> float:
@@ -118,12 +124,16 @@ class Server:
                     break
                 continue
             self._watchdog()
+            self.outbox.poll()
             if self._evaluate_step():
                 continue
             time.sleep(pause)
             pause = min(pause * 2, 0.005)
             self.progress.maybe_print(self)
+        self.outbox.drain(Deadline(self.cfg.server.timeout_s, "the last weight sends"))
         self._record_population(self.generation)
+        if self.remote is not None:
+            self.recorder.set_attr("evaluation_jobs", self.remote.counts())
         self.progress.close(self)
         return self.summary()
 
@@ -164,6 +174,7 @@ class Server:
             Tag.MATCH_RESULTS: self.on_match_results,
             Tag.DONE: self.on_done,
             Tag.FAILED: self.on_failed,
+            Tag.EVAL_RESULT: self.on_eval_result,
         }
         if tag not in handlers:
             raise ProtocolError(
@@ -230,8 +241,9 @@ class Server:
         for rank in sorted(self.round_.results):
             for learner, lineup, scores in self.round_.results[rank]:
                 self.league.record_training(learner, lineup, scores)
-        for rank in sorted(self.round_.snapshots):
-            self._admit(self.round_.snapshots[rank])
+        admitted = [self.round_.snapshots[rank] for rank in sorted(self.round_.snapshots)]
+        for snap in admitted:
+            self._admit(snap)
         self.round_ = _Round()
         self._record_population(self.generation)
         if self.generation >= self.ctx.generations:
@@ -244,12 +256,17 @@ class Server:
         plan = {"generation": self.generation, "stop": False,
                 "lineups": {str(r): [[s.to_json() for s in lu] for lu, _ in self._lineups(r)]
                             for r in sorted(self.trainers)}}
+        if self.remote is not None:  # the round's snapshots reach every evaluation worker by broadcast
+            plan.update(self.remote.broadcast_round(admitted))
         bcast_json(self.plan_comm, plan, 0, None)
+        if self.remote is not None:
+            self.remote.send_round(self.plan_comm, admitted)
         self.generation += 1
 
     def _drain_evaluations(self) -> None:
         while self._evaluate_step():
-            pass
+            if self.remote is not None:
+                self.remote.poll()  # results of jobs out at the trainers
 
     def _lineups(self, rank: int) -> list[tuple[Lineup, str]]:
         """Line-ups for trainer `rank`'s next generation, with the source that drew each."""
@@ -280,7 +297,7 @@ class Server:
         }
         send_json(self.comm, reply, state.rank, Tag.ASSIGN)
         for snap in snaps:
-            send_weights(self.comm, snap.weights, state.rank)
+            self.outbox.send_weights(snap.weights, state.rank)  # nonblocking: a slow receiver stalls no one
 
     def on_train_stats(self, state: _TrainerState, msg: dict[str, Any]) -> None:
         """One train-table row."""
@@ -326,9 +343,18 @@ class Server:
         raise PeerFailed(f"trainer rank {state.rank} ({state.policy_id}) failed: {msg.get('error')}",
                          int(msg.get("code", 1)))
 
+    def on_eval_result(self, state: _TrainerState, msg: dict[str, Any]) -> None:
+        """Results of an evaluation job a trainer played."""
+        if self.remote is None:
+            raise ProtocolError(f"server: rank {state.rank} sent evaluation results, "
+                                "but evaluation.workers is 'server'")
+        self.remote.on_result(state.rank, msg)
+
     def on_done(self, state: _TrainerState, msg: dict[str, Any]) -> None:
         """A trainer finished its budget; in sync mode the last one triggers the stop plan."""
         state.done = True
+        if self.remote is not None:
+            self.remote.retire(state.rank)
         state.env_steps = int(msg["env_steps"])
         if self.sync and all(t.done for t in self.trainers.values()) and not self.final_plan_sent:
             bcast_json(self.plan_comm, {"generation": self.generation, "stop": True, "lineups": {}}, 0, None)
@@ -340,7 +366,9 @@ class Server:
         if self.eval_job is None:
             if not self.eval_queue:
                 return False
-            self.eval_job = self._evaluate(self.eval_queue.popleft())
+            plan = self.eval_queue.popleft()
+            remote = self.remote is not None and plan.key is not None
+            self.eval_job = self.remote.evaluate(plan) if remote else self._evaluate(plan)  # type: ignore[union-attr]
         try:
             next(self.eval_job)
         except StopIteration:

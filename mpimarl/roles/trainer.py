@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from mpimarl.errors import ConfigError
 from mpimarl.league.outcomes import match_score, tally
 from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles.context import RunContext
+from mpimarl.roles.evaluation import EvaluationWorker, receive_round
 from mpimarl.rollout.runner import LEARNER, ActingPolicy, FinishedEpisode, VectorMatches
 from mpimarl.rollout.seating import Lineup, SeatedKey, seating, seats_of_role
 
@@ -90,6 +92,30 @@ class Trainer:
         self._last_row_time = time.perf_counter()
         self._last_row_steps = 0
 
+    # -- evaluation jobs (evaluation.workers: trainers; mpimarl/roles/evaluation.py) -----------------
+    evaluator: EvaluationWorker | None = None  # set on the ranks that play evaluation jobs
+
+    def serve_evaluations(self) -> None:
+        """Play the evaluation jobs the server has sent (between updates, while waiting for a plan)."""
+        if self.evaluator is not None:
+            self.evaluator.serve()
+
+    def receive_round(self, plan: dict[str, Any]) -> None:
+        """Take part in the broadcast of the round's snapshots that a sync plan may announce."""
+        buf = receive_round(self.plan_comm, plan, self.timeout)
+        if buf is not None and self.evaluator is not None:
+            self.evaluator.keep_round(plan["snapshots"], buf)
+
+    def finish_evaluations(self) -> None:
+        """After the last generation: play the remaining jobs until the server says goodbye."""
+        if self.evaluator is not None:
+            self.evaluator.serve_until_goodbye()
+
+    @property
+    def policy_env_steps(self) -> int:
+        """Environment steps taken for this policy (by this rank; a learner group sums its ranks)."""
+        return self.matches.env_steps
+
     # -- talking to the server -----------------------------------------------------------------
     def _deadline(self, what: str) -> Deadline:
         return Deadline(self.timeout, what)
@@ -102,7 +128,7 @@ class Trainer:
             "role": self.role,
             "version": self.version,
             "parent_version": self.version - 1 if self.version > 0 else -1,
-            "env_steps": self.matches.env_steps,
+            "env_steps": self.policy_env_steps,
             "size": int(weights.size),
             "layout": self.shape.layout,
             "generation": self.generation,
@@ -119,6 +145,8 @@ class Trainer:
             "lineups": planned,
         }
         send_json(self.comm, request, SERVER_RANK, Tag.REQUEST)
+        if self.evaluator is not None:  # evaluation jobs sent before the answer come first
+            self.evaluator.serve_until(Tag.ASSIGN, self._deadline("line-ups from the server"))
         reply = recv_json(self.comm, SERVER_RANK, Tag.ASSIGN, self._deadline("line-ups from the server"))
         for pid, version, role in reply["sent"]:
             key = SnapshotKey(str(pid), int(version))
@@ -158,7 +186,8 @@ class Trainer:
                 t0 = time.perf_counter()
                 # The plan waits for the slowest trainer, so allow for generations longer than the timeout.
                 deadline = Deadline(self.timeout + 4 * last_generation_s, "the generation plan")
-                plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
+                plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline, idle=self.serve_evaluations)
+                self.receive_round(plan)
                 self.wait_s += time.perf_counter() - t0
                 if plan.get("stop"):  # the server's time limit: it will not wait for more
                     stopped_early = True
@@ -173,7 +202,8 @@ class Trainer:
             self.report_matches(lineups, tallies)
             self.version += 1
             self.publish()
-        send_json(self.comm, {"env_steps": self.matches.env_steps}, SERVER_RANK, Tag.DONE)
+        send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)
+        self.finish_evaluations()
         if sync and not stopped_early:
             deadline = Deadline(self.timeout + 4 * last_generation_s, "the final plan")
             plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
@@ -197,11 +227,7 @@ class Trainer:
         """Play and learn for `budget` environment steps against `lineups`."""
         matches = self.matches
         policies = self._policies()
-        if self.ctx.config.ppo.reset_each_generation and self.generation > 0:
-            # A new best response: fresh weights, and no experience of the previous generation's policy.
-            for i in range(len(matches.slots)):
-                matches.abandon(i, None)
-            self.learner.reset(int(np.random.SeedSequence([self.seed, self.generation]).generate_state(1)[0]))
+        self._reset_if_asked()
         # Copies still playing a match whose opponents left the cache are cut (with bootstrapping).
         for i, slot in enumerate(matches.slots):
             if slot is not None and any(k != LEARNER and k not in policies for k in slot.seating.values()):
@@ -224,7 +250,19 @@ class Trainer:
             if self.learner.ready:
                 stats = self.learner.update(progress=min(1.0, matches.env_steps / total))
                 self.send_train_row(stats)
+                self.serve_evaluations()
         return tallies
+
+    def _reset_if_asked(self) -> None:
+        """`ppo.reset_each_generation`: a new best response each generation, from fresh weights and
+        with no experience of the previous generation's policy (its matches are dropped)."""
+        if not self.ctx.config.ppo.reset_each_generation or self.generation == 0:
+            return
+        for i in range(len(self.matches.slots)):
+            self.matches.abandon(i, None)
+        # Seeded by the policy (a learner group's ranks share it), so its ranks start identical.
+        seed = np.random.SeedSequence([self.ctx.rank_seed(self.ctx.unit_of(self.rank).leader), self.generation])
+        self.learner.reset(int(seed.generate_state(1)[0]))
 
     def _account(self, ep: FinishedEpisode, tallies: dict[int, _Tally], competitive: bool, margin: float) -> None:
         own_mean, other_mean = ep.side_returns(LEARNER)

@@ -3,7 +3,8 @@
 Every copy plays one match at a time: a *seating* maps each agent to the key of the policy that
 controls it (the learner, a pool snapshot, or the random baseline). At each tick the runner asks
 every copy which agents must act, groups them by policy, runs ONE forward pass per policy, and steps
-every copy. The learner's transitions go into its rollout; everything else only acts.
+every copy. The learner's transitions go into its trajectory sink (:mod:`mpimarl.rollout.sink`: a
+local PPO buffer, a stream to a remote learner, a tally); everything else only acts.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mpimarl.algos.ppo import PPOLearner
 from mpimarl.envs.base import MultiAgentEnv
 from mpimarl.rollout.critic_inputs import CriticInputs
+from mpimarl.rollout.sink import LearningPolicy
 
 LEARNER = "learner"
 
@@ -92,25 +93,26 @@ class VectorMatches:
         return sum(s is not None for s in self.slots)
 
     def tick(self, policies: Mapping[Hashable, ActingPolicy],
-             learner: PPOLearner | None = None) -> list[FinishedEpisode]:
+             learner: LearningPolicy | None = None) -> list[FinishedEpisode]:
         """Act and step every active copy once; returns the episodes that ended in this tick."""
         actions = self._act(policies, learner)
         finished, truncated = self._step_all(actions, learner)
         if learner is not None:
+            sink = learner.sink
             if truncated:
                 streams = [stream for stream, _, _ in truncated]
                 critic_in = None if self.critic_inputs is None else np.stack([c for _, _, c in truncated])
                 boot = learner.bootstrap(streams, np.stack([obs for _, obs, _ in truncated]), critic_in)
                 for stream, v in zip(streams, boot):
-                    learner.rollout.end(stream, float(v))
+                    sink.end(stream, float(v))
             # An episode can end without the env reporting every learner agent as ended.
             for ep in finished:
                 for agent, key in ep.seating.items():
                     if key == LEARNER:
-                        learner.rollout.end((ep.env_index, agent), None)
+                        sink.end((ep.env_index, agent), None)
         return finished
 
-    def _act(self, policies: Mapping[Hashable, ActingPolicy], learner: PPOLearner | None) -> list[dict[str, Any]]:
+    def _act(self, policies: Mapping[Hashable, ActingPolicy], learner: LearningPolicy | None) -> list[dict[str, Any]]:
         """Group the acting agents of all copies by policy; one forward pass per policy."""
         envs = self.envs
         groups: dict[Hashable, list[tuple[int, str]]] = {}
@@ -134,7 +136,7 @@ class VectorMatches:
                     raise ValueError("a copy seats the learner but no learner was given to tick()")
                 critic_in = None if feed is None else feed.build(requests, obs)
                 act, logp, value = learner.act(obs, mask, critic_in)
-                start = learner.rollout.add(requests, obs, mask, act, logp, value, critic_in)
+                start = learner.sink.add(requests, obs, mask, act, logp, value, critic_in)
                 joint_rows = (start, requests)
             else:
                 act = policies[key].act(obs, mask)
@@ -144,18 +146,19 @@ class VectorMatches:
             # COMA: the others' actions of this tick are known only now that every policy has acted.
             start, requests = joint_rows
             others = feed.others(requests, actions)
-            ro = learner.rollout
+            ro = learner.sink  # COMA learns locally: the sink is its StreamRollout
             assert ro.critic_in is not None
             ro.critic_in[start:start + len(requests), learner.state_input:] = others
         return actions
 
-    def _step_all(self, actions: list[dict[str, Any]], learner: PPOLearner | None
+    def _step_all(self, actions: list[dict[str, Any]], learner: LearningPolicy | None
                   ) -> tuple[list[FinishedEpisode], list[tuple[tuple[int, str], np.ndarray, np.ndarray | None]]]:
         """Step every active copy; credit rewards; collect finished episodes and truncated agents
         (stream, final observation, critic input at the final state or None)."""
         finished: list[FinishedEpisode] = []
         truncated: list[tuple[tuple[int, str], np.ndarray, np.ndarray | None]] = []
         feed = self.critic_inputs
+        sink = learner.sink if learner is not None else None
         for i, slot in enumerate(self.slots):
             if slot is None:
                 continue
@@ -166,9 +169,9 @@ class VectorMatches:
             returns = slot.returns
             for agent, r in result.rewards.items():
                 returns[agent] = returns.get(agent, 0.0) + r
-                if learner is not None and seating.get(agent) == LEARNER:
-                    learner.rollout.add_reward((i, agent), r)
-            if learner is not None:
+                if sink is not None and seating.get(agent) == LEARNER:
+                    sink.add_reward((i, agent), r)
+            if sink is not None:
                 for agent, was_truncated in result.ended.items():
                     if seating.get(agent) != LEARNER:
                         continue
@@ -176,13 +179,13 @@ class VectorMatches:
                         final = result.final_obs[agent]
                         truncated.append(((i, agent), final, None if feed is None else feed.final(i, agent, final)))
                     else:
-                        learner.rollout.end((i, agent), None)
+                        sink.end((i, agent), None)
             if result.episode_over:
                 finished.append(FinishedEpisode(i, seating, slot.tag, dict(returns), slot.length))
                 self.slots[i] = None
         return finished, truncated
 
-    def abandon(self, index: int, learner: PPOLearner | None) -> None:
+    def abandon(self, index: int, learner: LearningPolicy | None) -> None:
         """Drop copy `index`'s match mid-episode (its opponents left the cache).
 
         The learner's open transitions end as if truncated: they bootstrap from the value of each
@@ -192,12 +195,13 @@ class VectorMatches:
         if slot is None:
             return
         if learner is not None:
-            agents = [a for a, k in slot.seating.items() if k == LEARNER and (index, a) in learner.rollout.pending]
+            sink = learner.sink
+            agents = [a for a, k in slot.seating.items() if k == LEARNER and sink.is_open((index, a))]
             if agents:
                 obs = np.stack([self.envs[index].observe(a)[0] for a in agents])
                 feed = self.critic_inputs
                 critic_in = None if feed is None else np.stack([feed.final(index, a, o) for a, o in zip(agents, obs)])
                 values = learner.bootstrap([(index, a) for a in agents], obs, critic_in)
                 for agent, v in zip(agents, values):
-                    learner.rollout.end((index, agent), float(v))
+                    sink.end((index, agent), float(v))
         self.slots[index] = None

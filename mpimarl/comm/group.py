@@ -1,0 +1,126 @@
+"""The MPI side of a learner group: the ranks that train one policy together.
+
+`split_groups` gives each data-parallel learner group its own communicator (`comm.Split`), so the
+group's gradient sums and broadcasts never mix with the server's traffic. :class:`GroupComm`
+implements :class:`mpimarl.algos.data_parallel.GradientGroup` (an in-place sum of one flat buffer)
+and the leader's broadcasts to its group (line-ups as JSON, opponent weights as flat float32).
+Waits poll with short sleeps and a deadline, as everywhere in mpimarl: a group member that died
+or hangs ends the job instead of blocking it.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from mpimarl.comm.channel import Deadline, bcast_json, recv_json, send_json
+from mpimarl.comm.channel import Tag as _Tag
+
+GROUP_LEADER = 0  # the leader is rank 0 of its group communicator
+
+
+def _wait(comm: MPI.Comm, request: MPI.Request, deadline: Deadline) -> None:
+    """Poll a nonblocking collective; sleep briefly between polls (capped at 1 ms: gradient steps
+    are short, and MPICH's blocking calls would spin a core that co-located ranks need)."""
+    pause = 2e-5
+    while not request.Test():
+        deadline.check(comm)
+        time.sleep(pause)
+        pause = min(pause * 2, 1e-3)
+
+
+class GroupComm:
+    """One learner group's communicator, seen from one of its ranks."""
+
+    def __init__(self, comm: MPI.Comm, world_rank: int, timeout_s: float) -> None:
+        self.comm = comm
+        self.world_rank = world_rank
+        self.timeout_s = timeout_s
+        self.allreduce_calls = 0
+
+    @property
+    def size(self) -> int:
+        """Ranks in the group."""
+        return self.comm.Get_size()
+
+    @property
+    def rank(self) -> int:
+        """This rank's index in the group (0: the leader)."""
+        return self.comm.Get_rank()
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this rank talks to the server for the group."""
+        return self.rank == GROUP_LEADER
+
+    def _deadline(self, what: str) -> Deadline:
+        return Deadline(self.timeout_s, f"{what} (learner group of world rank {self.world_rank})")
+
+    def allreduce_sum(self, buf: np.ndarray) -> None:
+        """Sum `buf` over the group in place: one Allreduce of one contiguous float32/float64 buffer."""
+        if buf.ndim != 1 or not buf.flags.c_contiguous or buf.dtype not in (np.float32, np.float64):
+            raise ValueError(f"group sums take one contiguous 1-D float32/float64 buffer, got {buf.dtype} {buf.shape}")
+        mpi_type = MPI.FLOAT if buf.dtype == np.float32 else MPI.DOUBLE
+        self.allreduce_calls += 1
+        _wait(self.comm, self.comm.Iallreduce(MPI.IN_PLACE, [buf, mpi_type], op=MPI.SUM),
+              self._deadline("a gradient sum"))
+
+    def bcast_json(self, obj: Any) -> Any:
+        """The leader's JSON document, on every rank of the group."""
+        return bcast_json(self.comm, obj, GROUP_LEADER, self._deadline("the leader's broadcast"))
+
+    def bcast_weights(self, weights: np.ndarray | None, size: int) -> np.ndarray:
+        """The leader's flat float32 buffer of `size` values, on every rank of the group."""
+        buf = weights if self.is_leader and weights is not None else np.empty(size, np.float32)
+        if buf.dtype != np.float32 or buf.size != size:
+            raise ValueError(f"weight broadcast: expected {size} float32 values, got {buf.size} {buf.dtype}")
+        request = self.comm.Ibcast([buf, MPI.FLOAT], root=GROUP_LEADER)
+        _wait(self.comm, request, self._deadline("weights from the leader"))
+        return buf
+
+    def gather_json(self, obj: Any) -> list[Any] | None:
+        """Every member's JSON document at the leader (in group order); None on the other ranks."""
+        if not self.is_leader:
+            send_json(self.comm, obj, GROUP_LEADER, _Tag.MATCH_RESULTS)
+            return None
+        out = [obj]
+        for r in range(1, self.size):
+            out.append(recv_json(self.comm, r, _Tag.MATCH_RESULTS, self._deadline(f"tallies of group rank {r}")))
+        return out
+
+    def check_identical(self, weights: np.ndarray, what: str) -> int:
+        """Compare a checksum of `weights` across the group; raise naming the ranks if they differ.
+
+        Returns the checksum (crc32 of the float32 bytes)."""
+        crc = zlib.crc32(weights.tobytes())
+        mine = np.array([crc], np.int64)
+        lo = mine.copy()
+        hi = mine.copy()
+        _wait(self.comm, self.comm.Iallreduce(MPI.IN_PLACE, [lo, MPI.INT64_T], op=MPI.MIN), self._deadline(what))
+        _wait(self.comm, self.comm.Iallreduce(MPI.IN_PLACE, [hi, MPI.INT64_T], op=MPI.MAX), self._deadline(what))
+        if lo[0] != hi[0]:
+            raise RuntimeError(
+                f"world rank {self.world_rank}: the weights of its learner group differ after {what} "
+                f"(checksum {crc:#010x} here; the group holds {int(lo[0]):#010x}..{int(hi[0]):#010x}); "
+                "data-parallel learners must stay identical"
+            )
+        return crc
+
+
+def split_groups(comm: MPI.Comm, ctx: Any) -> GroupComm | None:
+    """Collective over `comm` (every rank calls it): a communicator per learner group of two or more
+    ranks. Returns this rank's GroupComm, or None for rank 0, actors and single-rank learners."""
+    rank = comm.Get_rank()
+    color = MPI.UNDEFINED
+    if rank != 0:
+        unit = ctx.unit_of(rank)
+        if len(unit.learners) > 1 and rank in unit.learners:
+            color = ctx.units.index(unit)
+    sub = comm.Split(color, rank)
+    if sub == MPI.COMM_NULL:
+        return None
+    return GroupComm(sub, rank, ctx.config.server.timeout_s)

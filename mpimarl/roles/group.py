@@ -1,0 +1,258 @@
+"""A rank of a data-parallel learner group (DD-PPO): several consecutive ranks train one policy.
+
+Every rank of the group plays its own environment copies (its own seeds) and collects its share of
+the policy's batch (`ppo.rollout_steps` divided by the group size); the ranks update in lockstep,
+averaging gradients over the group's communicator (:mod:`mpimarl.algos.data_parallel`), so their
+weights stay identical (a checksum is compared every generation). The group's first rank, the
+leader, is the only one that talks to rank 0: it publishes snapshots, fetches line-ups and opponent
+weights and broadcasts them to the group, and sends the train rows and match tallies aggregated
+over the group. The server sees one trainer per policy, whatever the group size.
+
+A generation ends at the first update after which the group's summed environment steps reach the
+generation's budget (every rank learns the sum in the same collective, so every rank stops at the
+same update); with one rank per policy the plain :class:`mpimarl.roles.trainer.Trainer` runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+from mpi4py import MPI
+
+from mpimarl.algos.networks import FrozenPolicy, flat_weights, load_flat_weights, num_weights
+from mpimarl.algos.ppo import PPOLearner, UpdateStats
+from mpimarl.comm.channel import SERVER_RANK, Deadline, Tag, bcast_json, send_json
+from mpimarl.comm.group import GroupComm
+from mpimarl.league.pool import SnapshotKey
+from mpimarl.roles.context import RunContext
+from mpimarl.roles.trainer import Trainer, _finite, _Tally
+from mpimarl.rollout.seating import Lineup, SeatedKey
+
+# The counters summed over the group with every update (float64): cumulative env steps and
+# episodes of the rank, and since the previous train row: sum and count of episode returns, sum of
+# episode lengths, seconds waited on the server (the leader's).
+_STEPS, _EPISODES, _RETURN_SUM, _RETURN_N, _LENGTH_SUM, _WAIT = range(6)
+
+
+class GroupTrainer(Trainer):
+    """One learner rank of a policy trained by a group of ranks."""
+
+    def __init__(self, ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, local_rank: int,
+                 group: GroupComm) -> None:
+        super().__init__(ctx, comm, plan_comm, local_rank)
+        self.group = group
+        self.leader = ctx.unit_of(self.rank).leader
+        ppo = ctx.config.ppo
+        # The policy's batch stays ppo.rollout_steps: each rank collects its share of it.
+        share = max(ppo.minibatches, math.ceil(ppo.rollout_steps / group.size))
+        self.learner = PPOLearner(self.shape, ppo.model_copy(update={"rollout_steps": share}), self.device,
+                                  self.seed)
+        # Identical start: every rank takes the leader's initial weights.
+        mine = flat_weights(self.learner.net) if group.is_leader else None
+        start = group.bcast_weights(mine, num_weights(self.learner.net))
+        load_flat_weights(self.learner.net, start.copy())
+        self.group_env_steps = 0
+        self.group_episodes = 0
+        self.checksums: list[int] = []
+
+    @property
+    def policy_env_steps(self) -> int:
+        """The group's environment steps (as of its last update)."""
+        return self.group_env_steps
+
+    # -- talking to the server (the leader only) ------------------------------------------------
+    def publish(self) -> None:
+        """The leader publishes the group's (identical) weights."""
+        if self.group.is_leader:
+            super().publish()
+
+    def fetch_lineups_for_group(self, planned: list[list[object]] | None, stop: bool) -> list[Lineup] | None:
+        """The leader asks the server and broadcasts line-ups and new weights; None: stop (async time limit)."""
+        group = self.group
+        msg: dict[str, Any] | None = None
+        if group.is_leader:
+            before = set(self.cache)
+            lineups = [] if stop else self.fetch_lineups(planned)
+            new = [k for k in self.cache if k not in before]
+            msg = {
+                "stop": stop,
+                "lineups": [[s.to_json() for s in lu] for lu in lineups],
+                "sent": [[k.policy_id, k.version, self.cache[k].shape.layout, num_weights(self.cache[k].net)]
+                         for k in new],
+                "cache": [[k.policy_id, k.version] for k in self.cache],
+            }
+        t0 = time.perf_counter()
+        msg = group.bcast_json(msg)
+        roles = {self.ctx.shape(r).layout: r for r in self.ctx.spec.roles}
+        for pid, version, layout, size in msg["sent"]:
+            key = SnapshotKey(str(pid), int(version))
+            shape = self.ctx.shape(roles[layout])  # roles with one layout have one shape
+            mine = flat_weights(self.cache[key].net) if group.is_leader else None
+            weights = group.bcast_weights(mine, int(size))
+            if not group.is_leader:
+                self.cache[key] = FrozenPolicy(shape, weights, self.device)
+        if not group.is_leader:
+            keep = [SnapshotKey(str(p), int(v)) for p, v in msg["cache"]]
+            self.cache = type(self.cache)((k, self.cache[k]) for k in keep)
+            self.wait_s += time.perf_counter() - t0
+        if msg["stop"]:
+            return None
+        return [tuple(SeatedKey.from_json(item) for item in lineup) for lineup in msg["lineups"]]
+
+    # -- the main loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        """Trainer.run for a group: the leader speaks for it; the sync plan reaches every rank."""
+        cfg = self.ctx.config
+        sync = cfg.schedule.mode == "sync"
+        limit = cfg.schedule.time_limit_s
+        started = time.monotonic()
+        self.publish()
+        last_generation_s = 0.0
+        stopped_early = False
+        for generation in range(self.ctx.generations):
+            self.generation = generation
+            planned = None
+            stop = False
+            if sync:
+                t0 = time.perf_counter()
+                deadline = Deadline(self.timeout + 4 * last_generation_s, "the generation plan")
+                plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline, idle=self.serve_evaluations)
+                self.receive_round(plan)
+                self.wait_s += time.perf_counter() - t0
+                if plan.get("stop"):
+                    stopped_early = True
+                    break
+                planned = plan["lineups"][str(self.leader)]
+            elif limit is not None and self.group.is_leader:
+                stop = time.monotonic() - started > limit  # the leader decides for the whole group
+            lineups = self.fetch_lineups_for_group(planned, stop)
+            if lineups is None:
+                break
+            t_start = time.perf_counter()
+            tallies = self.play(lineups, self.ctx.generation_budget(generation))
+            last_generation_s = time.perf_counter() - t_start
+            self.checksums.append(self.group.check_identical(flat_weights(self.learner.net),
+                                                             f"generation {generation}"))
+            self.report_matches(lineups, self._gather_tallies(tallies))
+            self.version += 1
+            self.publish()
+        if self.group.is_leader:
+            send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)
+            self.finish_evaluations()
+        if sync and not stopped_early:
+            deadline = Deadline(self.timeout + 4 * last_generation_s, "the final plan")
+            plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
+            if not plan.get("stop"):
+                raise RuntimeError(f"rank {self.rank}: expected the server's stop plan after the last generation")
+
+    def play(self, lineups: list[Lineup], budget: int) -> dict[int, _Tally]:
+        """Play and learn until the group's summed steps reach `budget` more (at an update)."""
+        matches = self.matches
+        policies = self._policies()
+        self._reset_if_asked()
+        for i, slot in enumerate(matches.slots):
+            if slot is not None and any(k != "learner" and k not in policies for k in slot.seating.values()):
+                matches.abandon(i, self.learner)
+            elif slot is not None:
+                slot.tag = None
+        for i, slot in enumerate(matches.slots):
+            if slot is None:
+                self._seat_next(i, lineups)
+        tallies: dict[int, _Tally] = {}
+        target = self.group_env_steps + budget
+        total = self.ctx.config.schedule.total_steps
+        competitive = self.ctx.config.task.kind == "competitive"
+        margin = self.ctx.config.task.draw_margin
+        if budget <= 0:
+            return tallies
+        while True:
+            for ep in matches.tick(policies, self.learner):
+                self._account(ep, tallies, competitive, margin)
+                self._seat_next(ep.env_index, lineups)
+            if self.learner.ready:
+                stats = self._group_update(min(1.0, self.group_env_steps / total))
+                self.send_train_row(stats)
+                self.serve_evaluations()
+                if self.group_env_steps >= target:
+                    return tallies
+
+    def _group_update(self, progress: float) -> UpdateStats:
+        extra = np.zeros(6, np.float64)
+        extra[_STEPS] = self.matches.env_steps
+        extra[_EPISODES] = self._episodes
+        extra[_RETURN_SUM] = float(np.sum(self._returns)) if self._returns else 0.0
+        extra[_RETURN_N] = len(self._returns)
+        extra[_LENGTH_SUM] = float(np.sum(self._lengths)) if self._lengths else 0.0
+        extra[_WAIT] = self.wait_s
+        stats = self.learner.update(progress, group=self.group, extra=extra)
+        self.group_env_steps = int(extra[_STEPS])
+        self.group_episodes = int(extra[_EPISODES])
+        self._group_row = extra
+        return stats
+
+    _group_row: np.ndarray
+
+    def send_train_row(self, stats: UpdateStats) -> None:
+        """The leader sends one row per group update: the group's sums and means."""
+        extra = self._group_row
+        now = time.perf_counter()
+        if self.group.is_leader:
+            n = extra[_RETURN_N]
+            row = {
+                "generation": self.generation, "rank": self.rank, "policy_id": self.policy_id, "role": self.role,
+                "version": self.version, "env_steps": self.group_env_steps, "episodes": self.group_episodes,
+                "episode_return_mean": extra[_RETURN_SUM] / n if n else float("nan"),
+                "episode_length_mean": extra[_LENGTH_SUM] / n if n else float("nan"),
+                "policy_loss": stats.policy_loss, "value_loss": stats.value_loss, "entropy": stats.entropy,
+                "approx_kl": stats.approx_kl, "clip_fraction": stats.clip_fraction,
+                "explained_variance": stats.explained_variance, "learning_rate": stats.learning_rate,
+                "steps_per_s": (self.group_env_steps - self._last_row_steps) / max(now - self._last_row_time, 1e-9),
+                "wait_s": extra[_WAIT] / self.group.size,
+                "learner_ranks": float(self.group.size),
+            }
+            send_json(self.comm, _finite(row), SERVER_RANK, Tag.TRAIN_STATS)
+        self._returns.clear()
+        self._lengths.clear()
+        self.wait_s = 0.0
+        self._last_row_time = now
+        self._last_row_steps = self.group_env_steps
+
+    def _gather_tallies(self, tallies: dict[int, _Tally]) -> dict[int, _Tally]:
+        """The group's training tallies per line-up, summed at the leader (empty elsewhere)."""
+        mine = {str(i): [t.episodes, t.own_return, t.other_return, t.length, t.scores] for i, t in tallies.items()}
+        parts = self.group.gather_json(mine)
+        if parts is None:
+            return {}
+        out: dict[int, _Tally] = {}
+        for part in parts:
+            for index, (episodes, own, other, length, scores) in part.items():
+                t = out.setdefault(int(index), _Tally())
+                t.episodes += int(episodes)
+                t.own_return += float(own)
+                t.other_return += float(other)
+                t.length += float(length)
+                t.scores.extend(float(x) for x in scores)
+        return out
+
+    def report_matches(self, lineups: list[Lineup], tallies: dict[int, _Tally]) -> None:
+        """The leader reports the group's tallies."""
+        if self.group.is_leader:
+            super().report_matches(lineups, tallies)
+
+
+
+def make_trainer(ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, local_rank: int,
+                 group: GroupComm | None) -> Trainer:
+    """The trainer for this rank: a plain Trainer, or a member of a data-parallel learner group.
+    With evaluation.workers 'trainers', the rank that speaks to the server also plays evaluation jobs."""
+    trainer = (GroupTrainer(ctx, comm, plan_comm, local_rank, group) if group is not None
+               else Trainer(ctx, comm, plan_comm, local_rank))
+    rank = comm.Get_rank()
+    if ctx.config.evaluation.workers == "trainers" and ctx.unit_of(rank).leader == rank:
+        from mpimarl.roles.evaluation import EvaluationWorker
+
+        trainer.evaluator = EvaluationWorker(ctx, comm, ctx.rank_seed(rank) + 17)
+    return trainer

@@ -1,0 +1,73 @@
+"""Learner groups under `mpiexec`: several ranks train one policy (data-parallel PPO).
+
+The group's ranks compare a checksum of their weights every generation and end the job if they
+differ, so a group run that finishes has kept its weights identical.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpimarl.analysis import load_run
+from tests.conftest import CONFIGS, run_mpi
+
+pytestmark = pytest.mark.mpi
+
+SHORT = ["--steps", "3000", "schedule.steps_per_generation=1500", "evaluation.baseline_episodes=6",
+         "evaluation.pool_episodes=4", "ppo.num_envs=4", "ppo.rollout_steps=512", "evaluation.num_envs=4"]
+
+
+def test_two_groups_of_two_train_connect_four(tmp_path: Path) -> None:
+    """mpiexec -n 5: the server and two policies of two ranks each finish and record like one-rank policies."""
+    out = run_mpi(5, ["train", str(CONFIGS / "connect_four_league.yaml"), "--run-dir", str(tmp_path), *SHORT,
+                      "trainer.ranks_per_policy=2"])
+    assert out.returncode == 0, out.stderr
+    assert "player-0 (ranks 1-2)" in out.stdout
+    run = load_run(tmp_path / "run.h5")
+    assert run.attrs["policy_ranks"] == {"player-0": [1, 2], "player-1": [3, 4]}
+    # Only the leaders speak to the server: one train row per group update, from ranks 1 and 3.
+    assert set(run.train["rank"]) == {1, 3}
+    assert (run.train["learner_ranks"] == 2).all()
+    assert set(run.pool["policy_id"]) == {"player-0", "player-1"}
+    assert sorted(run.pool.groupby("policy_id")["version"].max().unique()) == [2]
+    # env_steps count the steps of both ranks of the group: the policy's budget is reached.
+    assert (run.pool.groupby("policy_id")["env_steps"].max() >= 3000).all()
+    # Training tallies of both ranks arrive as one report per generation and line-up.
+    training = run.matches[run.matches["kind"] == "training"]
+    assert len(training) > 0 and set(training["rank"]) == {1, 3}
+    assert len(run.matches[run.matches["kind"] == "evaluation"]) > 0
+
+
+def test_group_runs_are_deterministic_in_the_sync_schedule(tmp_path: Path) -> None:
+    """Same seed twice with a group of two ranks: the same weights of every snapshot, the same rows."""
+    runs = []
+    for i in range(2):
+        d = tmp_path / f"r{i}"
+        out = run_mpi(3, ["train", str(CONFIGS / "cartpole.yaml"), "--run-dir", str(d), "--seed", "5", *SHORT,
+                          "trainer.ranks_per_policy=2"])
+        assert out.returncode == 0, out.stderr
+        runs.append(load_run(d / "run.h5"))
+    a, b = runs
+    assert len(a.pool) == len(b.pool) == 3
+    for row in a.pool.itertuples():
+        np.testing.assert_array_equal(a.weights(row.policy_id, row.version), b.weights(row.policy_id, row.version))
+    assert a.train["env_steps"].tolist() == b.train["env_steps"].tolist()
+    assert a.train["policy_loss"].tolist() == b.train["policy_loss"].tolist()
+
+
+@pytest.mark.parametrize(("n", "config", "override", "named"), [
+    (4, "connect_four_league", "trainer.ranks_per_policy=2", "the last 1 rank(s) (3..3)"),
+    (6, "simple_tag_roles", "trainer.ranks_per_policy={prey: 2}", "a block may not span roles"),
+    (3, "connect_four_league", "trainer.ranks_per_policy={plyer: 2}", "unknown roles ['plyer']"),
+])
+def test_groups_that_do_not_fit_the_ranks_are_refused(n: int, config: str, override: str, named: str,
+                                                       tmp_path: Path) -> None:
+    """A group size that leaves ranks over (or would span roles) or names no role: exit 2 on every rank."""
+    out = run_mpi(n, ["train", str(CONFIGS / f"{config}.yaml"), "--run-dir", str(tmp_path), override])
+    assert out.returncode == 2, out.stderr
+    assert named in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.count("mpimarl: error:") == 1
+    assert not (tmp_path / "run.h5").exists()
