@@ -71,3 +71,15 @@ def test_groups_that_do_not_fit_the_ranks_are_refused(n: int, config: str, overr
     assert named in out.stderr and "Traceback" not in out.stderr
     assert out.stderr.count("mpimarl: error:") == 1
     assert not (tmp_path / "run.h5").exists()
+
+
+def test_a_group_restarts_each_generation_from_identical_fresh_weights(tmp_path: Path) -> None:
+    """kuhn_psro resets every generation (PSRO's fresh best response): both ranks of a group draw the
+    same fresh weights, so the per-generation checksum holds and the run finishes."""
+    out = run_mpi(5, ["train", str(CONFIGS / "kuhn_psro.yaml"), "--run-dir", str(tmp_path), "--steps", "6000",
+                      "schedule.steps_per_generation=2000", "ppo.num_envs=8", "ppo.rollout_steps=512",
+                      "evaluation.baseline_episodes=10", "trainer.ranks_per_policy=2"])
+    assert out.returncode == 0, out.stderr
+    run = load_run(tmp_path / "run.h5")
+    assert run.config["ppo"]["reset_each_generation"] is True
+    assert sorted(run.pool.groupby("policy_id")["version"].max().unique()) == [3]
