@@ -134,9 +134,9 @@ def _encode(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
 def _decode(obj: Any, arrays: h5py.Group) -> Any:
     if isinstance(obj, dict):
         if "__tensor__" in obj:
-            return torch.from_numpy(np.array(arrays[obj["__tensor__"]]))
+            return torch.from_numpy(np.asarray(arrays[obj["__tensor__"]][()]))
         if "__array__" in obj:
-            return np.array(arrays[obj["__array__"]])
+            return np.asarray(arrays[obj["__array__"]][()])
         if "__items__" in obj:
             return {_freeze(_decode(k, arrays)): _decode(v, arrays) for k, v in obj["__items__"]}
         return {k: _decode(v, arrays) for k, v in obj.items()}
@@ -167,7 +167,8 @@ def write_checkpoint(path: str | Path, tree: Any, *, generation: int, rank: int)
             f.attrs["rank"] = np.int64(rank)
             group = f.create_group("arrays")
             for name, arr in arrays.items():
-                group.create_dataset(name, data=np.ascontiguousarray(arr))
+                # np.require, not np.ascontiguousarray: that one turns a 0-d array (Adam's step) into 1-d
+                group.create_dataset(name, data=np.require(arr, requirements="C"))
             f.attrs["state"] = document
             f.attrs["complete"] = True  # last: a reader trusts nothing without it
         _fsync(tmp)
