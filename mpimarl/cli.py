@@ -151,6 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    if getattr(args, "resume", None) and isinstance(args.resume, str) and "=" in args.resume:
+        # `--resume key=value`: the optional DIR swallowed an override (a folder name with '=' is
+        # unlikely; one that exists is still taken as the folder)
+        from pathlib import Path
+
+        if not Path(args.resume).is_dir():
+            args.overrides = [*args.overrides, args.resume]
+            args.resume = True
     try:
         if args.command == "train":
             from mpimarl.roles.launch import train

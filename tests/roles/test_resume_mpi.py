@@ -1,0 +1,122 @@
+"""Resuming runs under `mpiexec -n 3`, started the way users start them.
+
+A short sync connect four run is made once without interruption. The same run is then stopped after
+generation 2 (`--stop-after-generation`: rank 0 raises the same `Interrupted` a SIGTERM raises, so the
+job ends with exit 143 and `failure` recorded, after rows past the checkpoint were written) and
+continued with `--resume`. The resumed run must end with the very same weights and the same rows in
+every table (wall-clock columns aside): nothing lost, nothing recorded twice.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mpimarl.analysis import load_run
+from mpimarl.checkpoint import checkpoint_path
+from tests.conftest import CONFIGS, run_mpi
+
+pytestmark = pytest.mark.mpi
+
+CONFIG = str(CONFIGS / "connect_four_league.yaml")
+# 4 generations of 500 steps; one PPO update about every 500 steps, so updates fall inside
+# generations and the rollout buffer is carried across checkpoints.
+ARGS = ["--seed", "3", "--steps", "2000", "schedule.steps_per_generation=500", "ppo.num_envs=4",
+        "ppo.rollout_steps=256", "evaluation.baseline_episodes=6", "evaluation.pool_episodes=4",
+        "evaluation.num_envs=4", "evaluation.par_episodes=20"]
+TABLES = ("train", "matches", "ratings", "pool", "payoff", "meta")
+WALL_CLOCK = ("time", "steps_per_s", "wait_s")
+
+
+def _train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_mpi(3, ["train", CONFIG, "--run-dir", str(run_dir), *ARGS, *extra], timeout=300)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run."""
+    folder = tmp_path_factory.mktemp("reference")
+    out = _train(folder)
+    assert out.returncode == 0, out.stderr
+    return folder / "run.h5"
+
+
+def _rows(df: pd.DataFrame) -> pd.DataFrame:
+    """A table without its wall-clock columns, in a canonical row order (ranks' rows interleave by timing)."""
+    df = df.drop(columns=[c for c in WALL_CLOCK if c in df.columns])
+    return df.sort_values(list(df.columns)).reset_index(drop=True)
+
+
+def _assert_same_run(expected: Path, actual: Path) -> None:
+    a, b = load_run(expected), load_run(actual)
+    for table in TABLES:
+        pd.testing.assert_frame_equal(_rows(getattr(a, table)), _rows(getattr(b, table)), obj=f"table {table}")
+    assert b.attrs["finished"] is True and "failure" not in b.attrs
+    assert sorted(b.pool.groupby("policy_id")["version"].max().unique()) == [4]
+    for row in a.pool.itertuples():
+        np.testing.assert_array_equal(a.weights(row.policy_id, row.version), b.weights(row.policy_id, row.version),
+                                      err_msg=f"weights of {row.policy_id}@{row.version}")
+
+
+def _interrupt(folder: Path, *extra: str) -> None:
+    out = _train(folder, "--stop-after-generation", "2", *extra)
+    assert out.returncode == 143, out.stderr
+    assert "stopped after generation 2" in out.stderr
+    run = load_run(folder / "run.h5")
+    assert "--stop-after-generation" in run.attrs["failure"] and run.attrs["finished"] is False
+    # Rows past the checkpoint were recorded (version 3 was published): the resume must drop them.
+    assert run.pool["version"].max() == 3
+
+
+def test_resumed_run_ends_with_the_same_weights_and_rows_as_an_uninterrupted_one(reference: Path,
+                                                                                   tmp_path: Path) -> None:
+    _interrupt(tmp_path)
+    out = _train(tmp_path, "--resume")
+    assert out.returncode == 0, out.stderr
+    assert "resumed from the checkpoint of generation 2" in out.stdout
+    _assert_same_run(reference, tmp_path / "run.h5")
+    resumes = load_run(tmp_path / "run.h5").attrs["resumes"]
+    assert [r["generation"] for r in resumes] == [2] and "stop-after-generation" in resumes[0]["previous_failure"]
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_previous_whole_one(reference: Path, tmp_path: Path) -> None:
+    _interrupt(tmp_path, "checkpoint.keep=3")
+    newest = checkpoint_path(tmp_path / "checkpoints", 2, 1)
+    newest.write_bytes(newest.read_bytes()[:1000])  # rank 1's checkpoint of generation 2 cut short
+    out = _train(tmp_path, "checkpoint.keep=3", "--resume", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "resumed from the checkpoint of generation 1" in out.stdout
+    _assert_same_run(reference, tmp_path / "run.h5")
+
+
+def _one_error(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode == 2, out.stderr
+    errors = re.findall(r"mpimarl: error: .*", out.stderr)
+    assert len(errors) == 1, out.stderr
+    return errors[0]
+
+
+def test_resume_without_a_run_file_is_a_start_up_error(tmp_path: Path) -> None:
+    message = _one_error(_train(tmp_path, "--resume"))
+    assert f"there is no run file {tmp_path / 'run.h5'}" in message
+    assert not (tmp_path / "run.h5").exists()
+
+
+def test_resume_of_a_foreign_file_is_a_start_up_error(tmp_path: Path) -> None:
+    (tmp_path / "run.h5").write_text("not a run\n")
+    message = _one_error(_train(tmp_path, "--resume"))
+    assert "cannot be opened" in message and str(tmp_path / "run.h5") in message
+
+
+def test_resume_with_a_different_config_or_of_a_finished_run_is_a_start_up_error(reference: Path) -> None:
+    before = reference.read_bytes()
+    message = _one_error(_train(reference.parent, "--resume", "ppo.learning_rate=0.123"))
+    assert "config differs" in message and "ppo.learning_rate: 0.0005 -> 0.123" in message
+    message = _one_error(_train(reference.parent, "--resume"))
+    assert "already finished all 4 generations" in message
+    assert reference.read_bytes() == before  # refused before anything was written
