@@ -60,7 +60,8 @@ class RunRecorder:
         self._path = Path(path)
         encoded = {key: _encode_attr(key, value) for key, value in attrs.items()}
         if self._path.exists():
-            raise RunFileError(f"run file {self._path} already exists; choose a new path or remove it")
+            raise RunFileError(f"run file {self._path} already exists; choose a new path, remove it, "
+                               "or continue it with --resume")
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             # The HDF5 file lock keeps readers out while this process writes (a reader of a live,

@@ -120,3 +120,35 @@ def test_resume_with_a_different_config_or_of_a_finished_run_is_a_start_up_error
     message = _one_error(_train(reference.parent, "--resume"))
     assert "already finished all 4 generations" in message
     assert reference.read_bytes() == before  # refused before anything was written
+
+
+def test_a_run_ended_by_sigterm_resumes_to_the_same_result(reference: Path, tmp_path: Path) -> None:
+    """SIGTERM to mpiexec (a SLURM time limit) at whatever moment it lands, then --resume."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.conftest import REPO, mpiexec
+
+    cmd = [mpiexec(), "-n", "3", sys.executable, "-m", "mpimarl", "train", CONFIG, "--run-dir", str(tmp_path), *ARGS]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
+    # Rank 0 writes its generation-1 checkpoint once generation 0's is whole on every rank.
+    marker = checkpoint_path(tmp_path / "checkpoints", 1, 0)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "SIGTERM" in load_run(tmp_path / "run.h5").attrs["failure"]
+    out = _train(tmp_path, "--resume")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"resumed from the checkpoint of generation [1-4]", out.stdout), out.stdout
+    _assert_same_run(reference, tmp_path / "run.h5")
