@@ -114,15 +114,20 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     if rank == 0:
         try:
             folder = _resume_folder(resume, run_dir)
+        except MpimarlError as exc:
+            error, folder = exc, None
+            comm.gather(MPI.Get_processor_name(), root=0)  # the trainers wait in the hosts gather
+    if rank == 0 and error is None:
+        try:
             if folder is not None:
                 recorder, path, generation, server_state = _reopen_recorder(ctx, comm, folder)
-                start = {"run_dir": str(path.parent), "generation": generation}
+                start = {"run_dir": str(path.parent.resolve()), "generation": generation}
             else:
                 recorder, path = _create_recorder(ctx, comm, run_dir)
-                start = {"run_dir": str(path.parent), "generation": None}
+                start = {"run_dir": str(path.parent.resolve()), "generation": None}
         except MpimarlError as exc:
             error = exc
-    else:
+    elif rank != 0:
         comm.gather(MPI.Get_processor_name(), root=0)
     _agree(comm, error)
     start = bcast_json(comm, start if rank == 0 else None, 0, None)

@@ -105,6 +105,8 @@ def test_resume_without_a_run_file_is_a_start_up_error(tmp_path: Path) -> None:
     message = _one_error(_train(tmp_path, "--resume"))
     assert f"there is no run file {tmp_path / 'run.h5'}" in message
     assert not (tmp_path / "run.h5").exists()
+    message = _one_error(run_mpi(3, ["train", CONFIG, "--resume", *ARGS], timeout=120))
+    assert "--resume needs the run's folder" in message
 
 
 def test_resume_of_a_foreign_file_is_a_start_up_error(tmp_path: Path) -> None:
