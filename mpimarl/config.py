@@ -287,9 +287,10 @@ class CheckpointConfig(_Section):
         "exactly. 0: no checkpoints, no resume.",
     )
     keep: int = Field(
-        default=2,
-        ge=2,
-        description="Checkpoints each rank keeps (the newest; at least 2, so one is whole on every rank).",
+        default=3,
+        ge=3,
+        description="Checkpoints each rank keeps, the newest (at least 3: a trainer can save generation "
+        "g+1 while a slower one still writes g, so only g-1 is sure to be whole on every rank).",
     )
 
 

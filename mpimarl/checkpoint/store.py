@@ -82,8 +82,9 @@ def complete_generations(folder: str | Path, world_size: int) -> list[int]:
 def prune(folder: str | Path, rank: int, keep: int) -> None:
     """Delete `rank`'s checkpoints older than its newest `keep` (and its leftover temporary files).
 
-    Each rank prunes only its own files. With keep >= 2 some generation stays whole on every rank:
-    in the sync schedule no rank gets more than one checkpoint ahead of another.
+    Each rank prunes only its own files. In the sync schedule a trainer can save generation g+1
+    while a slower one is still writing g (rank 0 closed round g once both had published g), so
+    with keep >= 3 generation g-1 stays whole on every rank whatever moment a job is killed.
     """
     folder = Path(folder)
     own = sorted(g for g, ranks in _listing(folder).items() if rank in ranks)

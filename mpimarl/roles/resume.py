@@ -355,6 +355,7 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
     trainer.version = generation
     trainer.generation = generation
     trainer.start_generation = generation
+    trainer.restored = True
     trainer.baselines = trainer.ctx.baseline_policies(generation_seed(trainer.seed, generation, BASELINE_STREAM))
     if trainer.checkpoints is not None:
         trainer.checkpoints.saved = generation

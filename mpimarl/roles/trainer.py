@@ -90,7 +90,8 @@ class Trainer:
         self._last_row_steps = 0
         # Resume (mpimarl/roles/resume.py): set by the launcher when checkpoints are on.
         self.checkpoints: Any = None
-        self.start_generation = 0  # > 0 when restored from a checkpoint (version already published)
+        self.start_generation = 0  # the checkpoint's generation when restored
+        self.restored = False  # restored from a checkpoint: version `start_generation` is already published
 
     # -- talking to the server -----------------------------------------------------------------
     def _deadline(self, what: str) -> Deadline:
@@ -150,7 +151,7 @@ class Trainer:
         sync = self.ctx.config.schedule.mode == "sync"
         limit = self.ctx.config.schedule.time_limit_s
         started = time.monotonic()
-        if self.start_generation == 0:
+        if not self.restored:
             self.publish()
             self._boundary()
         last_generation_s = 0.0

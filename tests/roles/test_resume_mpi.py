@@ -154,3 +154,16 @@ def test_a_run_ended_by_sigterm_resumes_to_the_same_result(reference: Path, tmp_
     assert out.returncode == 0, out.stderr
     assert re.search(r"resumed from the checkpoint of generation [1-4]", out.stdout), out.stdout
     _assert_same_run(reference, tmp_path / "run.h5")
+
+
+def test_a_run_stopped_by_its_time_limit_resumes_to_the_same_result(reference: Path, tmp_path: Path) -> None:
+    """schedule.time_limit_s (a job's share of a SLURM allocation) stops the run early at a boundary that
+    every rank saves; the next job, without the limit, finishes it as if it had never stopped."""
+    out = _train(tmp_path, "schedule.time_limit_s=0.5")
+    assert out.returncode == 0, out.stderr
+    stopped = load_run(tmp_path / "run.h5")
+    assert stopped.attrs["finished"] is True and stopped.pool["version"].max() < 4
+    out = _train(tmp_path, "--resume")
+    assert out.returncode == 0, out.stderr
+    assert "resumed from the checkpoint of generation" in out.stdout
+    _assert_same_run(reference, tmp_path / "run.h5")
