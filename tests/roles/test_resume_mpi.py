@@ -1,10 +1,11 @@
 """Resuming runs under `mpiexec -n 3`, started the way users start them.
 
-A short sync connect four run is made once without interruption. The same run is then stopped after
-generation 2 (`--stop-after-generation`: rank 0 raises the same `Interrupted` a SIGTERM raises, so the
-job ends with exit 143 and `failure` recorded, after rows past the checkpoint were written) and
-continued with `--resume`. The resumed run must end with the very same weights and the same rows in
-every table (wall-clock columns aside): nothing lost, nothing recorded twice.
+A short sync connect four run is made once without interruption. The same run is then stopped
+(after generation 2 with `--stop-after-generation`: rank 0 raises the same `Interrupted` a SIGTERM
+raises, so the job ends with exit 143 and `failure` recorded, after rows past the checkpoint were
+written; by a real SIGTERM; by its time limit) and continued with `--resume`. The resumed run must
+end with the very same weights and the same rows in every table (wall-clock columns aside):
+nothing lost, nothing recorded twice.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 
 from mpimarl.analysis import load_run
-from mpimarl.checkpoint import checkpoint_path
+from mpimarl.checkpoint import checkpoint_path, newest_complete
 from tests.conftest import CONFIGS, run_mpi
 
 pytestmark = pytest.mark.mpi
@@ -63,8 +64,8 @@ def _assert_same_run(expected: Path, actual: Path) -> None:
                                       err_msg=f"weights of {row.policy_id}@{row.version}")
 
 
-def _interrupt(folder: Path, *extra: str) -> None:
-    out = _train(folder, "--stop-after-generation", "2", *extra)
+def _interrupt(folder: Path) -> None:
+    out = _train(folder, "--stop-after-generation", "2")
     assert out.returncode == 143, out.stderr
     assert "stopped after generation 2" in out.stderr
     run = load_run(folder / "run.h5")
@@ -75,23 +76,20 @@ def _interrupt(folder: Path, *extra: str) -> None:
 
 def test_resumed_run_ends_with_the_same_weights_and_rows_as_an_uninterrupted_one(reference: Path,
                                                                                    tmp_path: Path) -> None:
+    """Stopped after generation 2, then resumed; the newest checkpoint is damaged on the way, so the
+    resume must also fall back to the previous whole one (generation 1) and still end the same."""
     _interrupt(tmp_path)
-    out = _train(tmp_path, "--resume")
-    assert out.returncode == 0, out.stderr
-    assert "resumed from the checkpoint of generation 2" in out.stdout
-    _assert_same_run(reference, tmp_path / "run.h5")
-    resumes = load_run(tmp_path / "run.h5").attrs["resumes"]
-    assert [r["generation"] for r in resumes] == [2] and "stop-after-generation" in resumes[0]["previous_failure"]
-
-
-def test_a_damaged_newest_checkpoint_is_skipped_for_the_previous_whole_one(reference: Path, tmp_path: Path) -> None:
-    _interrupt(tmp_path, "checkpoint.keep=3")
-    newest = checkpoint_path(tmp_path / "checkpoints", 2, 1)
+    folder = tmp_path / "checkpoints"
+    assert newest_complete(folder, 3) == 2
+    newest = checkpoint_path(folder, 2, 1)
     newest.write_bytes(newest.read_bytes()[:1000])  # rank 1's checkpoint of generation 2 cut short
-    out = _train(tmp_path, "checkpoint.keep=3", "--resume", str(tmp_path))
+    assert newest_complete(folder, 3) == 1
+    out = _train(tmp_path, "--resume", str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert "resumed from the checkpoint of generation 1" in out.stdout
     _assert_same_run(reference, tmp_path / "run.h5")
+    resumes = load_run(tmp_path / "run.h5").attrs["resumes"]
+    assert [r["generation"] for r in resumes] == [1] and "stop-after-generation" in resumes[0]["previous_failure"]
 
 
 def _one_error(out: subprocess.CompletedProcess[str]) -> str:
