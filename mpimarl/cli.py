@@ -28,6 +28,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="folder for run.h5 (default: a new folder under runs/)")
     t.add_argument("--steps", type=int, help="environment steps per trainer (schedule.total_steps)")
     t.add_argument("--seed", type=int, help="root seed (seed)")
+    t.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
+                   help="continue the run in DIR (or in --run-dir) from its newest complete checkpoint; "
+                   "the config must be the one it started with (budgets and resources may change)")
+    t.add_argument("--stop-after-generation", type=int, metavar="K",
+                   help="testing aid: end the job as a SIGTERM would (exit 143, failure recorded) once every "
+                   "trainer is past generation K's checkpoint, to try --resume")
     t.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
                    help="rank 0's progress display: a bar, or plain periodic lines (for logs); auto picks the "
                    "bar when stderr is a terminal, which mpiexec's piped output never is")
@@ -149,11 +155,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    if getattr(args, "resume", None) and isinstance(args.resume, str) and "=" in args.resume:
+        # `--resume key=value`: the optional DIR swallowed an override (a folder name with '=' is
+        # unlikely; one that exists is still taken as the folder)
+        from pathlib import Path
+
+        if not Path(args.resume).is_dir():
+            args.overrides = [*args.overrides, args.resume]
+            args.resume = True
     try:
         if args.command == "train":
             from mpimarl.roles.launch import train
 
-            return train(args.config, args.overrides, args.run_dir, args.steps, args.seed, args.progress)
+            return train(args.config, args.overrides, args.run_dir, args.steps, args.seed, args.progress,
+                         args.resume, args.stop_after_generation)
         if args.command == "check":
             return _check(args.config, args.overrides, args.episodes)
         if args.command == "envs":

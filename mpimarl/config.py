@@ -346,6 +346,25 @@ class ServerConfig(_Section):
     progress_interval_s: float = Field(default=10.0, gt=0, description="Seconds between plain progress lines.")
 
 
+class CheckpointConfig(_Section):
+    """What a resume needs, saved at generation boundaries (`mpimarl train ... --resume`)."""
+
+    every: int = Field(
+        default=1,
+        ge=0,
+        description="Save a checkpoint every this many generations (sync schedule; the last generation "
+        "and a time-limit stop are always saved). With checkpoints on, every generation starts fresh "
+        "episodes (running ones end, bootstrapped) so a resumed run repeats an uninterrupted one "
+        "exactly. 0: no checkpoints, no resume.",
+    )
+    keep: int = Field(
+        default=3,
+        ge=3,
+        description="Checkpoints each rank keeps, the newest (at least 3: a trainer can save generation "
+        "g+1 while a slower one still writes g, so only g-1 is sure to be whole on every rank).",
+    )
+
+
 class RunConfig(_Section):
     """One experiment: the environment, the task's roles, the learner, the league and the schedule."""
 
@@ -362,6 +381,7 @@ class RunConfig(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

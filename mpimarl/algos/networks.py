@@ -290,7 +290,12 @@ class FrozenPolicy:
     """A snapshot used only to act (opponents, partners, evaluation): no critic work, no grads."""
 
     def __init__(self, shape: PolicyShape, weights: np.ndarray, device: torch.device, greedy: bool = False) -> None:
-        self.net = ActorCritic(shape).to(device)
+        # The throwaway initialisation must not draw from the global generator, which samples actions:
+        # otherwise how many snapshots a rank happens to have cached would change its later actions
+        # (and a resumed run, whose caches start empty, would not repeat an uninterrupted one).
+        with torch.random.fork_rng(devices=[]):
+            net = ActorCritic(shape)
+        self.net = net.to(device)
         load_flat_weights(self.net, weights)
         self.net.eval()
         self.device = device

@@ -12,7 +12,7 @@ rating is its parent's rating at that moment, which in queue order is always the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from mpimarl.config import RunConfig
 from mpimarl.envs.spec import EnvSpec
-from mpimarl.league.matchmaking import Matchmaker, make_matchmaker
+from mpimarl.league.matchmaking import Matchmaker, load_matchmaker_state, make_matchmaker, matchmaker_state
 from mpimarl.league.metasolvers import max_entropy_nash
 from mpimarl.league.outcomes import ParReference, pairwise_score, rank_sides, score_class, tally
 from mpimarl.league.payoff import PayoffTable
@@ -71,6 +71,22 @@ class PlannedMatch:
         """The episode seeds of this match."""
         return [self.seed_base + i for i in range(self.episodes)]
 
+    def to_state(self) -> dict[str, Any]:
+        """This match as JSON data (a checkpoint keeps the evaluations still to play)."""
+        return {"kind": self.kind, "own": self.own.to_json(), "lineup": [i.to_json() for i in self.lineup],
+                "episodes": self.episodes, "seed_base": self.seed_base,
+                "comparator": None if self.comparator is None else self.comparator.to_json(),
+                "comparator_lineup": [i.to_json() for i in self.comparator_lineup]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PlannedMatch:
+        """The match `to_state` described."""
+        comparator = state["comparator"]
+        return cls(state["kind"], SeatedKey.from_json(state["own"]),
+                   tuple(SeatedKey.from_json(i) for i in state["lineup"]), int(state["episodes"]),
+                   int(state["seed_base"]), None if comparator is None else SeatedKey.from_json(comparator),
+                   tuple(SeatedKey.from_json(i) for i in state["comparator_lineup"]))
+
 
 @dataclass
 class EvalPlan:
@@ -79,6 +95,18 @@ class EvalPlan:
     key: SnapshotKey | None
     role: str
     matches: list[PlannedMatch] = field(default_factory=list)
+
+    def to_state(self) -> dict[str, Any]:
+        """This plan as JSON data."""
+        return {"key": None if self.key is None else [self.key.policy_id, self.key.version], "role": self.role,
+                "matches": [m.to_state() for m in self.matches]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> EvalPlan:
+        """The plan `to_state` described."""
+        key = state["key"]
+        return cls(None if key is None else SnapshotKey(str(key[0]), int(key[1])), str(state["role"]),
+                   [PlannedMatch.from_state(m) for m in state["matches"]])
 
 
 @dataclass
@@ -161,6 +189,47 @@ class League:
         self.partners_of: dict[SnapshotKey, Lineup] = {}  # cooperative: partners a snapshot was evaluated with
         self._plans_made = 0
         self.anchor_scores: dict[tuple[str, str], float] = {}
+
+    # ---- checkpoint state ---------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything the league learned and drew so far, as JSON data (pool weights left out).
+
+        What the config and environment give (roles, baselines, options) is rebuilt from them; this
+        is the rest: pool metadata, matchmaker, ratings, payoff table, par reference, both random
+        generators' exact states, scores, partners and the count of planned evaluations.
+        """
+        return {
+            "pool": self.pool.to_state(),
+            "matchmaker": matchmaker_state(self.matchmaker),
+            "ratings": self.ratings.to_state(),
+            "payoff": self.payoff.to_state(),
+            "par": None if self.par is None else self.par.to_state(),
+            "rng": self.rng.bit_generator.state,
+            "eval_rng": self.eval_rng.bit_generator.state,
+            "scores": [[k.policy_id, k.version, v] for k, v in self.scores.items()],
+            "vs_baseline": [[p, b, v] for (p, b), v in self.vs_baseline.items()],
+            "partners_of": [[k.policy_id, k.version, [i.to_json() for i in lu]] for k, lu in self.partners_of.items()],
+            "plans_made": self._plans_made,
+            "anchor_scores": [[r, n, v] for (r, n), v in self.anchor_scores.items()],
+        }
+
+    def load_state(self, state: dict[str, Any], weights: Callable[[SnapshotKey], np.ndarray]) -> None:
+        """Restore what `to_state` described into this league (built from the same config and
+        environment); `weights(key)` reads each pool snapshot's weights."""
+        self.pool = PolicyPool.from_state(state["pool"], weights)
+        load_matchmaker_state(self.matchmaker, state["matchmaker"])
+        self.ratings = Ratings.from_state(state["ratings"])
+        self.payoff = PayoffTable.from_state(state["payoff"])
+        self.par = None if state["par"] is None else ParReference.from_state(state["par"])
+        self.rng.bit_generator.state = state["rng"]
+        self.eval_rng.bit_generator.state = state["eval_rng"]
+        self.scores = {SnapshotKey(str(p), int(v)): float(x) for p, v, x in state["scores"]}
+        self.vs_baseline = {(str(p), str(b)): float(x) for p, b, x in state["vs_baseline"]}
+        self.partners_of = {SnapshotKey(str(p), int(v)): tuple(SeatedKey.from_json(i) for i in lu)
+                            for p, v, lu in state["partners_of"]}
+        self._plans_made = int(state["plans_made"])
+        self.anchor_scores = {(str(r), str(n)): float(x) for r, n, x in state["anchor_scores"]}
 
     # ---- seats --------------------------------------------------------------------------------
 

@@ -219,6 +219,13 @@ class LatestMatchmaker:
         """The latest snapshot of every policy of `role`, equally."""
         return _latest_weights(pool, role)
 
+    def to_state(self) -> dict[str, Any]:
+        """Nothing to keep: this matchmaker reads only the pool."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Nothing to restore."""
+
 
 @register
 class UniformMatchmaker:
@@ -255,6 +262,13 @@ class UniformMatchmaker:
         """Every snapshot of `role`, equally."""
         keys = [s.key for s in pool.snapshots(role)]
         return {k: 1.0 / len(keys) for k in keys}
+
+    def to_state(self) -> dict[str, Any]:
+        """Nothing to keep: this matchmaker reads only the pool."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Nothing to restore."""
 
 
 @register
@@ -344,6 +358,22 @@ class OpenAIFiveMatchmaker:
         for k, w in _latest_weights(pool, role).items():
             out[k] = out.get(k, 0.0) + self.latest_fraction * w
         return {k: w for k, w in out.items() if w > 0}
+
+    # ---- checkpoint state ---------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Quality scores of every registered snapshot, per role in publish order, as JSON data."""
+        return {"quality": [[role, k.policy_id, k.version, self._quality[k]]
+                            for role, keys in self._by_role.items() for k in keys]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the quality scores with those `to_state` described."""
+        self._quality, self._role_of, self._by_role = {}, {}, {}
+        for role, pid, version, q in state["quality"]:
+            key = SnapshotKey(str(pid), int(version))
+            self._quality[key] = float(q)
+            self._role_of[key] = str(role)
+            self._by_role.setdefault(str(role), []).append(key)
 
     # ---- sampling -----------------------------------------------------------------------------
 
@@ -488,6 +518,14 @@ class PFSPMatchmaker:
         """Ignored: PFSP reads evaluation results from the payoff table (the score is still checked)."""
         _check_score(learner, opponent, score)
 
+    def to_state(self) -> dict[str, Any]:
+        """Which learner roles asked for each seat role (what `meta_strategy` averages over)."""
+        return {"faces": {role: sorted(roles) for role, roles in self._faces.items()}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what `to_state` described."""
+        self._faces = {str(role): set(roles) for role, roles in state["faces"].items()}
+
     def on_publish(self, snapshot: Snapshot) -> None:
         """Ignored: sampling reads the pool directly."""
 
@@ -588,6 +626,35 @@ class PSROMatchmaker:
 
     def on_publish(self, snapshot: Snapshot) -> None:
         """Ignored: the meta-game reads the pool and the payoff table."""
+
+    def to_state(self) -> dict[str, Any]:
+        """The role each role's seats face (learned from requests), as JSON data."""
+        return {"opponent_role": dict(self._opponent_role)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what `to_state` described."""
+        self._opponent_role = {str(k): str(v) for k, v in state["opponent_role"].items()}
+
+
+# ---- checkpoint state -----------------------------------------------------------------------------
+
+
+def matchmaker_state(matchmaker: Matchmaker) -> dict[str, Any]:
+    """A matchmaker's state as JSON data for a checkpoint.
+
+    Every built-in matchmaker has `to_state`/`load_state`; a registered matchmaker without them is
+    taken to hold no state beyond the pool and payoff table it is handed (say so in its class, or
+    add the two methods, or a resumed run forgets what it learned).
+    """
+    to_state = getattr(matchmaker, "to_state", None)
+    return to_state() if to_state is not None else {}
+
+
+def load_matchmaker_state(matchmaker: Matchmaker, state: dict[str, Any]) -> None:
+    """Restore a state `matchmaker_state` returned (nothing for a matchmaker without `load_state`)."""
+    load = getattr(matchmaker, "load_state", None)
+    if load is not None:
+        load(state)
 
 
 # ---- factory ------------------------------------------------------------------------------------

@@ -113,3 +113,12 @@ class ParReference:
     def roles(self) -> list[str]:
         """Roles with a reference."""
         return list(self._sorted)
+
+    def to_state(self) -> dict[str, list[float]]:
+        """Each role's reference returns (sorted), as JSON data."""
+        return {role: arr.tolist() for role, arr in self._sorted.items()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, list[float]]) -> ParReference:
+        """The reference `to_state` described."""
+        return cls(state)

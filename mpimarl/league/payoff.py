@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from numbers import Integral, Real
+from typing import Any
 
 import numpy as np
 
@@ -239,3 +240,20 @@ class PayoffTable:
         if math.isnan(value) and row == column:
             value = {"score": 0.5, "value": 0.0}.get(field, math.nan)
         return value
+
+    # ---- checkpoint state ---------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Every direct and pairwise entry (insertion order), as JSON data (NaN kept as NaN)."""
+        return {"direct": [[row, col, asdict(e)] for (row, col), e in self._direct.items()],
+                "pairwise": [[row, col, asdict(e)] for (row, col), e in self._pairwise.items()]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PayoffTable:
+        """The table `to_state` described."""
+        table = cls()
+        for row, col, entry in state["direct"]:
+            table._direct[(str(row), str(col))] = PayoffEntry(**entry)
+        for row, col, entry in state["pairwise"]:
+            table._pairwise[(str(row), str(col))] = PayoffEntry(**entry)
+        return table

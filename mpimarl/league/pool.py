@@ -6,8 +6,9 @@ evaluator read from it. Versions of one policy only grow, and a policy keeps its
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -153,3 +154,24 @@ class PolicyPool:
 
     def __iter__(self) -> Iterator[Snapshot]:
         return iter(list(self._snapshots.values()))
+
+    # ---- checkpoint state ------------------------------------------------------------------------
+
+    def to_state(self) -> list[dict[str, Any]]:
+        """Every snapshot's metadata in publish order, as JSON data; the weights are left out
+        (the run file stores them, `from_state` asks for them)."""
+        return [{"policy_id": s.key.policy_id, "version": s.key.version, "role": s.role,
+                 "parent": None if s.parent is None else [s.parent.policy_id, s.parent.version],
+                 "rank": s.rank, "env_steps": s.env_steps, "time": s.time} for s in self._snapshots.values()]
+
+    @classmethod
+    def from_state(cls, state: list[dict[str, Any]], weights: Callable[[SnapshotKey], np.ndarray]) -> PolicyPool:
+        """The pool `to_state` described, each snapshot's weights read with `weights(key)`."""
+        pool = cls()
+        for item in state:
+            key = SnapshotKey(str(item["policy_id"]), int(item["version"]))
+            parent = item["parent"]
+            pool.add(Snapshot(key, str(item["role"]),
+                              None if parent is None else SnapshotKey(str(parent[0]), int(parent[1])),
+                              int(item["rank"]), int(item["env_steps"]), float(item["time"]), weights(key)))
+        return pool

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
 from statistics import NormalDist
+from typing import Any
 
 from openskill.models import PlackettLuce
 
@@ -210,3 +211,23 @@ class Ratings:
                 state = self._state[entity]
                 if not state.anchor:  # anchors keep their values: openskill moved its copy only
                     state.mu, state.sigma = float(player.mu), float(player.sigma)
+
+    # ---- checkpoint state ---------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """The model's parameters and every entity's ratings (registration order), as JSON data."""
+        return {
+            "params": {"elo_k": self.elo_k, "elo_initial": self.elo_initial, "mu": self.mu, "sigma": self.sigma,
+                       "beta": self.beta},
+            "entities": [[role, key.policy_id, key.version, s.elo, s.mu, s.sigma, s.games, s.anchor]
+                         for (role, key), s in self._state.items()],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Ratings:
+        """The ratings `to_state` described, exactly (floats round-trip through JSON)."""
+        ratings = cls(**state["params"])
+        for role, pid, version, elo, mu, sigma, games, anchor in state["entities"]:
+            ratings._state[(str(role), SnapshotKey(str(pid), int(version)))] = _State(
+                float(elo), float(mu), float(sigma), int(games), bool(anchor))
+        return ratings

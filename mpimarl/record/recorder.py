@@ -60,7 +60,8 @@ class RunRecorder:
         self._path = Path(path)
         encoded = {key: _encode_attr(key, value) for key, value in attrs.items()}
         if self._path.exists():
-            raise RunFileError(f"run file {self._path} already exists; choose a new path or remove it")
+            raise RunFileError(f"run file {self._path} already exists; choose a new path, remove it, "
+                               "or continue it with --resume")
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             # The HDF5 file lock keeps readers out while this process writes (a reader of a live,
@@ -227,6 +228,83 @@ class RunRecorder:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"the recorder of {self._path} is closed")
+
+    # ---------------------------------------------------------------- resume
+
+    @classmethod
+    def reopen(cls, path: str | Path, committed: Mapping[str, int], max_version: int) -> RunRecorder:
+        """Reopen an existing run file to continue it from a checkpoint (`mpimarl train --resume`).
+
+        Every table is cut back to ``committed[table]`` rows, the counts the checkpoint saw (never
+        more than the file's own ``committed``): rows recorded after the checkpoint are dropped, as
+        the resumed run records them again, so no row is lost or repeated. Weight snapshots with a
+        version above ``max_version`` (published after the checkpoint) and incomplete ones are
+        deleted. ``finished`` is reset; a recorded ``failure`` moves into the ``resumes`` history.
+        Raises RunFileError naming the path when the file cannot be opened, is not a run file, or
+        has fewer rows than the checkpoint expects.
+        """
+        self = cls.__new__(cls)
+        self._path = Path(path)
+        try:
+            self._file = h5py.File(self._path, "r+", locking="best-effort")
+        except OSError as exc:
+            raise RunFileError(f"cannot reopen run file {self._path}: {_reason(exc)}") from None
+        self._closed = False
+        try:
+            root = self._file.attrs
+            if root.get("format") != FORMAT_NAME or TABLES_GROUP not in self._file:
+                raise RunFileError(f"{self._path} is not an mpimarl run file")
+            self._json_keys = list(json.loads(str(root.get(JSON_ATTRS_ATTR, "[]"))))
+            self._committed = {}
+            for name in TABLES:
+                ds = self._file[TABLES_GROUP][name]
+                have = int(ds.attrs[COMMITTED_ATTR])
+                keep = int(committed.get(name, 0))
+                if keep > have:
+                    raise RunFileError(f"run file {self._path}: table {name!r} has {have} committed rows but the "
+                                       f"checkpoint was taken after {keep}; the file does not belong to it")
+                ds.attrs.modify(COMMITTED_ATTR, np.int64(keep))
+                ds.resize((keep,))
+                self._committed[name] = keep
+            for group in self._file[POLICIES_GROUP].values():
+                for name in list(group):
+                    ds = group[name]
+                    if int(name) > max_version or not ds.attrs.get("complete", False):
+                        del group[name]
+            self._file.flush()
+        except BaseException:
+            self._file.close()
+            raise
+        return self
+
+    def read_weights(self, policy_id: str, version: int) -> np.ndarray:
+        """A stored snapshot's flat float32 weights; KeyError naming it when missing or incomplete."""
+        self._check_open()
+        group = self._file[POLICIES_GROUP].get(policy_id)
+        name = snapshot_name(int(version))
+        if group is None or name not in group or not group[name].attrs.get("complete", False):
+            raise KeyError(f"snapshot {policy_id}@{version} is not stored in {self._path}")
+        return np.asarray(group[name][()], dtype=np.float32)
+
+    def get_attr(self, key: str, default: Any = None) -> Any:
+        """A file attribute as `set_attr` stored it (JSON ones decoded), or `default`."""
+        self._check_open()
+        if key not in self._file.attrs:
+            return default
+        value = self._file.attrs[key]
+        return json.loads(str(value)) if key in self._json_keys else value
+
+    def del_attr(self, key: str) -> None:
+        """Remove a file attribute (nothing when it is absent); then flush."""
+        self._check_open()
+        if key in RESERVED_ATTRS:
+            raise ValueError(f"file attribute {key!r} is reserved for the recorder")
+        if key in self._file.attrs:
+            del self._file.attrs[key]
+        if key in self._json_keys:
+            self._json_keys.remove(key)
+            self._file.attrs[JSON_ATTRS_ATTR] = json.dumps(self._json_keys)
+        self._file.flush()
 
 
 # -------------------------------------------------------------------- helpers

@@ -9,6 +9,7 @@ file, so nothing recorded is lost).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 from mpimarl import __version__
 from mpimarl.config import RunConfig, config_to_dict, load_config
-from mpimarl.errors import MpimarlError, PeerFailed
+from mpimarl.errors import ConfigError, MpimarlError, PeerFailed
 
 
 class Interrupted(Exception):
@@ -64,8 +65,14 @@ def _agree(comm: Any, error: BaseException | None) -> None:
 
 
 def train(config_path: str, overrides: list[str], run_dir: str | None, steps: int | None,
-          seed: int | None, progress: str = "auto") -> int:
-    """Entry point of `mpimarl train` on every rank; returns the process exit code."""
+          seed: int | None, progress: str = "auto", resume: bool | str = False,
+          stop_after_generation: int | None = None) -> int:
+    """Entry point of `mpimarl train` on every rank; returns the process exit code.
+
+    `resume`: True (continue the run in `run_dir`) or the run's folder; see `_resume_folder` for
+    when a run is resumed without being asked. `stop_after_generation`: a testing aid that ends the
+    job as a SIGTERM would, once every trainer has passed generation K's checkpoint.
+    """
     from mpi4py import MPI
 
     from mpimarl.roles.context import RunContext
@@ -96,31 +103,57 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
             error = exc
     _agree(comm, error)
 
-    # Rank 0 creates the run folder and file; everyone learns whether that worked.
+    # Rank 0 creates the run folder and file (or, resuming, reopens them); everyone learns whether
+    # that worked, then the folder and the checkpoint generation resumed from.
+    from mpimarl.comm.channel import bcast_json
+
     recorder = None
     path = None
+    start: dict[str, Any] = {"run_dir": None, "generation": None}
+    server_state: dict[str, Any] | None = None
     if rank == 0:
         try:
-            recorder, path = _create_recorder(ctx, comm, run_dir)
+            folder = _resume_folder(resume, run_dir)
+        except MpimarlError as exc:
+            error, folder = exc, None
+            comm.gather(MPI.Get_processor_name(), root=0)  # the trainers wait in the hosts gather
+    if rank == 0 and error is None:
+        try:
+            if folder is not None:
+                recorder, path, generation, server_state = _reopen_recorder(ctx, comm, folder)
+                start = {"run_dir": str(path.parent.resolve()), "generation": generation}
+            else:
+                recorder, path = _create_recorder(ctx, comm, run_dir)
+                start = {"run_dir": str(path.parent.resolve()), "generation": None}
         except MpimarlError as exc:
             error = exc
-    else:
+    elif rank != 0:
         comm.gather(MPI.Get_processor_name(), root=0)
     _agree(comm, error)
-
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    signal.signal(signal.SIGINT, _raise_interrupted)
+    start = bcast_json(comm, start if rank == 0 else None, 0, None)
     plan_comm = comm.Dup()
     from mpimarl.comm.group import split_groups
 
     group = split_groups(comm, ctx)  # collective: a communicator per data-parallel learner group
+
+    # Trainers are built (and restored from their checkpoint) before any work, so a missing or
+    # damaged checkpoint file is a start-up error too.
+    trainer = None
+    if rank != 0:
+        try:
+            trainer = _build_trainer(ctx, comm, plan_comm, local_rank, group, start)
+        except Exception as exc:  # noqa: BLE001 - reported collectively, exit 2 on every rank
+            error = exc
+    _agree(comm, error)
+
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         if rank == 0:
             assert recorder is not None and path is not None
-            return _serve(ctx, comm, plan_comm, recorder, path, progress)
-        from mpimarl.roles.group import make_trainer
-
-        make_trainer(ctx, comm, plan_comm, local_rank, group).run()
+            return _serve(ctx, comm, plan_comm, recorder, path, progress, server_state, stop_after_generation)
+        assert trainer is not None
+        trainer.run()
         return 0
     except BaseException as exc:  # noqa: BLE001 - any failure must end the whole job
         code = getattr(exc, "exit_code", 1)
@@ -165,8 +198,58 @@ def _create_recorder(ctx: Any, comm: Any, run_dir: str | None) -> tuple[Any, Pat
     return recorder, path
 
 
-def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progress_mode: str) -> int:
+def _resume_folder(resume: bool | str, run_dir: str | None) -> str | None:
+    """The run folder to resume, or None to start a new run.
+
+    The rule: a run is resumed when `--resume` is given (with `--run-dir DIR` or as `--resume DIR`),
+    or when the job is a SLURM requeue (SLURM_RESTART_COUNT > 0) and `--run-dir DIR` already holds
+    a run file. Otherwise an existing run file stays an error, so a finished run is never continued
+    by accident.
+    """
+    if isinstance(resume, str) and resume:
+        if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
+            raise ConfigError(f"--resume {resume} and --run-dir {run_dir} name different folders")
+        return resume
+    if resume:
+        if run_dir is None:
+            raise ConfigError("--resume needs the run's folder: --run-dir DIR --resume, or --resume DIR")
+        return run_dir
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    if run_dir is not None and restarts.isdigit() and int(restarts) > 0 and (Path(run_dir) / "run.h5").exists():
+        print(f"mpimarl: SLURM requeue (SLURM_RESTART_COUNT={restarts}): resuming {run_dir}", flush=True)
+        return run_dir
+    return None
+
+
+def _reopen_recorder(ctx: Any, comm: Any, folder: str) -> tuple[Any, Path, int, dict[str, Any]]:
+    from mpi4py import MPI
+
+    from mpimarl.roles.resume import open_for_resume
+
+    hosts = comm.gather(MPI.Get_processor_name(), root=0)
+    recorder, path, generation, state = open_for_resume(ctx.config, comm.Get_size(), folder)
+    history = recorder.get_attr("resumes")
+    history[-1]["hosts"] = hosts
+    recorder.set_attr("resumes", history)
+    return recorder, path, generation, state
+
+
+def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, local_rank: int, group: Any, start: dict[str, Any]) -> Any:
+    from mpimarl.roles.group import make_trainer
+    from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, load_trainer_checkpoint
+
+    trainer = make_trainer(ctx, comm, plan_comm, local_rank, group)
+    if checkpoints_enabled(ctx.config):
+        trainer.checkpoints = Checkpoints(start["run_dir"], ctx.config, trainer.rank)
+    if start["generation"] is not None:
+        load_trainer_checkpoint(trainer, start["run_dir"], int(start["generation"]))
+    return trainer
+
+
+def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progress_mode: str,
+           server_state: dict[str, Any] | None = None, stop_after_generation: int | None = None) -> int:
     from mpimarl.roles.progress import Progress
+    from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, restore_server
     from mpimarl.roles.server import Server
 
     cfg = ctx.config
@@ -176,6 +259,13 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progr
     bar = {"auto": None, "bar": True, "lines": False}[progress_mode]
     progress = Progress(cfg.schedule.total_steps * ctx.num_policies, cfg.server.progress_interval_s, bar=bar)
     server = Server(ctx, comm, plan_comm, recorder, progress)
+    server.stop_after_generation = stop_after_generation
+    if checkpoints_enabled(cfg):
+        server.checkpoints = Checkpoints(path.parent, cfg, 0)
+    if server_state is not None:
+        restore_server(server, server_state)
+        print(f"mpimarl: resumed from the checkpoint of generation {server.generation}", flush=True)
+        server.next_plan(time_up=False)
     started = time.monotonic()
     summary = server.run()
     recorder.set_attr("summary", summary)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Generator, Hashable
+from collections.abc import Generator, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +96,10 @@ class Server:
         self.baseline_policies = ctx.baseline_policies(ctx.rank_seed(0) + 1)
         self.exploitability = ctx.exploitability_meter()
         self.outbox = Outbox(comm)
+        # Resume (mpimarl/roles/resume.py): set by the launcher when checkpoints are on.
+        self.checkpoints: Any = None
+        self.stop_after_generation: int | None = None  # test aid: --stop-after-generation
+        self.limit_origin = 0.0  # seconds of now() already spent by earlier jobs of a resumed run
         start = self.league.start_plan()
         if start is not None:
             self.eval_queue.append(start)
@@ -237,6 +241,10 @@ class Server:
         generation to run), so matchmakers that read the payoff table (pfsp, psro) see the same table
         in every run with this seed: the schedule stays deterministic.
         """
+        if self.stop_after_generation is not None and self.generation > self.stop_after_generation:
+            from mpimarl.roles.launch import Interrupted  # as if SIGTERM came now, after checkpoint g
+
+            raise Interrupted(f"stopped after generation {self.stop_after_generation} (--stop-after-generation)")
         self._drain_evaluations()
         for rank in sorted(self.round_.results):
             for learner, lineup, scores in self.round_.results[rank]:
@@ -246,10 +254,23 @@ class Server:
             self._admit(snap)
         self.round_ = _Round()
         self._record_population(self.generation)
+        time_up = self._time_up()
+        if self.checkpoints is not None:
+            from mpimarl.roles.resume import server_boundary
+
+            server_boundary(self, final=time_up)
+        self.next_plan(time_up, admitted)
+
+    def _time_up(self) -> bool:
+        limit = self.cfg.schedule.time_limit_s
+        return limit is not None and self.now() - self.limit_origin > limit
+
+    def next_plan(self, time_up: bool, admitted: Sequence[Snapshot] = ()) -> None:
+        """Sync: broadcast the next generation's plan, or the stop plan when the time limit ran out;
+        `admitted` (the round's new snapshots) go to remote evaluation workers with the plan."""
         if self.generation >= self.ctx.generations:
             return  # the stop plan goes out once every trainer said DONE
-        limit = self.cfg.schedule.time_limit_s
-        if limit is not None and self.now() > limit:
+        if time_up:
             bcast_json(self.plan_comm, {"generation": self.generation, "stop": True, "lineups": {}}, 0, None)
             self.final_plan_sent = True
             return

@@ -91,6 +91,10 @@ class Trainer:
         self._lengths: list[int] = []
         self._last_row_time = time.perf_counter()
         self._last_row_steps = 0
+        # Resume (mpimarl/roles/resume.py): set by the launcher when checkpoints are on.
+        self.checkpoints: Any = None
+        self.start_generation = 0  # the checkpoint's generation when restored
+        self.restored = False  # restored from a checkpoint: version `start_generation` is already published
 
     # -- evaluation jobs (evaluation.workers: trainers; mpimarl/roles/evaluation.py) -----------------
     evaluator: EvaluationWorker | None = None  # set on the ranks that play evaluation jobs
@@ -176,10 +180,12 @@ class Trainer:
         sync = self.ctx.config.schedule.mode == "sync"
         limit = self.ctx.config.schedule.time_limit_s
         started = time.monotonic()
-        self.publish()
+        if not self.restored:
+            self.publish()
+            self._boundary()
         last_generation_s = 0.0
         stopped_early = False
-        for generation in range(self.ctx.generations):
+        for generation in range(self.start_generation, self.ctx.generations):
             self.generation = generation
             planned = None
             if sync:
@@ -191,6 +197,7 @@ class Trainer:
                 self.wait_s += time.perf_counter() - t0
                 if plan.get("stop"):  # the server's time limit: it will not wait for more
                     stopped_early = True
+                    self._boundary(final=True)  # rank 0 saved this boundary too: a resume continues here
                     break
                 planned = plan["lineups"][str(self.rank)]
             elif limit is not None and time.monotonic() - started > limit:
@@ -202,6 +209,7 @@ class Trainer:
             self.report_matches(lineups, tallies)
             self.version += 1
             self.publish()
+            self._boundary()
         send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)
         self.finish_evaluations()
         if sync and not stopped_early:
@@ -209,6 +217,13 @@ class Trainer:
             plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
             if not plan.get("stop"):
                 raise RuntimeError(f"rank {self.rank}: expected the server's stop plan after the last generation")
+
+    def _boundary(self, final: bool = False) -> None:
+        """After publishing: with checkpoints on, cut matches, reseed baselines, save when due."""
+        if self.checkpoints is not None:
+            from mpimarl.roles.resume import trainer_boundary
+
+            trainer_boundary(self, final)
 
     def _policies(self) -> dict[Hashable, ActingPolicy]:
         policies: dict[Hashable, ActingPolicy] = dict(self.baselines)

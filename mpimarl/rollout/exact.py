@@ -69,7 +69,10 @@ class ExploitabilityMeter:
             self._tabular.move_to_end(key)
             return self._tabular[key]
         snap = league.pool.get(key)
-        net = ActorCritic(self.ctx.shape(snap.role))
+        # Not from the global generator, which samples rank 0's evaluation actions: what this cache
+        # holds (empty after a resume) must not change later evaluation episodes.
+        with torch.random.fork_rng(devices=[]):
+            net = ActorCritic(self.ctx.shape(snap.role))
         load_flat_weights(net, snap.weights)
         net.eval()
         fn = probabilities_fn(net)

@@ -1,0 +1,378 @@
+"""Checkpoints at generation boundaries and resuming a run from them (`mpimarl train --resume`).
+
+Why a resumed sync run repeats an uninterrupted one exactly
+------------------------------------------------------------
+A checkpoint must hold everything that decides what happens next. Most of it is plain state:
+rank 0's league (pool metadata, matchmaker, ratings, payoff table, par reference, the league's
+random generators), the evaluations it has planned but not yet played, its torch generator; each
+trainer's network, Adam state, PPO rollout buffer, torch generators and counters. Two things are
+not plain state: environments in mid-episode (a PettingZoo or OpenSpiel game cannot be saved in
+general) and scripted baselines, whose random generators live inside closures. So, with
+checkpoints on, every generation boundary (in every run, interrupted or not) does the same three
+things before anything else happens:
+
+1. each trainer *cuts* its running matches: the learner's open transitions end as truncated and
+   bootstrap from the value of the current observation (`VectorMatches.abandon`), so no experience
+   is lost or mislabelled; the next generation starts fresh episodes, each reset with the next seed
+   of the trainer's episode sequence;
+2. every rank rebuilds its baseline policies from a fresh stream, the SeedSequence child
+   (generation, 1) of its rank seed (`generation_seed`);
+3. the ranks whose turn it is (every `checkpoint.every` generations, the last one and a time-limit
+   stop) write their checkpoint: a trainer right after publishing the generation's snapshot (the
+   cut done), rank 0 right after closing the round (evaluations of earlier rounds played, the new
+   snapshots admitted, their evaluations planned but not started) and before it draws the next plan.
+
+The rollout buffer is saved as it is after the cut (its complete transitions, waiting for the next
+PPO update), so updates fall on the same steps as in an uninterrupted run. Because boundaries
+behave the same whether or not a checkpoint is written there, a run resumed from generation g
+takes exactly the steps the uninterrupted run took after g: same weights, same rows (apart from the
+wall-clock columns `time`, `steps_per_s`, `wait_s`, and the order in which rows of different ranks
+interleave, which is timing even in one uninterrupted run). On a GPU, or with
+`trainer.torch_threads` > 1, kernels may not be bitwise repeatable; the resume is then correct but
+not bitwise equal.
+
+Tables: rank 0's checkpoint records how many rows each table held; on resume the run file is cut
+back to those counts (rows written after the checkpoint are recorded again) and snapshots newer
+than the checkpoint are deleted, so every table continues without a gap or a duplicate.
+
+Resume is for the sync schedule; the async schedule has no common boundary to checkpoint at.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import torch
+
+from mpimarl.checkpoint.store import (
+    CheckpointError,
+    checkpoint_path,
+    generation_seed,
+    newest_complete,
+    prune,
+    read_checkpoint,
+    write_checkpoint,
+)
+from mpimarl.config import RunConfig, config_to_dict
+from mpimarl.errors import ConfigError, RunFileError
+from mpimarl.league.league import EvalPlan
+from mpimarl.record.schema import FORMAT_NAME, TABLES
+
+if TYPE_CHECKING:
+    from mpimarl.record.recorder import RunRecorder
+    from mpimarl.roles.server import Server
+    from mpimarl.roles.trainer import Trainer
+
+CHECKPOINT_FOLDER = "checkpoints"
+"""Checkpoints live in this folder of the run's folder (beside run.h5)."""
+
+RESUMABLE_DIFFERENCES = ("schedule.total_steps", "schedule.time_limit_s", "trainer.", "server.", "checkpoint.")
+"""Config keys (or prefixes) a resumed run may change: budgets and per-rank resources. Anything
+else would make the continuation a different experiment."""
+
+BASELINE_STREAM = 1
+"""SeedSequence stream (per rank and generation) of the baseline policies' random generators."""
+
+
+def checkpoint_folder(run_dir: str | Path) -> Path:
+    """The checkpoint folder of a run folder."""
+    return Path(run_dir) / CHECKPOINT_FOLDER
+
+
+def checkpoints_enabled(config: RunConfig) -> bool:
+    """Checkpoints (and the generation-boundary cuts that make resume exact) are on: sync, every > 0,
+    one rank per policy and evaluation played by rank 0 (learner groups and evaluation workers keep
+    state across ranks that these checkpoints do not capture yet)."""
+    return (config.schedule.mode == "sync" and config.checkpoint.every > 0 and not _multi_rank(config)
+            and config.evaluation.workers == "server")
+
+
+def _multi_rank(config: RunConfig) -> bool:
+    return any(config.trainer.ranks_for(r) > 1 for r in config.role_names)
+
+
+class Checkpoints:
+    """One rank's checkpoint duties: when to save, where, and keeping only the newest few."""
+
+    def __init__(self, run_dir: str | Path, config: RunConfig, rank: int) -> None:
+        self.folder = checkpoint_folder(run_dir)
+        self.every = config.checkpoint.every
+        self.keep = config.checkpoint.keep
+        self.rank = rank
+        self.saved: int | None = None  # the generation last saved by this rank
+
+    def due(self, generation: int, final: bool) -> bool:
+        """Whether generation `generation`'s boundary is saved (and not saved already)."""
+        return self.saved != generation and (final or generation % self.every == 0)
+
+    def save(self, generation: int, tree: Any) -> None:
+        """Write this rank's checkpoint of `generation` atomically, then drop old ones."""
+        write_checkpoint(checkpoint_path(self.folder, generation, self.rank), tree, generation=generation,
+                         rank=self.rank)
+        self.saved = generation
+        prune(self.folder, self.rank, self.keep)
+
+
+# ---- config check ------------------------------------------------------------------------------
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """'key: stored -> now' for every config key whose value differs and may not (sorted)."""
+    a, b = _flatten(stored), _flatten(current)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == p or (p.endswith(".") and key.startswith(p)) for p in RESUMABLE_DIFFERENCES):
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            out.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    return out
+
+
+def _stored_attrs(path: Path) -> dict[str, Any]:
+    """The run file's attributes (JSON ones decoded); RunFileError naming the problem."""
+    try:
+        with h5py.File(path, "r", locking="best-effort") as f:
+            attrs = dict(f.attrs)
+    except BlockingIOError:
+        raise RunFileError(f"--resume: run file {path} is open in another process (is the run still going?)") from None
+    except OSError as exc:
+        raise RunFileError(f"--resume: run file {path} cannot be opened (truncated or not HDF5?): {exc}") from None
+    if attrs.get("format") != FORMAT_NAME:
+        raise RunFileError(f"--resume: {path} is not an mpimarl run file (format {attrs.get('format')!r})")
+    try:
+        json_keys = json.loads(str(attrs.get("json_attrs", "[]")))
+        for key in json_keys:
+            attrs[key] = json.loads(str(attrs[key]))
+    except (ValueError, KeyError) as exc:
+        raise RunFileError(f"--resume: run file {path} has damaged attributes: {exc}") from None
+    if not isinstance(attrs.get("config"), dict):
+        raise RunFileError(f"--resume: run file {path} has no recorded config")
+    return attrs
+
+
+# ---- rank 0: start-up ----------------------------------------------------------------------------
+
+
+def open_for_resume(config: RunConfig, world_size: int, run_dir: str | None
+                    ) -> tuple[RunRecorder, Path, int, dict[str, Any]]:
+    """Rank 0: check that `run_dir` holds a resumable run of this config; reopen its run file.
+
+    Returns the recorder (tables cut back to the checkpoint), the run file's path, the checkpoint's
+    generation and rank 0's checkpoint state. Every problem is a ConfigError or RunFileError whose
+    message names it (start-up turns it into exit code 2 on every rank).
+    """
+    from mpimarl.record.recorder import RunRecorder
+
+    if run_dir is None:
+        raise ConfigError("--resume needs the run's folder: --run-dir DIR --resume, or --resume DIR")
+    folder = Path(run_dir)
+    path = folder / "run.h5"
+    if not path.is_file():
+        raise RunFileError(f"--resume: there is no run file {path}; nothing to resume (start without --resume)")
+    attrs = _stored_attrs(path)
+    diffs = config_differences(attrs["config"], config_to_dict(config))
+    if diffs:
+        shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+        raise ConfigError(f"--resume: the config differs from the one {path} was started with ({shown}); "
+                          "only schedule.total_steps, schedule.time_limit_s, trainer.*, server.* and "
+                          "checkpoint.* may change")
+    if int(attrs.get("world_size", -1)) != world_size:
+        raise ConfigError(f"--resume: {path} was run on {attrs.get('world_size')} ranks, this job has "
+                          f"{world_size}; resume with the same mpiexec -n")
+    if not checkpoints_enabled(config):
+        raise ConfigError("--resume needs checkpoints: schedule.mode 'sync', checkpoint.every > 0, one rank "
+                          "per policy (trainer.ranks_per_policy 1) and evaluation.workers 'server' (this config: "
+                          f"mode {config.schedule.mode!r}, every {config.checkpoint.every}, ranks per policy "
+                          f"{ {r: config.trainer.ranks_for(r) for r in config.role_names} }, evaluation.workers "
+                          f"{config.evaluation.workers!r})")
+    generation = newest_complete(checkpoint_folder(folder), world_size)
+    if generation is None:
+        raise RunFileError(f"--resume: {checkpoint_folder(folder)} holds no checkpoint saved whole by all "
+                           f"{world_size} ranks; nothing to resume from (start a new run)")
+    try:
+        state = read_checkpoint(checkpoint_path(checkpoint_folder(folder), generation, 0), generation=generation,
+                                rank=0)
+    except CheckpointError as exc:
+        raise RunFileError(f"--resume: {exc}") from None
+    sched = config.schedule
+    generations = max(1, math.ceil(sched.total_steps / sched.steps_per_generation))  # RunContext.generations
+    if generation >= generations and attrs.get("finished") and "failure" not in attrs:
+        raise RunFileError(f"--resume: {path} already finished all {generations} generations; nothing to "
+                           "resume (raise --steps to extend it)")
+    recorder = RunRecorder.reopen(path, state["row_counts"], generation)
+    history = recorder.get_attr("resumes", []) or []
+    history.append({"generation": generation, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "previous_failure": recorder.get_attr("failure")})
+    recorder.set_attr("resumes", history)
+    for stale in ("failure", "summary", "wall_time_s"):
+        recorder.del_attr(stale)
+    recorder.set_attr("finished", False)
+    recorder.set_attr("config", config_to_dict(config))
+    return recorder, path, generation, state
+
+
+# ---- rank 0: boundary, state, restore -----------------------------------------------------------
+
+
+def server_boundary(server: Server, final: bool) -> None:
+    """Rank 0 at the close of a round: fresh baseline streams, then the checkpoint when due."""
+    generation = server.generation
+    server.baseline_policies = server.ctx.baseline_policies(
+        generation_seed(server.ctx.rank_seed(0), generation, BASELINE_STREAM))
+    checkpoints = server.checkpoints
+    if checkpoints is not None and checkpoints.due(generation, final or generation >= server.ctx.generations):
+        checkpoints.save(generation, server_state(server))
+
+
+def server_state(server: Server) -> dict[str, Any]:
+    """Everything rank 0 needs to continue after this boundary (pool weights stay in the run file)."""
+    if server.eval_job is not None:
+        raise RuntimeError("server: a checkpoint was asked for while an evaluation was being played")
+    return {
+        "generation": server.generation,
+        "elapsed_s": server.now(),
+        "league": server.league.to_state(),
+        "eval_queue": [plan.to_state() for plan in server.eval_queue],
+        "trainers": {str(r): {"published": t.published, "env_steps": t.env_steps, "last_row": t.last_row}
+                     for r, t in server.trainers.items()},
+        "torch_rng": torch.get_rng_state(),
+        "row_counts": {t: server.recorder.row_count(t) for t in TABLES},
+    }
+
+
+def restore_server(server: Server, state: dict[str, Any]) -> None:
+    """Put rank 0 back where `server_state` left it; the caller then sends the next plan."""
+    from collections import deque
+
+    recorder = server.recorder
+    server.league.load_state(state["league"], lambda key: recorder.read_weights(key.policy_id, key.version))
+    server.eval_queue = deque(EvalPlan.from_state(p) for p in state["eval_queue"])
+    server.eval_job = None
+    server.generation = int(state["generation"])
+    for r, t in state["trainers"].items():
+        trainer = server.trainers[int(r)]
+        trainer.published = int(t["published"])
+        trainer.env_steps = int(t["env_steps"])
+        trainer.last_row = dict(t["last_row"])
+    torch.set_rng_state(state["torch_rng"])
+    elapsed = float(state["elapsed_s"])
+    server.start_time = time.monotonic() - elapsed  # `time` columns continue where they stopped
+    server.limit_origin = elapsed  # schedule.time_limit_s counts from this start
+    server.baseline_policies = server.ctx.baseline_policies(
+        generation_seed(server.ctx.rank_seed(0), server.generation, BASELINE_STREAM))
+    if server.checkpoints is not None:
+        server.checkpoints.saved = server.generation
+
+
+# ---- trainers: boundary, state, restore -----------------------------------------------------------
+
+
+def trainer_boundary(trainer: Trainer, final: bool = False) -> None:
+    """A trainer right after publishing version g: cut the matches, fresh baselines, checkpoint when due."""
+    generation = trainer.version
+    learner = trainer.learner
+    for i, slot in enumerate(trainer.matches.slots):
+        if slot is not None:
+            trainer.matches.abandon(i, learner)
+    trainer.baselines = trainer.ctx.baseline_policies(generation_seed(trainer.seed, generation, BASELINE_STREAM))
+    checkpoints = trainer.checkpoints
+    if checkpoints is not None and checkpoints.due(generation, final or generation >= trainer.ctx.generations):
+        checkpoints.save(generation, trainer_state(trainer))
+
+
+_ROLLOUT_ARRAYS = ("obs", "mask", "action", "logp", "value", "reward", "next_value", "chain_break", "next_index",
+                   "complete")
+
+
+def trainer_state(trainer: Trainer) -> dict[str, Any]:
+    """Everything a trainer needs to continue after its boundary (its opponents' weights come again
+    from rank 0)."""
+    learner = trainer.learner
+    ro = learner.rollout
+    n = ro.size
+    rollout: dict[str, Any] = {name: getattr(ro, name)[:n].copy() for name in _ROLLOUT_ARRAYS
+                               if getattr(ro, name) is not None}
+    rollout.update(size=n, num_complete=ro.num_complete,
+                   pending=[[stream[0], stream[1], index] for stream, index in ro.pending.items()])
+    state: dict[str, Any] = {
+        "generation": trainer.version,
+        "policy_id": trainer.policy_id,
+        "net": learner.net.state_dict(),
+        "optimizer": learner.optimizer.state_dict(),
+        "generator": learner.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "rollout": rollout,
+        "counters": {
+            "episode_counter": trainer._episode_counter,
+            "episodes": trainer._episodes,
+            "returns": list(trainer._returns),
+            "lengths": list(trainer._lengths),
+            "env_steps": trainer.matches.env_steps,
+            "episodes_started": trainer.matches._episodes_started,
+        },
+    }
+    if trainer.device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(trainer.device)
+    return state
+
+
+def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
+    """Put a trainer back where `trainer_state` left it: it continues with the next plan."""
+    if state["policy_id"] != trainer.policy_id:
+        raise CheckpointError(f"the checkpoint of rank {trainer.rank} belongs to {state['policy_id']}, "
+                              f"not {trainer.policy_id}")
+    learner = trainer.learner
+    learner.net.load_state_dict(state["net"])
+    learner.optimizer.load_state_dict(state["optimizer"])
+    learner.generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and trainer.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], trainer.device)
+    ro = learner.rollout
+    saved = state["rollout"]
+    n = int(saved["size"])
+    if n > ro.capacity:
+        ro._grow(n)
+    for name in _ROLLOUT_ARRAYS:
+        if getattr(ro, name) is not None:
+            getattr(ro, name)[:n] = saved[name]
+    ro.size = n
+    ro.num_complete = int(saved["num_complete"])
+    ro.pending = {(int(i), str(agent)): int(index) for i, agent, index in saved["pending"]}
+    c = state["counters"]
+    trainer._episode_counter = int(c["episode_counter"])
+    trainer._episodes = int(c["episodes"])
+    trainer._returns = [float(x) for x in c["returns"]]
+    trainer._lengths = [int(x) for x in c["lengths"]]
+    trainer.matches.env_steps = int(c["env_steps"])
+    trainer.matches._episodes_started = int(c["episodes_started"])
+    trainer._last_row_steps = trainer.matches.env_steps
+    generation = int(state["generation"])
+    trainer.version = generation
+    trainer.generation = generation
+    trainer.start_generation = generation
+    trainer.restored = True
+    trainer.baselines = trainer.ctx.baseline_policies(generation_seed(trainer.seed, generation, BASELINE_STREAM))
+    if trainer.checkpoints is not None:
+        trainer.checkpoints.saved = generation
+
+
+def load_trainer_checkpoint(trainer: Trainer, run_dir: str | Path, generation: int) -> None:
+    """Read this trainer's checkpoint of `generation` and restore it; CheckpointError naming the file."""
+    path = checkpoint_path(checkpoint_folder(run_dir), generation, trainer.rank)
+    restore_trainer(trainer, read_checkpoint(path, generation=generation, rank=trainer.rank))
+

@@ -1,0 +1,167 @@
+"""Resuming runs under `mpiexec -n 3`, started the way users start them.
+
+A short sync connect four run is made once without interruption. The same run is then stopped
+(after generation 2 with `--stop-after-generation`: rank 0 raises the same `Interrupted` a SIGTERM
+raises, so the job ends with exit 143 and `failure` recorded, after rows past the checkpoint were
+written; by a real SIGTERM; by its time limit) and continued with `--resume`. The resumed run must
+end with the very same weights and the same rows in every table (wall-clock columns aside):
+nothing lost, nothing recorded twice.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mpimarl.analysis import load_run
+from mpimarl.checkpoint import checkpoint_path, newest_complete
+from tests.conftest import CONFIGS, run_mpi
+
+pytestmark = pytest.mark.mpi
+
+CONFIG = str(CONFIGS / "connect_four_league.yaml")
+# 4 generations of 500 steps; one PPO update about every 500 steps, so updates fall inside
+# generations and the rollout buffer is carried across checkpoints.
+ARGS = ["--seed", "3", "--steps", "2000", "schedule.steps_per_generation=500", "ppo.num_envs=4",
+        "ppo.rollout_steps=256", "evaluation.baseline_episodes=6", "evaluation.pool_episodes=4",
+        "evaluation.num_envs=4", "evaluation.par_episodes=20"]
+TABLES = ("train", "matches", "ratings", "pool", "payoff", "meta")
+WALL_CLOCK = ("time", "steps_per_s", "wait_s")
+
+
+def _train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_mpi(3, ["train", CONFIG, "--run-dir", str(run_dir), *ARGS, *extra], timeout=300)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run."""
+    folder = tmp_path_factory.mktemp("reference")
+    out = _train(folder)
+    assert out.returncode == 0, out.stderr
+    return folder / "run.h5"
+
+
+def _rows(df: pd.DataFrame) -> pd.DataFrame:
+    """A table without its wall-clock columns, in a canonical row order (ranks' rows interleave by timing)."""
+    df = df.drop(columns=[c for c in WALL_CLOCK if c in df.columns])
+    return df.sort_values(list(df.columns)).reset_index(drop=True)
+
+
+def _assert_same_run(expected: Path, actual: Path) -> None:
+    a, b = load_run(expected), load_run(actual)
+    for table in TABLES:
+        pd.testing.assert_frame_equal(_rows(getattr(a, table)), _rows(getattr(b, table)), obj=f"table {table}")
+    assert b.attrs["finished"] is True and "failure" not in b.attrs
+    assert sorted(b.pool.groupby("policy_id")["version"].max().unique()) == [4]
+    for row in a.pool.itertuples():
+        np.testing.assert_array_equal(a.weights(row.policy_id, row.version), b.weights(row.policy_id, row.version),
+                                      err_msg=f"weights of {row.policy_id}@{row.version}")
+
+
+def _interrupt(folder: Path) -> None:
+    out = _train(folder, "--stop-after-generation", "2")
+    assert out.returncode == 143, out.stderr
+    assert "stopped after generation 2" in out.stderr
+    run = load_run(folder / "run.h5")
+    assert "--stop-after-generation" in run.attrs["failure"] and run.attrs["finished"] is False
+    # Rows past the checkpoint were recorded (version 3 was published): the resume must drop them.
+    assert run.pool["version"].max() == 3
+
+
+def test_resumed_run_ends_with_the_same_weights_and_rows_as_an_uninterrupted_one(reference: Path,
+                                                                                   tmp_path: Path) -> None:
+    """Stopped after generation 2, then resumed; the newest checkpoint is damaged on the way, so the
+    resume must also fall back to the previous whole one (generation 1) and still end the same."""
+    _interrupt(tmp_path)
+    folder = tmp_path / "checkpoints"
+    assert newest_complete(folder, 3) == 2
+    newest = checkpoint_path(folder, 2, 1)
+    newest.write_bytes(newest.read_bytes()[:1000])  # rank 1's checkpoint of generation 2 cut short
+    assert newest_complete(folder, 3) == 1
+    out = _train(tmp_path, "--resume", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "resumed from the checkpoint of generation 1" in out.stdout
+    _assert_same_run(reference, tmp_path / "run.h5")
+    resumes = load_run(tmp_path / "run.h5").attrs["resumes"]
+    assert [r["generation"] for r in resumes] == [1] and "stop-after-generation" in resumes[0]["previous_failure"]
+
+
+def _one_error(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode == 2, out.stderr
+    errors = re.findall(r"mpimarl: error: .*", out.stderr)
+    assert len(errors) == 1, out.stderr
+    return errors[0]
+
+
+def test_resume_without_a_run_file_is_a_start_up_error(tmp_path: Path) -> None:
+    message = _one_error(_train(tmp_path, "--resume"))
+    assert f"there is no run file {tmp_path / 'run.h5'}" in message
+    assert not (tmp_path / "run.h5").exists()
+    message = _one_error(run_mpi(3, ["train", CONFIG, "--resume", *ARGS], timeout=120))
+    assert "--resume needs the run's folder" in message
+
+
+def test_resume_of_a_foreign_file_is_a_start_up_error(tmp_path: Path) -> None:
+    (tmp_path / "run.h5").write_text("not a run\n")
+    message = _one_error(_train(tmp_path, "--resume"))
+    assert "cannot be opened" in message and str(tmp_path / "run.h5") in message
+
+
+def test_resume_with_a_different_config_or_of_a_finished_run_is_a_start_up_error(reference: Path) -> None:
+    before = reference.read_bytes()
+    message = _one_error(_train(reference.parent, "--resume", "ppo.learning_rate=0.123"))
+    assert "config differs" in message and "ppo.learning_rate: 0.0005 -> 0.123" in message
+    message = _one_error(_train(reference.parent, "--resume"))
+    assert "already finished all 4 generations" in message
+    assert reference.read_bytes() == before  # refused before anything was written
+
+
+def test_a_run_ended_by_sigterm_resumes_to_the_same_result(reference: Path, tmp_path: Path) -> None:
+    """SIGTERM to mpiexec (a SLURM time limit) at whatever moment it lands, then --resume."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.conftest import REPO, mpiexec
+
+    cmd = [mpiexec(), "-n", "3", sys.executable, "-m", "mpimarl", "train", CONFIG, "--run-dir", str(tmp_path), *ARGS]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
+    # Rank 0 writes its generation-1 checkpoint once generation 0's is whole on every rank.
+    marker = checkpoint_path(tmp_path / "checkpoints", 1, 0)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "SIGTERM" in load_run(tmp_path / "run.h5").attrs["failure"]
+    out = _train(tmp_path, "--resume")
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"resumed from the checkpoint of generation [1-4]", out.stdout), out.stdout
+    _assert_same_run(reference, tmp_path / "run.h5")
+
+
+def test_a_run_stopped_by_its_time_limit_resumes_to_the_same_result(reference: Path, tmp_path: Path) -> None:
+    """schedule.time_limit_s (a job's share of a SLURM allocation) stops the run early at a boundary that
+    every rank saves; the next job, without the limit, finishes it as if it had never stopped."""
+    out = _train(tmp_path, "schedule.time_limit_s=0.5")
+    assert out.returncode == 0, out.stderr
+    stopped = load_run(tmp_path / "run.h5")
+    assert stopped.attrs["finished"] is True and stopped.pool["version"].max() < 4
+    out = _train(tmp_path, "--resume")
+    assert out.returncode == 0, out.stderr
+    assert "resumed from the checkpoint of generation" in out.stdout
+    _assert_same_run(reference, tmp_path / "run.h5")
