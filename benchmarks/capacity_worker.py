@@ -121,7 +121,7 @@ def _light_trainer(out: Path, seconds: float, comm: MPI.Comm) -> None:
 def main() -> None:
     import faulthandler
 
-    faulthandler.dump_traceback_later(float(sys.argv[2]) + 60, exit=True)  # a hang prints where, then ends
+    faulthandler.dump_traceback_later(float(sys.argv[2]) + 600, exit=True)  # a hang prints where, then ends
     out = Path(sys.argv[1])
     seconds = float(sys.argv[2])
     comm = MPI.COMM_WORLD
