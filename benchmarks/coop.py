@@ -11,7 +11,7 @@ speaker_listener: one speaker and one listener rank), then the run files are rea
 - one learning-curve figure per task (results/coop_<task>.png).
 
     python -m benchmarks.coop speaker_listener [--steps 600000] [--only ippo,mappo,coma]
-    python -m benchmarks.coop simple_spread [--steps 250000]
+    python -m benchmarks.coop simple_spread [--steps 200000] [--parallel]
     python -m benchmarks.coop throughput [--seconds 20]   # in-process, methods interleaved
 
 Run folders go to --runs (default runs/bench/coop_*); tables to benchmarks/results/coop_<task>.md.
@@ -46,7 +46,7 @@ TASKS = {
         "configs": {"ippo": "simple_spread_team.yaml", "mappo": "simple_spread_mappo.yaml",
                     "coma": "simple_spread_coma.yaml"},
         "extra": [],
-        "steps": 250_000,
+        "steps": 200_000,
         "targets": ">= -14 per agent within the budget where independent PPO reaches -17 (1.6M steps per "
                    "trainer; goal -12); throughput >= 0.9x independent PPO",
         "anchors": "ANCHORS: random -26.5, world-state heuristic -7.8; independent PPO: -18.1 at 1.0M, -17.0 at 1.6M",
@@ -98,6 +98,32 @@ def curve(run: Run, points: int = 40) -> pd.DataFrame:
     return g
 
 
+def train_together(jobs: dict[str, tuple[str, Path, list[str]]]) -> dict[str, float]:
+    """Launch every (config, folder, args) job as its own `mpiexec -n 3` at once; wall time of each."""
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.common import mpiexec
+
+    procs, starts, walls = {}, {}, {}
+    for method, (config, folder, extra) in jobs.items():
+        cmd = [mpiexec(), "-n", "3", sys.executable, "-m", "mpimarl", "train", str(REPO / "configs" / config),
+               "--run-dir", str(folder), "server.progress_interval_s=60", *extra]
+        log = open(folder / "train.log", "w")  # noqa: SIM115 - closed when the job ends
+        procs[method] = (subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                          env=dict(os.environ, PYTHONUNBUFFERED="1")), log)
+        starts[method] = time.monotonic()
+    for method, (proc, log) in procs.items():
+        code = proc.wait(timeout=3 * 3600)
+        walls[method] = time.monotonic() - starts[method]
+        log.close()
+        if code != 0:
+            raise RuntimeError(f"{method} failed ({code}); see {jobs[method][1] / 'train.log'}")
+        print(f"{method}: trained in {walls[method]:.0f} s", flush=True)
+    return walls
+
+
 def run_task(args: argparse.Namespace) -> None:
     """Train every method on one task at the same budget; tabulate and plot."""
     task = TASKS[args.task]
@@ -105,17 +131,21 @@ def run_task(args: argparse.Namespace) -> None:
     methods = args.only.split(",") if args.only else list(METHODS)
     runs: dict[str, Run] = {}
     walls: dict[str, float] = {}
-    for method in methods:
-        folder = args.runs / f"coop_{args.task}_{method}"
-        if args.reuse and (folder / "run.h5").exists():
-            walls[method] = math.nan
-        else:
-            folder = _fresh(args.runs, f"coop_{args.task}_{method}")
-            walls[method] = train(task["configs"][method], folder,
-                                  ["--steps", str(steps), f"--seed={args.seed}", f"name=coop_{args.task}_{method}",
-                                   *task["extra"]], timeout=3 * 3600)
+    folders = {m: args.runs / f"coop_{args.task}_{m}" for m in methods}
+    todo = [m for m in methods if not (args.reuse and (folders[m] / "run.h5").exists())]
+    walls = {m: math.nan for m in methods}
+    jobs = {m: (task["configs"][m], _fresh(args.runs, f"coop_{args.task}_{m}"),
+                ["--steps", str(steps), f"--seed={args.seed}", f"name=coop_{args.task}_{m}", *task["extra"]])
+            for m in todo}
+    if args.parallel:
+        # All methods at once: the same machine load for each, so their speeds compare directly.
+        walls.update(train_together(jobs))
+    else:
+        for method, (config, folder, extra) in jobs.items():
+            walls[method] = train(config, folder, extra, timeout=3 * 3600)
             print(f"{method}: trained in {walls[method]:.0f} s", flush=True)
-        runs[method] = load_run(folder / "run.h5")
+    for method in methods:
+        runs[method] = load_run(folders[method] / "run.h5")
     base_speed = throughput(runs["ippo"]) if "ippo" in runs else math.nan
     rows = []
     for method, run in runs.items():
@@ -136,7 +166,7 @@ def run_task(args: argparse.Namespace) -> None:
             rows.append(row)
     notes = (f"{steps} env steps per trainer, seed {args.seed}, mpiexec -n 3 (server + 2 trainers), run under "
              f"`nice -n 10` on the shared 2-core machine (other sessions running: absolute speeds are noisy, "
-             f"runs were sequential). eval_return_per_agent: the latest snapshot's last scheduled evaluation "
+             f"the methods ran {'at the same time' if args.parallel else 'one after another'}). eval_return_per_agent: the latest snapshot's last scheduled evaluation "
              f"(evaluation.baseline_episodes fixed seeds, sampled actions, with its latest partners); "
              f"late_train_return: mean training return over the last 10% of steps; steps_per_s: median of the "
              f"train rows, mean over trainers. comm_*: listener's return with the trained speaker minus with a "
@@ -227,6 +257,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench")
     parser.add_argument("--reuse", action="store_true", help="read existing run files instead of training")
+    parser.add_argument("--parallel", action="store_true", help="train the methods at the same time")
     parser.add_argument("--seconds", type=float, default=20.0, help="throughput: seconds per method per round")
     parser.add_argument("--rounds", type=int, default=3, help="throughput: rounds")
     args = parser.parse_args()
