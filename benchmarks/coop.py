@@ -166,7 +166,8 @@ def run_task(args: argparse.Namespace) -> None:
             rows.append(row)
     notes = (f"{steps} env steps per trainer, seed {args.seed}, mpiexec -n 3 (server + 2 trainers), run under "
              f"`nice -n 10` on the shared 2-core machine (other sessions running: absolute speeds are noisy, "
-             f"the methods ran {'at the same time' if args.parallel else 'one after another'}). eval_return_per_agent: the latest snapshot's last scheduled evaluation "
+             f"the methods ran {'at the same time' if args.parallel else 'one after another'}). "
+             f"eval_return_per_agent: the latest snapshot's last scheduled evaluation "
              f"(evaluation.baseline_episodes fixed seeds, sampled actions, with its latest partners); "
              f"late_train_return: mean training return over the last 10% of steps; steps_per_s: median of the "
              f"train rows, mean over trainers. comm_*: listener's return with the trained speaker minus with a "
