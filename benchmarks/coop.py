@@ -187,8 +187,8 @@ def _plot(task: str, runs: dict[str, Run], steps: int) -> None:
     for method, run in runs.items():
         c = curve(run)
         ax.plot(c.steps, c.ret, label=method)
-    ax.set(title=f"{task}: training return per agent (mean of 2 trainers), {steps} steps per trainer",
-           xlabel="env steps per trainer", ylabel="episode return per agent")
+    ax.set(title=f"{task}: training return (mean of 2 trainers)", xlabel="env steps per trainer",
+           ylabel="episode return per agent")
     ax.legend()
     path = RESULTS / f"coop_{task}.png"
     fig.savefig(path, dpi=110)
