@@ -11,8 +11,8 @@ speaker_listener: one speaker and one listener rank), then the run files are rea
 - one learning-curve figure per task (results/coop_<task>.png).
 
     python -m benchmarks.coop speaker_listener [--steps 600000] [--only ippo,mappo,coma]
-    python -m benchmarks.coop simple_spread [--steps 250000]
-    python -m benchmarks.coop throughput [--seconds 20]   # in-process, methods interleaved
+    python -m benchmarks.coop simple_spread [--steps 200000] [--parallel]
+    python -m benchmarks.coop throughput [--updates 3 --rounds 3]   # in-process, CPU time, interleaved
 
 Run folders go to --runs (default runs/bench/coop_*); tables to benchmarks/results/coop_<task>.md.
 """
@@ -46,7 +46,7 @@ TASKS = {
         "configs": {"ippo": "simple_spread_team.yaml", "mappo": "simple_spread_mappo.yaml",
                     "coma": "simple_spread_coma.yaml"},
         "extra": [],
-        "steps": 250_000,
+        "steps": 200_000,
         "targets": ">= -14 per agent within the budget where independent PPO reaches -17 (1.6M steps per "
                    "trainer; goal -12); throughput >= 0.9x independent PPO",
         "anchors": "ANCHORS: random -26.5, world-state heuristic -7.8; independent PPO: -18.1 at 1.0M, -17.0 at 1.6M",
@@ -98,6 +98,32 @@ def curve(run: Run, points: int = 40) -> pd.DataFrame:
     return g
 
 
+def train_together(jobs: dict[str, tuple[str, Path, list[str]]]) -> dict[str, float]:
+    """Launch every (config, folder, args) job as its own `mpiexec -n 3` at once; wall time of each."""
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.common import mpiexec
+
+    procs, starts, walls = {}, {}, {}
+    for method, (config, folder, extra) in jobs.items():
+        cmd = [mpiexec(), "-n", "3", sys.executable, "-m", "mpimarl", "train", str(REPO / "configs" / config),
+               "--run-dir", str(folder), "server.progress_interval_s=60", *extra]
+        log = open(folder / "train.log", "w")  # noqa: SIM115 - closed when the job ends
+        procs[method] = (subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                          env=dict(os.environ, PYTHONUNBUFFERED="1")), log)
+        starts[method] = time.monotonic()
+    for method, (proc, log) in procs.items():
+        code = proc.wait(timeout=3 * 3600)
+        walls[method] = time.monotonic() - starts[method]
+        log.close()
+        if code != 0:
+            raise RuntimeError(f"{method} failed ({code}); see {jobs[method][1] / 'train.log'}")
+        print(f"{method}: trained in {walls[method]:.0f} s", flush=True)
+    return walls
+
+
 def run_task(args: argparse.Namespace) -> None:
     """Train every method on one task at the same budget; tabulate and plot."""
     task = TASKS[args.task]
@@ -105,17 +131,21 @@ def run_task(args: argparse.Namespace) -> None:
     methods = args.only.split(",") if args.only else list(METHODS)
     runs: dict[str, Run] = {}
     walls: dict[str, float] = {}
-    for method in methods:
-        folder = args.runs / f"coop_{args.task}_{method}"
-        if args.reuse and (folder / "run.h5").exists():
-            walls[method] = math.nan
-        else:
-            folder = _fresh(args.runs, f"coop_{args.task}_{method}")
-            walls[method] = train(task["configs"][method], folder,
-                                  ["--steps", str(steps), f"--seed={args.seed}", f"name=coop_{args.task}_{method}",
-                                   *task["extra"]], timeout=3 * 3600)
+    folders = {m: args.runs / f"coop_{args.task}_{m}" for m in methods}
+    todo = [m for m in methods if not (args.reuse and (folders[m] / "run.h5").exists())]
+    walls = {m: math.nan for m in methods}
+    jobs = {m: (task["configs"][m], _fresh(args.runs, f"coop_{args.task}_{m}"),
+                ["--steps", str(steps), f"--seed={args.seed}", f"name=coop_{args.task}_{m}", *task["extra"]])
+            for m in todo}
+    if args.parallel:
+        # All methods at once: the same machine load for each, so their speeds compare directly.
+        walls.update(train_together(jobs))
+    else:
+        for method, (config, folder, extra) in jobs.items():
+            walls[method] = train(config, folder, extra, timeout=3 * 3600)
             print(f"{method}: trained in {walls[method]:.0f} s", flush=True)
-        runs[method] = load_run(folder / "run.h5")
+    for method in methods:
+        runs[method] = load_run(folders[method] / "run.h5")
     base_speed = throughput(runs["ippo"]) if "ippo" in runs else math.nan
     rows = []
     for method, run in runs.items():
@@ -136,7 +166,8 @@ def run_task(args: argparse.Namespace) -> None:
             rows.append(row)
     notes = (f"{steps} env steps per trainer, seed {args.seed}, mpiexec -n 3 (server + 2 trainers), run under "
              f"`nice -n 10` on the shared 2-core machine (other sessions running: absolute speeds are noisy, "
-             f"runs were sequential). eval_return_per_agent: the latest snapshot's last scheduled evaluation "
+             f"the methods ran {'at the same time' if args.parallel else 'one after another'}). "
+             f"eval_return_per_agent: the latest snapshot's last scheduled evaluation "
              f"(evaluation.baseline_episodes fixed seeds, sampled actions, with its latest partners); "
              f"late_train_return: mean training return over the last 10% of steps; steps_per_s: median of the "
              f"train rows, mean over trainers. comm_*: listener's return with the trained speaker minus with a "
@@ -156,8 +187,8 @@ def _plot(task: str, runs: dict[str, Run], steps: int) -> None:
     for method, run in runs.items():
         c = curve(run)
         ax.plot(c.steps, c.ret, label=method)
-    ax.set(title=f"{task}: training return per agent (mean of 2 trainers), {steps} steps per trainer",
-           xlabel="env steps per trainer", ylabel="episode return per agent")
+    ax.set(title=f"{task}: training return (mean of 2 trainers)", xlabel="env steps per trainer",
+           ylabel="episode return per agent")
     ax.legend()
     path = RESULTS / f"coop_{task}.png"
     fig.savefig(path, dpi=110)
@@ -194,27 +225,36 @@ def in_process_throughput(args: argparse.Namespace) -> None:
                     policies[("random", r)] = RandomPolicy(rs.action_space, np.random.default_rng(0))
             for i in range(len(envs)):
                 vm.start(i, dict(seat))
-            loops[method] = (vm, learner, seat, policies)
+            agents = len(ctx.spec.roles[role].agents)
+            # Whole updates per round: rollout_steps transitions are rollout_steps / agents env steps.
+            loops[method] = (vm, learner, seat, policies, args.updates * config.ppo.rollout_steps // agents)
         rates: dict[str, list[float]] = {m: [] for m in METHODS}
+        walls: dict[str, list[float]] = {m: [] for m in METHODS}
         for _ in range(args.rounds):
-            for method, (vm, learner, seat, policies) in loops.items():
-                start_steps, t0 = vm.env_steps, time.perf_counter()
-                while time.perf_counter() - t0 < args.seconds:
+            for method, (vm, learner, seat, policies, round_steps) in loops.items():
+                start_steps, c0, t0 = vm.env_steps, time.process_time(), time.perf_counter()
+                while vm.env_steps - start_steps < round_steps:
                     for ep in vm.tick(policies, learner):
                         vm.start(ep.env_index, dict(seat))
                     if learner.ready:
                         learner.update(0.0)
-                rates[method].append((vm.env_steps - start_steps) / (time.perf_counter() - t0))
+                # CPU seconds of this process: what the method costs, whatever else the machine runs.
+                rates[method].append((vm.env_steps - start_steps) / (time.process_time() - c0))
+                walls[method].append((vm.env_steps - start_steps) / (time.perf_counter() - t0))
         base = float(np.median(rates["ippo"]))
         for method in METHODS:
             med = float(np.median(rates[method]))
-            rows.append({"task": task, "method": method, "rounds": args.rounds, "seconds_per_round": args.seconds,
-                         "steps_per_s_median": round(med, 0), "ratio_vs_ippo": round(med / base, 3),
-                         "per_round": " ".join(f"{r:.0f}" for r in rates[method])})
+            rows.append({"task": task, "method": method, "rounds": args.rounds, "steps_per_round": loops[method][4],
+                         "steps_per_cpu_s": round(med, 0), "ratio_vs_ippo": round(med / base, 3),
+                         "per_round": " ".join(f"{r:.0f}" for r in rates[method]),
+                         "wall_steps_per_s": round(float(np.median(walls[method])), 0)})
     notes = ("One trainer's loop in one process (the learning role of each config: simple_spread's team, "
              "speaker_listener's listener with a random speaker): act, step the config's env copies, read the "
-             "state for centralised critics, update when the rollout is full. Methods interleaved round by round "
-             "under `nice -n 10` on the shared 2-core machine. Target: >= 0.9x independent PPO.")
+             "state for centralised critics, update when the rollout is full; each round is "
+             f"{args.updates} updates' worth of env steps. steps_per_cpu_s: env steps per CPU second of the process "
+             "(time.process_time, so the shared machine's other load does not enter), median over rounds; "
+             "wall_steps_per_s for reference. Methods interleaved round by round under `nice -n 10`. "
+             "Target: >= 0.9x independent PPO.")
     save(pd.DataFrame(rows), "coop_throughput", notes)
 
 
@@ -227,7 +267,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench")
     parser.add_argument("--reuse", action="store_true", help="read existing run files instead of training")
-    parser.add_argument("--seconds", type=float, default=20.0, help="throughput: seconds per method per round")
+    parser.add_argument("--parallel", action="store_true", help="train the methods at the same time")
+    parser.add_argument("--updates", type=int, default=3, help="throughput: PPO updates per method per round")
     parser.add_argument("--rounds", type=int, default=3, help="throughput: rounds")
     args = parser.parse_args()
     if args.task == "throughput":

@@ -20,6 +20,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("learning_curves.png", "ratings.png", "vs_random.png", "matchups.png", "throughput.png")
 LEAGUE_FIGURES = ("rating_uncertainty.png", "payoff.png", "meta_strategy.png", "exploitability.png")
 ALL_FIGURES = FIGURES + LEAGUE_FIGURES
+COOP_FIGURES = ("crossplay.png", "communication.png")  # cooperative runs with several roles
 POLICIES = {"player-0": 1, "player-1": 2}  # policy id -> trainer rank
 VERSIONS = (1, 2, 3)
 
@@ -210,7 +211,10 @@ def test_run_without_league_tables_skips_only_the_league_figures(tmp_path: Path)
             DRAWN[name](run, {})
         reasons[name] = str(skipped.value)
     assert "no mu/sigma" in reasons["rating_uncertainty.png"] and "payoff table is empty" in reasons["payoff.png"]
-    assert {n for n in DRAWN if n not in LEAGUE_FIGURES} == set(FIGURES)  # the classic figures stay
+    for name in COOP_FIGURES:
+        with pytest.raises(SkipFigure):
+            DRAWN[name](run, {})
+    assert {n for n in DRAWN if n not in LEAGUE_FIGURES + COOP_FIGURES} == set(FIGURES)  # the classic figures stay
 
 
 def test_payoff_heatmap_keeps_the_latest_entry_and_the_newest_snapshots(tmp_path: Path) -> None:

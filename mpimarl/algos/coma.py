@@ -34,6 +34,17 @@ class JointActions:
             self.offsets[a] = offset
             offset += self.counts[a]
         self.total = offset
+        # Column indices of everyone-but-`agent` in the full joint one-hot, for batched gathers.
+        self.others_columns = {
+            a: np.array([c for c in range(self.total) if not self.offsets[a] <= c < self.offsets[a] + self.counts[a]],
+                        np.int64) for a in self.agents}
+
+    def full(self, actions: Mapping[str, int]) -> np.ndarray:
+        """Every agent's action one-hot, concatenated (zeros for agents absent from `actions`)."""
+        out = np.zeros(self.total, np.float32)
+        for agent, action in actions.items():
+            out[self.offsets[agent] + int(action)] = 1.0
+        return out
 
     def others_size(self, agent: str) -> int:
         """Length of agent `agent`'s others-actions vector."""
@@ -41,12 +52,7 @@ class JointActions:
 
     def encode(self, agent: str, actions: Mapping[str, int]) -> np.ndarray:
         """The one-hot actions of every agent but `agent` (float32, `others_size(agent)` long)."""
-        out = np.zeros(self.total, np.float32)
-        for other, action in actions.items():
-            if other != agent:
-                out[self.offsets[other] + int(action)] = 1.0
-        start = self.offsets[agent]
-        return np.concatenate([out[:start], out[start + self.counts[agent]:]])
+        return self.full(actions)[self.others_columns[agent]]
 
 
 def counterfactual_advantage(q: torch.Tensor, probs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

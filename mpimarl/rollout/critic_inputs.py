@@ -60,5 +60,7 @@ class CriticInputs:
 
     def others(self, requests: Sequence[tuple[int, str]], actions: Sequence[dict[str, Any]]) -> np.ndarray:
         """COMA: the one-hot actions every other agent took in the same copy at this tick."""
-        assert self.joint is not None
-        return np.stack([self.joint.encode(agent, actions[i]) for i, agent in requests])
+        joint = self.joint
+        assert joint is not None
+        full = {i: joint.full(actions[i]) for i in {i for i, _ in requests}}  # once per copy, not per agent
+        return np.stack([full[i][joint.others_columns[agent]] for i, agent in requests])
