@@ -20,16 +20,26 @@ from typing import Any
 from mpimarl import __version__
 from mpimarl.config import RunConfig, config_to_dict, load_config
 from mpimarl.errors import MpimarlError, PeerFailed
+from mpimarl.roles import faults
 
 
 class Interrupted(Exception):
-    """SIGTERM or SIGINT arrived (e.g. a SLURM time limit or a user's Ctrl-C)."""
+    """SIGTERM or SIGINT arrived (e.g. a SLURM time limit or a user's Ctrl-C): exit code 143;
+    or SIGUSR1 (slurm/*.sbatch forward it ahead of a time limit, then requeue the job): 138."""
 
-    exit_code = 143
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"received signal {signal.Signals(signum).name}")
+        self.exit_code = EXIT_CODES.get(signum, 128 + signum)
+
+
+EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 143, signal.SIGUSR1: 138}
+"""Exit code of a rank stopped by each signal it handles: 128 + the signal number, except that
+Ctrl-C reads like SIGTERM. SIGUSR1's own code (138) tells a batch script that the run stopped on
+request (time limit ahead, preemption) and can be requeued and resumed."""
 
 
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(f"received signal {signal.Signals(signum).name}")
+    raise Interrupted(signum)
 
 
 def _tell_server(comm: Any, rank: int, exc: BaseException) -> None:
@@ -77,6 +87,7 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     try:
         config = load_config(config_path, overrides, steps=steps, seed=seed)
         ctx = RunContext.build(config, comm.Get_size())
+        faults.arm(rank, comm.Get_size())  # test-only MPIMARL_FAULT
     except MpimarlError as exc:
         error = exc
     _agree(comm, error)
@@ -108,8 +119,8 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
         comm.gather(MPI.Get_processor_name(), root=0)
     _agree(comm, error)
 
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    signal.signal(signal.SIGINT, _raise_interrupted)
+    for signum in EXIT_CODES:
+        signal.signal(signum, _raise_interrupted)
     plan_comm = comm.Dup()
     try:
         if rank == 0:
@@ -174,6 +185,7 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progr
     server = Server(ctx, comm, plan_comm, recorder, progress)
     started = time.monotonic()
     summary = server.run()
+    faults.reached("end")
     recorder.set_attr("summary", summary)
     recorder.set_attr("wall_time_s", time.monotonic() - started)
     recorder.set_attr("finished", True)

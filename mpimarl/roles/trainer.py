@@ -21,6 +21,7 @@ from mpimarl.algos.ppo import PPOLearner, UpdateStats
 from mpimarl.comm.channel import (
     SERVER_RANK,
     Deadline,
+    ServerWatch,
     Tag,
     bcast_json,
     recv_json,
@@ -31,6 +32,7 @@ from mpimarl.comm.channel import (
 from mpimarl.errors import ConfigError
 from mpimarl.league.outcomes import match_score, tally
 from mpimarl.league.pool import SnapshotKey
+from mpimarl.roles import faults
 from mpimarl.roles.context import RunContext
 from mpimarl.rollout.runner import LEARNER, ActingPolicy, FinishedEpisode, VectorMatches
 from mpimarl.rollout.seating import Lineup, SeatedKey, seating, seats_of_role
@@ -146,16 +148,19 @@ class Trainer:
         sync = self.ctx.config.schedule.mode == "sync"
         limit = self.ctx.config.schedule.time_limit_s
         started = time.monotonic()
+        faults.reached("startup")
         self.publish()
-        last_generation_s = 0.0
         stopped_early = False
         for generation in range(self.ctx.generations):
             self.generation = generation
+            if generation == 1:
+                faults.reached("evaluation")  # rank 0 is evaluating generation 0 and planning
             planned = None
             if sync:
                 t0 = time.perf_counter()
-                # The plan waits for the slowest trainer, so allow for generations longer than the timeout.
-                deadline = Deadline(self.timeout + 4 * last_generation_s, "the generation plan")
+                # The plan waits for the slowest trainer, however long it takes; meanwhile the server
+                # watches that trainer and sends this one heartbeats.
+                deadline = ServerWatch(self.comm, self.timeout, "the generation plan")
                 plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
                 self.wait_s += time.perf_counter() - t0
                 if plan.get("stop"):  # the server's time limit: it will not wait for more
@@ -165,15 +170,14 @@ class Trainer:
             elif limit is not None and time.monotonic() - started > limit:
                 break
             lineups = self.fetch_lineups(planned)
-            t_start = time.perf_counter()
             tallies = self.play(lineups, self.ctx.generation_budget(generation))
-            last_generation_s = time.perf_counter() - t_start
             self.report_matches(lineups, tallies)
             self.version += 1
             self.publish()
         send_json(self.comm, {"env_steps": self.matches.env_steps}, SERVER_RANK, Tag.DONE)
+        faults.reached("end")
         if sync and not stopped_early:
-            deadline = Deadline(self.timeout + 4 * last_generation_s, "the final plan")
+            deadline = ServerWatch(self.comm, self.timeout, "the final plan")
             plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
             if not plan.get("stop"):
                 raise RuntimeError(f"rank {self.rank}: expected the server's stop plan after the last generation")
@@ -217,6 +221,7 @@ class Trainer:
             if self.learner.ready:
                 stats = self.learner.update(progress=min(1.0, matches.env_steps / total))
                 self.send_train_row(stats)
+                faults.reached("training")
         return tallies
 
     def _account(self, ep: FinishedEpisode, tallies: dict[int, _Tally], competitive: bool, margin: float) -> None:
