@@ -124,28 +124,31 @@ class Run:
         layout, size (number of float32 values) and saved (UTC time it was written).
         """
 
-        def read(f: h5py.File) -> list[dict[str, Any]]:
-            records: list[dict[str, Any]] = []
+        def names(f: h5py.File) -> list[tuple[str, str]]:
             policies = f.get(POLICIES_GROUP)
-            for policy_id, group in policies.items() if isinstance(policies, h5py.Group) else []:
-                for name, ds in group.items():
-                    if not isinstance(ds, h5py.Dataset) or not ds.attrs.get("complete", False):
-                        continue
-                    records.append(
-                        {
-                            "policy_id": policy_id,
-                            "version": int(name),
-                            "role": _text(ds.attrs.get("role", "")),
-                            "parent_id": _text(ds.attrs.get("parent_id", "")),
-                            "parent_version": int(ds.attrs.get("parent_version", -1)),
-                            "layout": _text(ds.attrs.get("layout", "")),
-                            "size": int(ds.size),
-                            "saved": _text(ds.attrs.get("saved", "")),
-                        }
-                    )
-            return records
+            if not isinstance(policies, h5py.Group):
+                return []
+            return [(pid, name) for pid, group in policies.items() if isinstance(group, h5py.Group) for name in group]
 
-        records = _read(self.path, read)
+        def record(f: h5py.File, policy_id: str, name: str) -> dict[str, Any] | None:
+            ds = f.get(f"{POLICIES_GROUP}/{policy_id}/{name}")
+            if not isinstance(ds, h5py.Dataset) or not ds.attrs.get("complete", False):
+                return None
+            return {
+                "policy_id": policy_id,
+                "version": int(name),
+                "role": _text(ds.attrs.get("role", "")),
+                "parent_id": _text(ds.attrs.get("parent_id", "")),
+                "parent_version": int(ds.attrs.get("parent_version", -1)),
+                "layout": _text(ds.attrs.get("layout", "")),
+                "size": int(ds.size),
+                "saved": _text(ds.attrs.get("saved", "")),
+            }
+
+        # The snapshot names first, then each snapshot on its own (a complete snapshot never changes),
+        # so that each read fits between a live recorder's writes.
+        records = [r for pid, name in _read(self.path, names)
+                   if (r := _read(self.path, lambda f, pid=pid, name=name: record(f, pid, name))) is not None]
         frame = pd.DataFrame(records, columns=list(POLICY_COLUMNS))
         frame = frame.astype({"version": "int64", "parent_version": "int64", "size": "int64"})
         return frame.sort_values(["policy_id", "version"], ignore_index=True)
@@ -373,12 +376,18 @@ def load_run(path: str | Path) -> Run:
     """
     path = Path(path)
 
-    def read(f: h5py.File) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    def read_head(f: h5py.File) -> tuple[dict[str, Any], dict[str, int]]:
         attrs = _read_attrs(path, f)
         _check_schema(path, attrs)
-        return attrs, {name: _read_table(path, f, name) for name in TABLES}
+        return attrs, {name: _committed(path, f, name) for name in TABLES}
 
-    attrs, tables = _read(path, read)
+    # The attributes and every table's committed count first, then each table's rows up to that
+    # count, each read on its own: committed rows never change, so the tables agree with each other
+    # (as of the first read) even while a live recorder appends, and each read is short enough to
+    # fit between the recorder's writes.
+    attrs, committed = _read(path, read_head)
+    tables = {name: _frame(name, _read(path, lambda f, name=name: _table_rows(path, f, name, committed[name])))
+              for name in TABLES}
     config = attrs.get("config", {})
     if not isinstance(config, dict):
         raise RunFileError(f"run file {path}: the 'config' attribute is not a JSON object")
@@ -509,8 +518,8 @@ def _check_schema(path: Path, attrs: dict[str, Any]) -> None:
         raise RunFileError(f"run file {path}: schema version {version} is not supported (expected {SCHEMA_VERSION})")
 
 
-def _read_table(path: Path, f: h5py.File, table: str) -> pd.DataFrame:
-    """The committed rows of ``table`` as a DataFrame, text columns decoded to str."""
+def _table(path: Path, f: h5py.File, table: str) -> h5py.Dataset:
+    """The dataset of ``table``, checked against the schema."""
     ds = f.get(f"{TABLES_GROUP}/{table}")
     if not isinstance(ds, h5py.Dataset):
         raise RunFileError(f"run file {path} has no table /{TABLES_GROUP}/{table} (wrong schema or truncated)")
@@ -525,6 +534,12 @@ def _read_table(path: Path, f: h5py.File, table: str) -> pd.DataFrame:
         )
     if COMMITTED_ATTR not in ds.attrs:
         raise RunFileError(f"run file {path}: table {table!r} has no {COMMITTED_ATTR!r} attribute")
+    return ds
+
+
+def _committed(path: Path, f: h5py.File, table: str) -> int:
+    """How many rows of ``table`` are whole."""
+    ds = _table(path, f, table)
     committed = int(ds.attrs[COMMITTED_ATTR])
     if not 0 <= committed <= ds.shape[0]:
         raise RunFileError(
@@ -532,14 +547,25 @@ def _read_table(path: Path, f: h5py.File, table: str) -> pd.DataFrame:
             f"but stores {ds.shape[0]} "
             "(truncated or corrupt)"
         )
-    data = ds[:committed] if committed else np.zeros(0, dtype=ds.dtype)
-    frame = pd.DataFrame(
+    return committed
+
+
+def _table_rows(path: Path, f: h5py.File, table: str, rows: int) -> np.ndarray:
+    """The first ``rows`` rows of ``table`` (all committed), as a structured array."""
+    ds = _table(path, f, table)
+    if rows > ds.shape[0]:
+        raise RunFileError(f"run file {path}: table {table!r} lost committed rows (truncated or corrupt)")
+    return ds[:rows] if rows else np.zeros(0, dtype=ds.dtype)
+
+
+def _frame(table: str, data: np.ndarray) -> pd.DataFrame:
+    """Rows of ``table`` as a DataFrame, text columns decoded to str."""
+    return pd.DataFrame(
         {
             col.name: _decode(data[col.name]) if col.is_text else data[col.name].astype(col.dtype.newbyteorder("="))
             for col in columns(table)
         }
     )
-    return frame
 
 
 def _decode(values: np.ndarray) -> pd.Series:

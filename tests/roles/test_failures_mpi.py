@@ -27,8 +27,8 @@ pytestmark = pytest.mark.mpi
 PROMPT_S = 10.0
 """A failure must end the job within this many seconds."""
 
-# Three sync generations of cartpole on 3 ranks (rank 0 server, ranks 1 and 2 trainers).
-ARGS = ["train", str(CONFIGS / "cartpole.yaml"), "schedule.mode=sync", "--steps", "3000",
+# Two sync generations of cartpole on 3 ranks (rank 0 server, ranks 1 and 2 trainers).
+ARGS = ["train", str(CONFIGS / "cartpole.yaml"), "schedule.mode=sync", "--steps", "2000",
         "schedule.steps_per_generation=1000", "ppo.num_envs=4", "ppo.rollout_steps=256", "ppo.epochs=2",
         "evaluation.baseline_episodes=4", "evaluation.num_envs=4"]
 
@@ -118,10 +118,10 @@ def test_kill_9_of_a_rank_ends_the_job(rank: int, tmp_path: Path) -> None:
 
 def test_a_stuck_trainer_is_named_by_the_server_watchdog(tmp_path: Path) -> None:
     """A trainer alive but silent (MPIMARL_FAULT=1:training:hang) past server.timeout_s: rank 0 names it."""
-    out, ended = _run_with_fault("1:training:hang", tmp_path, "server.timeout_s=4")
+    out, ended = _run_with_fault("1:training:hang", tmp_path, "server.timeout_s=15")
     assert out.returncode != 0
-    assert "trainer rank 1 (agent-0) sent nothing for 4 s" in out.stderr, out.stderr
-    assert ended - _fault_time(out.stderr) < 4 + PROMPT_S
+    assert "trainer rank 1 (agent-0) sent nothing for 15 s" in out.stderr, out.stderr
+    assert ended - _fault_time(out.stderr) < 15 + PROMPT_S
     run = load_run(tmp_path / "run.h5")
     assert "trainer rank 1" in run.attrs["failure"]
 
