@@ -40,7 +40,7 @@ mpimarl_setup() {
 _mpimarl_on_signal() {
     # Remember the signal and pass it on to the launcher, which passes it to every rank.
     _mpimarl_signal=$1
-    echo "mpimarl: batch shell received SIG$1 (time limit or preemption ahead): stopping the run" >&2
+    echo "mpimarl: $(date -u +%H:%M:%S) batch shell received SIG$1 (time limit or preemption ahead): stopping the run" >&2
     if [ -n "${_mpimarl_launcher:-}" ]; then
         kill -s "$1" "$_mpimarl_launcher" 2>/dev/null || true
     fi
@@ -87,12 +87,22 @@ mpimarl_train() {
     trap '_mpimarl_on_signal TERM' TERM
     "${_mpimarl_cmd[@]}" &
     _mpimarl_launcher=$!
-    local code=0
+    local code=0 tries=0
     # A trapped signal makes `wait` return early (code > 128); wait again until the launcher is gone.
+    # srun drops a signal that arrives before its tasks have started, so repeat it every 5 s until
+    # the launcher ends (a rank that is already stopping ignores the repeats).
     while true; do
         wait "$_mpimarl_launcher"
         code=$?
         kill -0 "$_mpimarl_launcher" 2>/dev/null || break
+        if [ -n "$_mpimarl_signal" ]; then
+            tries=0
+            while [ $tries -lt 10 ] && kill -0 "$_mpimarl_launcher" 2>/dev/null; do
+                sleep 0.5
+                tries=$((tries + 1))
+            done
+            kill -s "$_mpimarl_signal" "$_mpimarl_launcher" 2>/dev/null || true
+        fi
     done
     trap - USR1 TERM
     _mpimarl_launcher=""

@@ -131,6 +131,8 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
         Trainer(ctx, comm, plan_comm, local_rank).run()
         return 0
     except BaseException as exc:  # noqa: BLE001 - any failure must end the whole job
+        for signum in EXIT_CODES:  # already ending: a repeated signal must not cut the clean-up short
+            signal.signal(signum, signal.SIG_IGN)
         code = getattr(exc, "exit_code", 1)
         if isinstance(exc, (MpimarlError, Interrupted, PeerFailed)):
             print(f"mpimarl: rank {rank}: {exc}", file=sys.stderr, flush=True)

@@ -17,6 +17,7 @@ Also a script: ``python tests/slurm/cluster.py DIR`` starts a cluster in DIR, pr
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -89,6 +90,10 @@ class LocalCluster:
         return f"""\
 # A one-node test cluster written by tests/slurm/cluster.py.
 ClusterName=mpimarltest
+# Job ids unique to this cluster: MPICH names its shared-memory segments after the PMI job and
+# step, and a segment left in /dev/shm by an aborted job of an earlier cluster with the same job
+# id would make a new job's ranks wait forever at MPI_Init.
+FirstJobId={random.randint(100_000, 60_000_000)}
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
@@ -177,6 +182,8 @@ if __name__ == "__main__":
     if reason:
         sys.exit(reason)
     cluster = LocalCluster(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/mpimarl-slurm").resolve())
+    # SIGTERM (kill PID) stops the cluster as Ctrl-C does, instead of leaving the daemons behind.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     cluster.start()
     print(f"export SLURM_CONF={cluster.conf}", flush=True)
     try:
