@@ -67,6 +67,21 @@ mpimarl_launch_command() {
     _mpimarl_cmd+=("$MPIMARL_PYTHON" -m mpimarl "$@")
 }
 
+_mpimarl_clean_shm() {
+    # MPI_Abort leaves MPICH's shared-memory segments in /dev/shm, named after the PMI job and step.
+    # A requeued job keeps its job id, so its new step would attach to the stale segment and wait
+    # forever in MPI_Init. Remove, on every node of the job, the segments made since the launch
+    # ($1, seconds since the epoch) that no process maps any more.
+    local since=$1
+    # shellcheck disable=SC2016 # expanded by the bash that srun starts on each node
+    local clean='for f in $(find /dev/shm -maxdepth 1 -name "mpich_shm_*" -user "$(id -u)" -newermt "@$0" 2>/dev/null); do grep -qs "$f" /proc/[0-9]*/maps || rm -f "$f"; done'
+    if [ -n "${SLURM_JOB_ID:-}" ] && [ "${SLURM_JOB_NUM_NODES:-1}" -gt 1 ]; then
+        timeout 60 srun --nodes="$SLURM_JOB_NUM_NODES" --ntasks-per-node=1 --mpi=none bash -c "$clean" "$since" || true
+    else
+        bash -c "$clean" "$since" || true
+    fi
+}
+
 mpimarl_train() {
     # mpimarl_train RUN_DIR CONFIG [train options and key=value overrides...]
     # Runs (or, when RUN_DIR/run.h5 exists, resumes) one training run; requeues the job when it was
@@ -83,6 +98,8 @@ mpimarl_train() {
     echo "mpimarl: job ${SLURM_JOB_ID:-?} restart $restarts on ${SLURM_JOB_NODELIST:-?}: ${_mpimarl_cmd[*]}" >&2
 
     _mpimarl_signal=""
+    local launched
+    launched=$(date +%s)
     trap '_mpimarl_on_signal USR1' USR1
     trap '_mpimarl_on_signal TERM' TERM
     "${_mpimarl_cmd[@]}" &
@@ -106,6 +123,9 @@ mpimarl_train() {
     done
     trap - USR1 TERM
     _mpimarl_launcher=""
+    if [ "$code" -ne 0 ]; then
+        _mpimarl_clean_shm "$((launched - 1))"
+    fi
 
     if [ "$_mpimarl_signal" = USR1 ] && [ "$code" -ne 0 ]; then
         if [ "$restarts" -lt "$max" ]; then
