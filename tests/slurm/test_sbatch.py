@@ -19,7 +19,8 @@ from tests.conftest import CONFIGS, REPO
 from tests.slurm.cluster import LocalCluster
 from tests.slurm.conftest import wait_for
 
-pytestmark = [pytest.mark.mpi, pytest.mark.slurm]
+# A loaded machine can take minutes per job: allow more than the suite's default 300 s per test.
+pytestmark = [pytest.mark.mpi, pytest.mark.slurm, pytest.mark.timeout(600)]
 
 SLURM = REPO / "slurm"
 TINY = ["--steps", "3000", "schedule.steps_per_generation=1500", "evaluation.baseline_episodes=6",
@@ -89,7 +90,7 @@ def test_usr1_requeues_the_job_and_the_run_resumes(slurm_cluster: LocalCluster, 
         pytest.skip(reason)
     log = tmp_path / "job.out"
     run_dir = tmp_path / "run"
-    args = [str(CONFIGS / "cartpole.yaml"), str(run_dir), "schedule.mode=sync", "--steps", "12000",
+    args = [str(CONFIGS / "cartpole.yaml"), str(run_dir), "schedule.mode=sync", "--steps", "6000",
             "schedule.steps_per_generation=1000", "ppo.num_envs=4", "ppo.rollout_steps=256",
             "evaluation.baseline_episodes=4"]
     job = _submit(slurm_cluster, "train.sbatch", args, log, MPIMARL_MAX_RESTARTS="2")
@@ -97,7 +98,7 @@ def test_usr1_requeues_the_job_and_the_run_resumes(slurm_cluster: LocalCluster, 
     while True:  # follow the live run file until a few generations are recorded
         assert time.monotonic() < deadline, log.read_text()
         try:
-            if load_run(run_dir / "run.h5").pool["version"].max() >= 3:
+            if load_run(run_dir / "run.h5").pool["version"].max() >= 2:
                 break
         except Exception:  # noqa: BLE001 - not created yet
             pass
@@ -117,7 +118,7 @@ def test_usr1_requeues_the_job_and_the_run_resumes(slurm_cluster: LocalCluster, 
     for _, rows in run.train.groupby("rank"):
         steps = rows["env_steps"].to_numpy()
         assert (steps[1:] > steps[:-1]).all(), "train rows repeat or go back after the resume"
-    assert run.pool.groupby("policy_id")["env_steps"].max().min() >= 12000
+    assert run.pool.groupby("policy_id")["env_steps"].max().min() >= 6000
 
 
 def test_a_rank_that_dies_ends_the_allocation(slurm_cluster: LocalCluster, tmp_path: Path) -> None:
