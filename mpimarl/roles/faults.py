@@ -13,9 +13,9 @@ start-up (a malformed value is a start-up error, exit code 2). The server and th
   and is about to close the run file).
 - KIND: ``raise`` (an exception), ``exit`` (the process ends at once with code 3 and no MPI
   clean-up, as a crash would), ``hang`` (the rank stays alive but silent: only the server's
-  watchdog, ``server.timeout_s``, can notice), ``slow`` (no failure: the rank sleeps 1 s each time
-  it reaches the phase, e.g. after every PPO update: alive and talking, but slow, so that the other
-  trainers wait at the sync barrier for it).
+  watchdog, ``server.timeout_s``, can notice), ``slow`` (no failure: the rank sleeps 3 s, or
+  ``RANK:PHASE:slow:SECONDS``, each time it reaches the phase, e.g. after every PPO update: alive
+  and talking, but slow, so that the other trainers wait at the sync barrier for it).
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from mpimarl.errors import ConfigError
 ENV_VAR = "MPIMARL_FAULT"
 PHASES = ("startup", "training", "evaluation", "end")
 KINDS = ("raise", "exit", "hang", "slow")
-SLOW_S = 1.0
-"""How long a ``slow`` rank sleeps each time it reaches its phase."""
+SLOW_S = 3.0
+"""How long a ``slow`` rank sleeps each time it reaches its phase, unless the spec says
+(``RANK:PHASE:slow:SECONDS``)."""
 
 
 class InjectedFault(RuntimeError):
@@ -46,11 +47,18 @@ class Fault:
     rank: int
     phase: str
     kind: str
+    seconds: float = SLOW_S
 
 
 def parse_fault(spec: str, world_size: int) -> Fault:
     """``RANK:PHASE:KIND`` -> Fault; ConfigError naming the variable and the allowed values."""
     parts = spec.split(":")
+    seconds = SLOW_S
+    if len(parts) == 4 and parts[2] == "slow":
+        try:
+            seconds = float(parts.pop())
+        except ValueError:
+            raise ConfigError(f"{ENV_VAR}={spec!r}: the slow seconds must be a number") from None
     if len(parts) != 3:
         raise ConfigError(f"{ENV_VAR}={spec!r} must be RANK:PHASE:KIND, e.g. 1:training:raise")
     rank_text, phase, kind = parts
@@ -64,7 +72,7 @@ def parse_fault(spec: str, world_size: int) -> Fault:
         raise ConfigError(f"{ENV_VAR}: phase {phase!r} is not one of {', '.join(PHASES)}")
     if kind not in KINDS:
         raise ConfigError(f"{ENV_VAR}: kind {kind!r} is not one of {', '.join(KINDS)}")
-    return Fault(rank, phase, kind)
+    return Fault(rank, phase, kind, seconds)
 
 
 _armed: Fault | None = None  # this process's fault, set once by arm(); test-only
@@ -85,7 +93,7 @@ def reached(phase: str) -> None:
     if fault is None or fault.phase != phase:
         return
     if fault.kind == "slow":
-        time.sleep(SLOW_S)
+        time.sleep(fault.seconds)
         return
     _armed = None
     # The wall-clock time lets a test measure how long the job takes to end after the fault.

@@ -26,6 +26,9 @@ pytestmark = pytest.mark.mpi
 
 PROMPT_S = 10.0
 """A failure must end the job within this many seconds."""
+SILENCE_S = 30
+"""server.timeout_s of the watchdog tests: longer than a healthy trainer's silences on a loaded
+machine (starting up takes its ranks 25 s at a load of 15 on 2 cores)."""
 
 # Two sync generations of cartpole on 3 ranks (rank 0 server, ranks 1 and 2 trainers).
 ARGS = ["train", str(CONFIGS / "cartpole.yaml"), "schedule.mode=sync", "--steps", "2000",
@@ -117,22 +120,24 @@ def test_kill_9_of_a_rank_ends_the_job(rank: int, tmp_path: Path) -> None:
 
 
 def test_a_stuck_trainer_is_named_by_the_server_watchdog(tmp_path: Path) -> None:
-    """A trainer alive but silent (MPIMARL_FAULT=1:training:hang) past server.timeout_s: rank 0 names it."""
-    out, ended = _run_with_fault("1:training:hang", tmp_path, "server.timeout_s=15")
+    """A trainer alive but silent from the start (MPIMARL_FAULT=1:startup:hang: it never publishes)
+    past server.timeout_s: rank 0 names it and ends the job, although the other trainer waits calmly."""
+    out, ended = _run_with_fault("1:startup:hang", tmp_path, f"server.timeout_s={SILENCE_S}")
     assert out.returncode != 0
-    assert "trainer rank 1 (agent-0) sent nothing for 15 s" in out.stderr, out.stderr
-    assert ended - _fault_time(out.stderr) < 15 + PROMPT_S
+    assert f"trainer rank 1 (agent-0) sent nothing for {SILENCE_S} s" in out.stderr, out.stderr
+    assert ended - _fault_time(out.stderr) < SILENCE_S + PROMPT_S
     run = load_run(tmp_path / "run.h5")
     assert "trainer rank 1" in run.attrs["failure"]
 
 
 def test_a_trainer_waiting_at_the_sync_barrier_for_a_slow_one_is_not_stuck(tmp_path: Path) -> None:
-    """Rank 1 takes 1 s more per PPO update (MPIMARL_FAULT=1:training:slow) but reports every update;
-    rank 2 waits at the sync barrier far longer than server.timeout_s. Nobody is stuck: the run ends well."""
-    out, _ = _run_with_fault("1:training:slow", tmp_path, "server.timeout_s=6", "--steps", "1000",
-                             "ppo.rollout_steps=32")
+    """Rank 1 sleeps 0.3 x server.timeout_s after each of its 4 PPO updates per generation
+    (MPIMARL_FAULT=1:training:slow:S) but reports every update; rank 2 waits at the sync barrier
+    longer than server.timeout_s. Nobody is stuck: the run ends well."""
+    out, _ = _run_with_fault(f"1:training:slow:{0.3 * SILENCE_S}", tmp_path, f"server.timeout_s={SILENCE_S}",
+                             "--steps", "1000", "ppo.rollout_steps=64")
     assert out.returncode == 0, out.stderr
     run = load_run(tmp_path / "run.h5")
     assert run.attrs["finished"] is True
     waits = run.train[run.train["rank"] == 2]["wait_s"]
-    assert waits.max() > 6, "rank 2 should have waited longer than the timeout at the barrier"
+    assert waits.max() > SILENCE_S, "rank 2 should have waited longer than the timeout at the barrier"
