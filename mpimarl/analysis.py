@@ -9,25 +9,27 @@ Example::
     policy.act(raw_env.observe("player_0"))  # e.g. a connect-four column
 
 Only committed rows are read (see :mod:`mpimarl.record.schema`), so a file whose writer was killed
-mid-append loads cleanly. A file that a running recorder holds is refused (RunFileError) rather
-than read half-updated. The loader never holds the file open after it returns.
+mid-append loads cleanly. A run that is still going can be read too: the loader reads a state the
+recorder had flushed whole (:mod:`mpimarl.record.live`) and never makes the writer wait. The loader
+never holds the file open after it returns.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import h5py
 import numpy as np
 import pandas as pd
 
 from mpimarl.errors import RunFileError
+from mpimarl.record.live import LiveReadError, live_writer, read_consistent
 from mpimarl.record.schema import (
     COMMITTED_ATTR,
     JSON_ATTRS_ATTR,
@@ -95,7 +97,8 @@ class Run:
         Raises RunFileError, naming the path, when the snapshot is not stored or is incomplete.
         """
         name = f"{POLICIES_GROUP}/{policy_id}/{int(version):06d}"
-        with _opened(self.path) as f:
+
+        def read(f: h5py.File) -> np.ndarray:
             group = f.get(f"{POLICIES_GROUP}/{policy_id}")
             ds = f.get(name) if group is not None else None
             if not isinstance(ds, h5py.Dataset):
@@ -112,31 +115,40 @@ class Run:
                 )
             return np.asarray(ds[...])
 
+        return _read(self.path, read)
+
     def policies(self) -> pd.DataFrame:
         """One row per completely stored weight snapshot, sorted by policy id and version.
 
         Columns: policy_id, version, role, parent_id ('' if none), parent_version (-1 if none),
         layout, size (number of float32 values) and saved (UTC time it was written).
         """
-        records: list[dict[str, Any]] = []
-        with _opened(self.path) as f:
+
+        def names(f: h5py.File) -> list[tuple[str, str]]:
             policies = f.get(POLICIES_GROUP)
-            for policy_id, group in policies.items() if isinstance(policies, h5py.Group) else []:
-                for name, ds in group.items():
-                    if not isinstance(ds, h5py.Dataset) or not ds.attrs.get("complete", False):
-                        continue
-                    records.append(
-                        {
-                            "policy_id": policy_id,
-                            "version": int(name),
-                            "role": _text(ds.attrs.get("role", "")),
-                            "parent_id": _text(ds.attrs.get("parent_id", "")),
-                            "parent_version": int(ds.attrs.get("parent_version", -1)),
-                            "layout": _text(ds.attrs.get("layout", "")),
-                            "size": int(ds.size),
-                            "saved": _text(ds.attrs.get("saved", "")),
-                        }
-                    )
+            if not isinstance(policies, h5py.Group):
+                return []
+            return [(pid, name) for pid, group in policies.items() if isinstance(group, h5py.Group) for name in group]
+
+        def record(f: h5py.File, policy_id: str, name: str) -> dict[str, Any] | None:
+            ds = f.get(f"{POLICIES_GROUP}/{policy_id}/{name}")
+            if not isinstance(ds, h5py.Dataset) or not ds.attrs.get("complete", False):
+                return None
+            return {
+                "policy_id": policy_id,
+                "version": int(name),
+                "role": _text(ds.attrs.get("role", "")),
+                "parent_id": _text(ds.attrs.get("parent_id", "")),
+                "parent_version": int(ds.attrs.get("parent_version", -1)),
+                "layout": _text(ds.attrs.get("layout", "")),
+                "size": int(ds.size),
+                "saved": _text(ds.attrs.get("saved", "")),
+            }
+
+        # The snapshot names first, then each snapshot on its own (a complete snapshot never changes),
+        # so that each read fits between a live recorder's writes.
+        records = [r for pid, name in _read(self.path, names)
+                   if (r := _read(self.path, lambda f, pid=pid, name=name: record(f, pid, name))) is not None]
         frame = pd.DataFrame(records, columns=list(POLICY_COLUMNS))
         frame = frame.astype({"version": "int64", "parent_version": "int64", "size": "int64"})
         return frame.sort_values(["policy_id", "version"], ignore_index=True)
@@ -363,10 +375,19 @@ def load_run(path: str | Path) -> Run:
     mpimarl run file, written by a newer schema than this mpimarl reads, or truncated.
     """
     path = Path(path)
-    with _opened(path) as f:
+
+    def read_head(f: h5py.File) -> tuple[dict[str, Any], dict[str, int]]:
         attrs = _read_attrs(path, f)
         _check_schema(path, attrs)
-        tables = {name: _read_table(path, f, name) for name in TABLES}
+        return attrs, {name: _committed(path, f, name) for name in TABLES}
+
+    # The attributes and every table's committed count first, then each table's rows up to that
+    # count, each read on its own: committed rows never change, so the tables agree with each other
+    # (as of the first read) even while a live recorder appends, and each read is short enough to
+    # fit between the recorder's writes.
+    attrs, committed = _read(path, read_head)
+    tables = {name: _frame(name, _read(path, lambda f, name=name: _table_rows(path, f, name, committed[name])))
+              for name in TABLES}
     config = attrs.get("config", {})
     if not isinstance(config, dict):
         raise RunFileError(f"run file {path}: the 'config' attribute is not a JSON object")
@@ -378,6 +399,33 @@ def load_run(path: str | Path) -> Run:
 
 LOCK_WAIT_S = 5.0
 """How long `load_run` waits for a writer's lock: an aborted job's rank 0 may take a moment to exit."""
+
+
+T = TypeVar("T")
+
+
+def _read(path: Path, read: Callable[[h5py.File], T]) -> T:
+    """Open ``path``, call ``read`` on it and close it; every failure becomes a RunFileError.
+
+    While a recorder writes the file (a live run), the read is repeated until it saw a state the
+    recorder had flushed whole (see :mod:`mpimarl.record.live`).
+    """
+    if not live_writer(path):
+        with _opened(path) as f:
+            return read(f)
+
+    def attempt() -> T:
+        with _opened(path, locking=False) as f:
+            return read(f)
+
+    try:
+        return read_consistent(path, attempt, timeout=LIVE_READ_S)
+    except LiveReadError as exc:
+        raise RunFileError(f"run file {path} is being written and gave no consistent read: {exc}") from None
+
+
+LIVE_READ_S = 30.0
+"""How long a reader of a live run keeps trying to read between the writer's changes."""
 
 
 def _open_locked(path: Path) -> h5py.File:
@@ -400,9 +448,10 @@ def _open_locked(path: Path) -> h5py.File:
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[h5py.File]:
+def _opened(path: Path, locking: bool = True) -> Iterator[h5py.File]:
     """Open ``path`` read-only for the ``with`` block; every way opening or reading it can fail
-    becomes a RunFileError naming the path."""
+    becomes a RunFileError naming the path. ``locking=False``: without HDF5's file lock, for a
+    live run whose recorder holds it (see :func:`_read`)."""
     if not path.exists():
         raise RunFileError(f"run file {path} does not exist")
     if path.is_dir():
@@ -413,7 +462,13 @@ def _opened(path: Path) -> Iterator[h5py.File]:
         raise RunFileError(f"run file {path} cannot be read: {exc.strerror or exc}") from None
     if not is_hdf5:
         raise RunFileError(f"run file {path} is not an HDF5 file (is it a run file of mpimarl?)")
-    f = _open_locked(path)
+    if locking:
+        f = _open_locked(path)
+    else:
+        try:
+            f = h5py.File(path, "r", locking=False)
+        except OSError as exc:
+            raise RunFileError(f"run file {path} cannot be opened (truncated or corrupt?): {exc}") from exc
     try:
         with f:
             yield f
@@ -463,8 +518,8 @@ def _check_schema(path: Path, attrs: dict[str, Any]) -> None:
         raise RunFileError(f"run file {path}: schema version {version} is not supported (expected {SCHEMA_VERSION})")
 
 
-def _read_table(path: Path, f: h5py.File, table: str) -> pd.DataFrame:
-    """The committed rows of ``table`` as a DataFrame, text columns decoded to str."""
+def _table(path: Path, f: h5py.File, table: str) -> h5py.Dataset:
+    """The dataset of ``table``, checked against the schema."""
     ds = f.get(f"{TABLES_GROUP}/{table}")
     if not isinstance(ds, h5py.Dataset):
         raise RunFileError(f"run file {path} has no table /{TABLES_GROUP}/{table} (wrong schema or truncated)")
@@ -479,6 +534,12 @@ def _read_table(path: Path, f: h5py.File, table: str) -> pd.DataFrame:
         )
     if COMMITTED_ATTR not in ds.attrs:
         raise RunFileError(f"run file {path}: table {table!r} has no {COMMITTED_ATTR!r} attribute")
+    return ds
+
+
+def _committed(path: Path, f: h5py.File, table: str) -> int:
+    """How many rows of ``table`` are whole."""
+    ds = _table(path, f, table)
     committed = int(ds.attrs[COMMITTED_ATTR])
     if not 0 <= committed <= ds.shape[0]:
         raise RunFileError(
@@ -486,14 +547,25 @@ def _read_table(path: Path, f: h5py.File, table: str) -> pd.DataFrame:
             f"but stores {ds.shape[0]} "
             "(truncated or corrupt)"
         )
-    data = ds[:committed] if committed else np.zeros(0, dtype=ds.dtype)
-    frame = pd.DataFrame(
+    return committed
+
+
+def _table_rows(path: Path, f: h5py.File, table: str, rows: int) -> np.ndarray:
+    """The first ``rows`` rows of ``table`` (all committed), as a structured array."""
+    ds = _table(path, f, table)
+    if rows > ds.shape[0]:
+        raise RunFileError(f"run file {path}: table {table!r} lost committed rows (truncated or corrupt)")
+    return ds[:rows] if rows else np.zeros(0, dtype=ds.dtype)
+
+
+def _frame(table: str, data: np.ndarray) -> pd.DataFrame:
+    """Rows of ``table`` as a DataFrame, text columns decoded to str."""
+    return pd.DataFrame(
         {
             col.name: _decode(data[col.name]) if col.is_text else data[col.name].astype(col.dtype.newbyteorder("="))
             for col in columns(table)
         }
     )
-    return frame
 
 
 def _decode(values: np.ndarray) -> pd.Series:

@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     f = sub.add_parser("report", help="draw a run file's figures (learning curves, Elo, match-ups) as PNGs")
     f.add_argument("run", help="path to run.h5")
     f.add_argument("--out", help="folder for the PNG files (default: the run file's folder)")
+    f.add_argument("--follow", action="store_true", help="redraw a live run every --interval seconds until it ends")
+    f.add_argument("--interval", type=float, default=30.0, help="seconds between redraws with --follow (default 30)")
 
     e = sub.add_parser("evaluate", help="round robin between the final snapshots of runs and baselines",
                        description="Every final snapshot of every given run and every named baseline play each "
@@ -180,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from mpimarl.report import main as report
 
-            return report([args.run, *(["--out", args.out] if args.out else [])])
+            return report([args.run, *(["--out", args.out] if args.out else []),
+                           *(["--follow", "--interval", str(args.interval)] if args.follow else [])])
         if args.command == "evaluate":
             return _evaluate(args)
         if args.command == "play":

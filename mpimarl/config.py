@@ -545,6 +545,39 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+MAX_CONFIG_VALUES = 1_000_000
+"""A config that expands to more values than this (YAML aliases of aliases, a "billion laughs") is
+refused at load instead of exhausting memory when it is validated or recorded."""
+
+
+def _expanded_size(data: Any, memo: dict[int, int | None] | None = None) -> int:
+    """How many values `data` holds once YAML aliases are expanded (each shared node counted once
+    per reference, computed once per node). A node that contains itself raises ValueError."""
+    memo = {} if memo is None else memo
+    if not isinstance(data, (dict, list)):
+        return 1
+    if id(data) in memo:
+        size = memo[id(data)]
+        if size is None:
+            raise ValueError("a YAML alias refers to a value that contains it (a cycle)")
+        return size
+    memo[id(data)] = None  # in progress
+    items = data.values() if isinstance(data, dict) else data
+    size = 1 + sum(min(_expanded_size(x, memo), MAX_CONFIG_VALUES + 1) for x in items)
+    memo[id(data)] = size
+    return size
+
+
+def _check_expansion(data: Any, source: str) -> None:
+    """ConfigError for a config that cycles or expands past MAX_CONFIG_VALUES (YAML aliases)."""
+    try:
+        size = _expanded_size(data)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    if size > MAX_CONFIG_VALUES:
+        raise ConfigError(f"{source} expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases nested too deep?)")
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file into a dict, with clear errors for a missing or malformed file."""
     p = Path(path)
@@ -556,6 +589,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"config file '{p}' cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file '{p}' is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    _check_expansion(data, f"config file '{p}'")
     if data is None:
         raise ConfigError(f"config file '{p}' is empty")
     if not isinstance(data, dict):
@@ -568,6 +604,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None, *, steps: 
     """Load, override and validate a config file. `steps`/`seed` are the CLI's --steps/--seed."""
     data = read_config_file(path)
     apply_overrides(data, list(overrides or []))
+    if overrides:
+        _check_expansion(data, f"{path} with overrides {' '.join(overrides)}")
     if steps is not None:
         _set_path(data, "schedule.total_steps", steps, source="--steps")
     if seed is not None:

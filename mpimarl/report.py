@@ -3,6 +3,7 @@ baseline, the evaluation match-up matrix, trainer throughput, and for league run
 ratings with their uncertainty, the payoff table, the meta-strategy over time and exploitability.
 
     python -m mpimarl report RUN.h5 [--out DIR]     (or: python analysis/plot_run.py RUN.h5)
+    python -m mpimarl report RUN.h5 --follow [--interval 30]   (redraw a live run until it ends)
 
 DIR defaults to the run file's folder. Each figure whose data the run does not hold (an empty table,
 no evaluations yet) is skipped with a printed note, so a run can be plotted while it is still going.
@@ -12,7 +13,9 @@ A missing or unreadable run file prints ``mpimarl report: error: <message>`` and
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 
 from mpimarl.analysis import RANDOM_BASELINE, Run, load_run  # noqa: E402
 from mpimarl.errors import RunFileError  # noqa: E402
+from mpimarl.record.live import live_writer  # noqa: E402
 
 PROG = "mpimarl report"
 NO_OPPONENT = "-"
@@ -476,20 +480,50 @@ FIGURES: dict[str, Callable[[Run, dict[str, Any]], Figure]] = {
 # -------------------------------------------------------------------- command line
 
 
-def write_figures(run: Run, out_dir: Path) -> list[Path]:
-    """Draw every figure the run has data for into ``out_dir``; print a note for each one skipped."""
+def write_figures(run: Run, out_dir: Path, notes: bool = True) -> list[Path]:
+    """Draw every figure the run has data for into ``out_dir``; print a note for each one skipped
+    (unless ``notes`` is False). Each PNG is replaced whole (written aside, then renamed), so a
+    viewer watching a followed run never reads half a file."""
     colors = policy_colors(all_policy_ids(run))
     written: list[Path] = []
     for name, draw in FIGURES.items():
         try:
             fig = draw(run, colors)
         except SkipFigure as reason:
-            print(f"{PROG}: skipped {name}: {reason}")
+            if notes:
+                print(f"{PROG}: skipped {name}: {reason}")
             continue
         path = out_dir / name
-        fig.savefig(path, dpi=DPI)
+        partial = path.with_name(f".{path.stem}.partial.png")
+        fig.savefig(partial, dpi=DPI)
+        os.replace(partial, path)
         written.append(path)
     return written
+
+
+def run_state(run: Run) -> str:
+    """'finished', 'failed: <why>', 'running' (its recorder is alive) or 'stopped' (its writer is gone
+    without finishing: killed, or waiting for a requeue)."""
+    if run.attrs.get("finished") is True:
+        return "finished"
+    if run.attrs.get("failure"):
+        return f"failed: {run.attrs['failure']}"
+    return "running" if live_writer(run.path) else "stopped"
+
+
+def follow(path: Path, out_dir: Path, interval: float) -> int:
+    """Redraw the figures of a run every `interval` seconds until it has finished, failed or stopped."""
+    first = True
+    while True:
+        run = load_run(path)
+        written = write_figures(run, out_dir, notes=first)
+        state = run_state(run)
+        print(f"{PROG}: {time.strftime('%H:%M:%S')} {len(run.train)} train rows, {len(run.pool)} snapshots; "
+              f"drew {len(written)} figure(s) in {out_dir}; run {state}", flush=True)
+        if state != "running":
+            return 0
+        first = False
+        time.sleep(interval)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -507,7 +541,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="folder for the PNG files (default: the run file's folder)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument("--follow", action="store_true",
+                        help="keep redrawing while the run is going (every --interval seconds); stop when it ends")
+    parser.add_argument("--interval", type=float, default=30.0, metavar="S",
+                        help="seconds between redraws with --follow (default: 30)")
+    args = parser.parse_args(argv)
+    if args.interval <= 0:
+        parser.error(f"--interval must be positive, got {args.interval}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -521,7 +562,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = args.out if args.out is not None else args.run.parent
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if args.follow:
+            return follow(args.run, out_dir, args.interval)
         written = write_figures(run, out_dir)
+    except RunFileError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"{PROG}: error: cannot write figures to {out_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 2

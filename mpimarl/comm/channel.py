@@ -35,6 +35,7 @@ class Tag(IntEnum):
     FAILED = 8  # any -> server: a rank hit an error and is about to abort the job (JSON message)
     EVAL_JOB = 20  # server -> trainer: evaluation episodes to play (JSON), followed by WEIGHTS it lacks
     EVAL_RESULT = 21  # trainer -> server: the per-episode results of one evaluation job (JSON)
+    HEARTBEAT = 9  # server -> a trainer waiting at the sync barrier: "still alive, still waiting" (empty JSON)
 
 
 def tag_name(tag: int) -> str:
@@ -59,6 +60,32 @@ class Deadline:
             )
 
 
+class ServerWatch(Deadline):
+    """A deadline that the server's heartbeats push back, for waits whose length depends on other
+    trainers (the sync barrier: the plan comes when the slowest trainer has published). The server
+    watches those trainers itself (``server.timeout_s``) and sends HEARTBEAT meanwhile, so this wait
+    only runs out when the server has fallen silent."""
+
+    def __init__(self, comm: MPI.Comm, seconds: float, what: str) -> None:
+        super().__init__(seconds, what)
+        self.comm = comm  # where heartbeats arrive (the wait itself may be on another communicator)
+
+    def check(self, comm: MPI.Comm) -> None:
+        """Take pending heartbeats (each restarts the clock), then check the deadline."""
+        if drain_heartbeats(self.comm, SERVER_RANK):
+            self.end = time.monotonic() + self.seconds
+        super().check(comm)
+
+
+def drain_heartbeats(comm: MPI.Comm, source: int) -> int:
+    """Receive and drop every pending HEARTBEAT from `source`; return how many there were."""
+    count = 0
+    while comm.Iprobe(source=source, tag=int(Tag.HEARTBEAT)):
+        comm.Recv([np.empty(64, np.uint8), MPI.BYTE], source=source, tag=int(Tag.HEARTBEAT))
+        count += 1
+    return count
+
+
 def _sleep_backoff(pause: float) -> float:
     time.sleep(pause)
     return min(pause * 2, 0.005)
@@ -68,10 +95,14 @@ def wait_message(comm: MPI.Comm, source: int, deadline: Deadline) -> MPI.Status:
     """Poll until a message from `source` (or any) is pending; return its status."""
     status = MPI.Status()
     pause = 5e-5
-    while not comm.Iprobe(source=source, tag=MPI.ANY_TAG, status=status):
-        deadline.check(comm)
-        pause = _sleep_backoff(pause)
-    return status
+    while True:
+        while not comm.Iprobe(source=source, tag=MPI.ANY_TAG, status=status):
+            deadline.check(comm)
+            pause = _sleep_backoff(pause)
+        if status.Get_tag() != Tag.HEARTBEAT:
+            return status
+        # A heartbeat sent just before the plan it was waiting for: it has served its purpose.
+        drain_heartbeats(comm, status.Get_source())
 
 
 def send_json(comm: MPI.Comm, obj: Any, dest: int, tag: Tag) -> None:

@@ -4,24 +4,27 @@ Crash consistency: every :meth:`RunRecorder.append` writes its rows, flushes the
 the table's ``committed`` attribute in place and flushes again. A writer killed at any point leaves
 rows ``[0, committed)`` whole; rows past ``committed`` are debris that readers ignore and a later
 append overwrites. Weight snapshots follow the same rule with a ``complete`` attribute written last.
-While the recorder is open it holds the HDF5 file lock, so :func:`mpimarl.analysis.load_run` refuses
-the file instead of reading it half-updated; a killed writer's lock goes with its process.
+Readers can follow the file while the recorder writes: every change is bracketed by the write
+sequence beside the file (``run.h5.seq``, :mod:`mpimarl.record.live`), so a reader knows whether
+what it read was a whole, flushed state.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import h5py
 import numpy as np
 
 import mpimarl
 from mpimarl.errors import RunFileError
+from mpimarl.record.live import WriteSequence
 from mpimarl.record.schema import (
     CHUNK_ROWS,
     COMMITTED_ATTR,
@@ -37,6 +40,23 @@ from mpimarl.record.schema import (
     table_descriptions,
     table_dtype,
 )
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _writes(method: F) -> F:
+    """Bracket a method that changes the file with the write sequence (readers of a live run retry
+    a read that overlapped it)."""
+
+    @functools.wraps(method)
+    def bracketed(self: RunRecorder, *args: Any, **kwargs: Any) -> Any:
+        live = getattr(self, "_live", None)
+        if live is None:
+            return method(self, *args, **kwargs)
+        with live.writing():
+            return method(self, *args, **kwargs)
+
+    return cast(F, bracketed)
 
 
 def snapshot_name(version: int) -> str:
@@ -64,11 +84,16 @@ class RunRecorder:
                                "or continue it with --resume")
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._live = WriteSequence(self._path)  # odd until the new file is flushed
+        except OSError as exc:
+            raise RunFileError(f"cannot create run file {self._path}: {_reason(exc)}") from None
+        try:
             # The HDF5 file lock keeps readers out while this process writes (a reader of a live,
             # non-SWMR file can see half-updated metadata). "best-effort": cluster file systems
             # without flock still work, unguarded.
             self._file = h5py.File(self._path, "x", locking="best-effort")
         except OSError as exc:
+            self._live.close()
             raise RunFileError(f"cannot create run file {self._path}: {_reason(exc)}") from None
         self._json_keys: list[str] = []
         self._closed = False
@@ -98,10 +123,13 @@ class RunRecorder:
             self._file.flush()
         except BaseException:
             self._file.close()
+            self._live.close()
             raise
+        self._live.done()
 
     # ---------------------------------------------------------------- tables
 
+    @_writes
     def append(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Append ``rows`` (dicts of column -> value) to ``table`` and make them durable.
 
@@ -133,6 +161,7 @@ class RunRecorder:
 
     # ---------------------------------------------------------------- weights
 
+    @_writes
     def save_weights(
         self,
         policy_id: str,
@@ -177,6 +206,7 @@ class RunRecorder:
 
     # ---------------------------------------------------------------- attributes
 
+    @_writes
     def set_attr(self, key: str, value: Any) -> None:
         """Set (or replace) a file attribute, e.g. ``finished=True`` or a JSON summary; then flush.
 
@@ -212,7 +242,13 @@ class RunRecorder:
         if self._closed:
             return
         self._closed = True
-        self._file.close()
+        live = getattr(self, "_live", None)
+        if live is None:
+            self._file.close()
+            return
+        with live.writing():
+            self._file.close()
+        live.close()
 
     def __enter__(self) -> RunRecorder:
         return self
@@ -246,8 +282,13 @@ class RunRecorder:
         self = cls.__new__(cls)
         self._path = Path(path)
         try:
+            self._live = WriteSequence(self._path)  # odd until the cut-back file is flushed
+        except OSError as exc:
+            raise RunFileError(f"cannot reopen run file {self._path}: {_reason(exc)}") from None
+        try:
             self._file = h5py.File(self._path, "r+", locking="best-effort")
         except OSError as exc:
+            self._live.close()
             raise RunFileError(f"cannot reopen run file {self._path}: {_reason(exc)}") from None
         self._closed = False
         try:
@@ -274,7 +315,9 @@ class RunRecorder:
             self._file.flush()
         except BaseException:
             self._file.close()
+            self._live.close()
             raise
+        self._live.done()
         return self
 
     def read_weights(self, policy_id: str, version: int) -> np.ndarray:

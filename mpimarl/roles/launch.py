@@ -21,16 +21,26 @@ from typing import Any
 from mpimarl import __version__
 from mpimarl.config import RunConfig, config_to_dict, load_config
 from mpimarl.errors import ConfigError, MpimarlError, PeerFailed
+from mpimarl.roles import faults
 
 
 class Interrupted(Exception):
-    """SIGTERM or SIGINT arrived (e.g. a SLURM time limit or a user's Ctrl-C)."""
+    """SIGTERM or SIGINT arrived (e.g. a SLURM time limit or a user's Ctrl-C): exit code 143;
+    or SIGUSR1 (slurm/*.sbatch forward it ahead of a time limit, then requeue the job): 138."""
 
-    exit_code = 143
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"received signal {signal.Signals(signum).name}")
+        self.exit_code = EXIT_CODES.get(signum, 128 + signum)
+
+
+EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 143, signal.SIGUSR1: 138}
+"""Exit code of a rank stopped by each signal it handles: 128 + the signal number, except that
+Ctrl-C reads like SIGTERM. SIGUSR1's own code (138) tells a batch script that the run stopped on
+request (time limit ahead, preemption) and can be requeued and resumed."""
 
 
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(f"received signal {signal.Signals(signum).name}")
+    raise Interrupted(signum)
 
 
 def _tell_server(comm: Any, rank: int, exc: BaseException) -> None:
@@ -84,6 +94,7 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     try:
         config = load_config(config_path, overrides, steps=steps, seed=seed)
         ctx = RunContext.build(config, comm.Get_size())
+        faults.arm(rank, comm.Get_size())  # test-only MPIMARL_FAULT
     except MpimarlError as exc:
         error = exc
     _agree(comm, error)
@@ -146,8 +157,8 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
             error = exc
     _agree(comm, error)
 
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    signal.signal(signal.SIGINT, _raise_interrupted)
+    for signum in EXIT_CODES:
+        signal.signal(signum, _raise_interrupted)
     try:
         if rank == 0:
             assert recorder is not None and path is not None
@@ -156,6 +167,8 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
         trainer.run()
         return 0
     except BaseException as exc:  # noqa: BLE001 - any failure must end the whole job
+        for signum in EXIT_CODES:  # already ending: a repeated signal must not cut the clean-up short
+            signal.signal(signum, signal.SIG_IGN)
         code = getattr(exc, "exit_code", 1)
         if isinstance(exc, (MpimarlError, Interrupted, PeerFailed)):
             print(f"mpimarl: rank {rank}: {exc}", file=sys.stderr, flush=True)
@@ -268,6 +281,7 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progr
         server.next_plan(time_up=False)
     started = time.monotonic()
     summary = server.run()
+    faults.reached("end")
     recorder.set_attr("summary", summary)
     recorder.set_attr("wall_time_s", time.monotonic() - started)
     recorder.set_attr("finished", True)

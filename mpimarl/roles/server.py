@@ -30,6 +30,7 @@ from mpimarl.errors import PeerFailed, ProtocolError
 from mpimarl.league.league import EXPLOITER_SOURCE, EvalPlan, League, SideResults, lineup_label
 from mpimarl.league.pool import Snapshot, SnapshotKey
 from mpimarl.record.recorder import RunRecorder
+from mpimarl.roles import faults
 from mpimarl.roles.context import RunContext
 from mpimarl.roles.evaluation import RemoteEvaluation
 from mpimarl.roles.progress import Progress
@@ -88,6 +89,7 @@ class Server:
         self.final_plan_sent = False
         self.eval_queue: deque[EvalPlan] = deque()
         self.eval_job: Generator[None, None, None] | None = None
+        self._last_heartbeat = time.monotonic()
         self.eval_matches = VectorMatches([ctx.factory() for _ in range(cfg.evaluation.num_envs)],
                                           seed=ctx.rank_seed(0))
         self.device = torch.device("cpu")
@@ -118,6 +120,7 @@ class Server:
         """Serve until every trainer is done and every evaluation has been played."""
         status = MPI.Status()
         pause = 5e-5
+        faults.reached("startup")
         while True:
             if self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
                 self.handle(status)
@@ -147,20 +150,42 @@ class Server:
     def _watchdog(self) -> None:
         """Abort when a trainer that owes the server a message has been silent too long.
 
-        A trainer that has published its snapshot for the open sync round is waiting for the plan
-        (for a slower trainer), not silent: its clock does not run.
+        A trainer waiting for the server (sync: it has published for the open round, or is done and
+        awaits the stop plan; async: its request is deferred) is not silent: its clock does not run,
+        and it gets heartbeats so that its own wait does not run out (:class:`ServerWatch`).
         """
         limit = self.cfg.server.timeout_s
         now = time.monotonic()
         for t in self.trainers.values():
-            waiting = self.sync and t.rank in self.round_.snapshots
-            if waiting:
+            if self._waiting(t):
                 t.last_seen = now
             elif not t.done and now - t.last_seen > limit:
                 raise TimeoutError(
                     f"server: trainer rank {t.rank} ({t.policy_id}) sent nothing for {limit:.0f} s; "
                     "it is stuck or dead (server.timeout_s sets this limit)"
                 )
+        self._heartbeat(now)
+
+    def _waiting(self, t: _TrainerState) -> bool:
+        if self.sync:
+            return t.rank in self.round_.snapshots or (t.done and not self.final_plan_sent)
+        return any(waiting is t for waiting, _ in self.deferred)
+
+    def _heartbeat(self, now: float) -> None:
+        """Sync: tell the trainers waiting at the barrier, every timeout_s / 4, that rank 0 is alive."""
+        if not self.sync or now - self._last_heartbeat < self.cfg.server.timeout_s / 4:
+            return
+        self._last_heartbeat = now
+        for t in self.trainers.values():
+            if self._waiting(t):
+                send_json(self.comm, {}, t.rank, Tag.HEARTBEAT)
+
+    def _check_failures(self) -> None:
+        """Take a pending FAILED report now (it raises PeerFailed): used inside long steps such as
+        draining evaluations, so that a trainer's failure is recorded before that trainer aborts."""
+        status = MPI.Status()
+        if self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=int(Tag.FAILED), status=status):
+            self.handle(status)
 
     # -- messages ---------------------------------------------------------------------------------
     def handle(self, status: MPI.Status) -> None:
@@ -283,11 +308,15 @@ class Server:
         if self.remote is not None:
             self.remote.send_round(self.plan_comm, admitted)
         self.generation += 1
+        for t in self.trainers.values():  # each starts its generation now, not when it published
+            t.last_seen = time.monotonic()
 
     def _drain_evaluations(self) -> None:
         while self._evaluate_step():
             if self.remote is not None:
                 self.remote.poll()  # results of jobs out at the trainers
+            self._heartbeat(time.monotonic())
+            self._check_failures()
 
     def _lineups(self, rank: int) -> list[tuple[Lineup, str]]:
         """Line-ups for trainer `rank`'s next generation, with the source that drew each."""
@@ -328,6 +357,7 @@ class Server:
         state.env_steps = int(row["env_steps"])
         self.recorder.append("train", [row])
         self.progress.update(self)
+        faults.reached("training")
 
     def on_match_results(self, state: _TrainerState, msg: dict[str, Any]) -> None:
         """Training tallies: recorded as `training` matches, fed to the matchmaker's quality scores."""
@@ -418,6 +448,7 @@ class Server:
         self.league.begin_evaluation(plan)
         generation = plan.key.version if plan.key is not None else 0
         for match in plan.matches:
+            faults.reached("evaluation")
             res = yield from self._play(match.own, match.lineup, match.seeds())
             if match.comparator is not None:
                 theirs = yield from self._play(match.comparator, match.comparator_lineup, match.seeds())

@@ -22,6 +22,7 @@ from mpimarl.algos.ppo import PPOLearner, UpdateStats
 from mpimarl.comm.channel import (
     SERVER_RANK,
     Deadline,
+    ServerWatch,
     Tag,
     bcast_json,
     recv_json,
@@ -32,6 +33,7 @@ from mpimarl.comm.channel import (
 from mpimarl.errors import ConfigError
 from mpimarl.league.outcomes import match_score, tally
 from mpimarl.league.pool import SnapshotKey
+from mpimarl.roles import faults
 from mpimarl.roles.context import RunContext
 from mpimarl.roles.evaluation import EvaluationWorker, receive_round
 from mpimarl.rollout.runner import LEARNER, ActingPolicy, FinishedEpisode, VectorMatches
@@ -180,18 +182,21 @@ class Trainer:
         sync = self.ctx.config.schedule.mode == "sync"
         limit = self.ctx.config.schedule.time_limit_s
         started = time.monotonic()
+        faults.reached("startup")
         if not self.restored:
             self.publish()
             self._boundary()
-        last_generation_s = 0.0
         stopped_early = False
         for generation in range(self.start_generation, self.ctx.generations):
             self.generation = generation
+            if generation == 1:
+                faults.reached("evaluation")  # rank 0 is evaluating generation 0 and planning
             planned = None
             if sync:
                 t0 = time.perf_counter()
-                # The plan waits for the slowest trainer, so allow for generations longer than the timeout.
-                deadline = Deadline(self.timeout + 4 * last_generation_s, "the generation plan")
+                # The plan waits for the slowest trainer, however long it takes; meanwhile the server
+                # watches that trainer and sends this one heartbeats (and evaluation jobs, if asked).
+                deadline = ServerWatch(self.comm, self.timeout, "the generation plan")
                 plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline, idle=self.serve_evaluations)
                 self.receive_round(plan)
                 self.wait_s += time.perf_counter() - t0
@@ -203,17 +208,16 @@ class Trainer:
             elif limit is not None and time.monotonic() - started > limit:
                 break
             lineups = self.fetch_lineups(planned)
-            t_start = time.perf_counter()
             tallies = self.play(lineups, self.ctx.generation_budget(generation))
-            last_generation_s = time.perf_counter() - t_start
             self.report_matches(lineups, tallies)
             self.version += 1
             self.publish()
             self._boundary()
         send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)
+        faults.reached("end")
         self.finish_evaluations()
         if sync and not stopped_early:
-            deadline = Deadline(self.timeout + 4 * last_generation_s, "the final plan")
+            deadline = ServerWatch(self.comm, self.timeout, "the final plan")
             plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
             if not plan.get("stop"):
                 raise RuntimeError(f"rank {self.rank}: expected the server's stop plan after the last generation")
@@ -266,6 +270,7 @@ class Trainer:
                 stats = self.learner.update(progress=min(1.0, matches.env_steps / total))
                 self.send_train_row(stats)
                 self.serve_evaluations()
+                faults.reached("training")
         return tallies
 
     def _reset_if_asked(self) -> None:
