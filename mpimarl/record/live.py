@@ -12,8 +12,9 @@ its writes instead, in a small file beside the run file, ``run.h5.seq``:
 
 A reader (:func:`read_consistent`) notes the counter, opens the run file without HDF5's file lock,
 reads what it needs into memory, closes it and reads the counter again: if it was even and has not
-moved, what was read is a state the writer had flushed whole; otherwise it reads again. The writer
-never waits for a reader. Where no writer holds the lock, the file is read directly.
+moved, what was read is a state the writer had flushed whole; otherwise it reads again, and asks the
+writer for a pause (``run.h5.seq.wait``), which holds its next change back for at most 0.2 s.
+Where no writer holds the lock, the file is read directly.
 
 Shared file systems: HDF5 locks files with ``flock`` by default, which some NFS and Lustre mounts
 refuse; set ``HDF5_USE_FILE_LOCKING=FALSE`` for both the run and the readers there. Lustre keeps
@@ -36,12 +37,24 @@ from typing import TypeVar
 SEQ_SUFFIX = ".seq"
 """The write sequence of ``run.h5`` is ``run.h5.seq``."""
 
+WAIT_SUFFIX = ".seq.wait"
+"""A reader that keeps missing the writer's pauses touches ``run.h5.seq.wait``; the writer then holds
+its next change back briefly (at most `WRITER_YIELD_S`) so the reader gets a quiet window."""
+
+WRITER_YIELD_S = 0.2
+STALE_WAIT_S = 5.0  # a request not renewed this long is a dead reader's: the writer ignores it
+
 T = TypeVar("T")
 
 
 def sequence_path(path: Path) -> Path:
     """Where the write sequence of run file `path` lives."""
     return path.with_name(path.name + SEQ_SUFFIX)
+
+
+def wait_path(path: Path) -> Path:
+    """Where readers of run file `path` ask its writer for a pause."""
+    return path.with_name(path.name + WAIT_SUFFIX)
 
 
 class WriteSequence:
@@ -51,6 +64,7 @@ class WriteSequence:
         """Create (or take over a dead writer's) ``run.h5.seq`` and lock it; the counter starts odd,
         as the run file is about to be created: call :meth:`done` once it is flushed."""
         self.path = sequence_path(run_path)
+        self._wait = wait_path(run_path)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -68,8 +82,10 @@ class WriteSequence:
         os.pwrite(self._fd, struct.pack("<q", self._count), 0)
 
     def begin(self) -> None:
-        """The run file is about to change: make the counter odd."""
+        """The run file is about to change: make the counter odd (after a short pause if a reader
+        asked for one)."""
         if self._count % 2 == 0:
+            self._yield_to_readers()
             self._count += 1
             self._store()
 
@@ -78,6 +94,19 @@ class WriteSequence:
         if self._count % 2 == 1:
             self._count += 1
             self._store()
+
+    def _yield_to_readers(self) -> None:
+        """A writer appending in a tight loop would never leave a reader a quiet window: while a
+        fresh request from a reader stands, hold this change back (bounded; one stat otherwise)."""
+        try:
+            asked = os.stat(self._wait).st_mtime
+        except OSError:
+            return
+        if time.time() - asked > STALE_WAIT_S:
+            return
+        end = time.monotonic() + WRITER_YIELD_S
+        while time.monotonic() < end and self._wait.exists():
+            time.sleep(0.002)
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -140,20 +169,35 @@ def read_consistent(run_path: Path, read: Callable[[], T], timeout: float = 30.0
     """
     deadline = time.monotonic() + timeout
     pause = 0.005
-    while True:
-        before = _count(run_path)
-        if before is None:  # the writer has just closed the file: a plain read is safe now
-            return read()
-        if before % 2 == 0:
-            try:
-                result = read()
-            except Exception:
-                if _count(run_path) == before:
-                    raise
-            else:
-                if _count(run_path) == before:
-                    return result
-        if time.monotonic() > deadline:
-            raise LiveReadError(f"the writer of {run_path} did not pause for {timeout:.0f} s")
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
+    asked = False
+    try:
+        while True:
+            before = _count(run_path)
+            if before is None:  # the writer has just closed the file: a plain read is safe now
+                return read()
+            if before % 2 == 0:
+                try:
+                    result = read()
+                except Exception:
+                    if _count(run_path) == before:
+                        raise
+                else:
+                    if _count(run_path) == before:
+                        return result
+            if time.monotonic() > deadline:
+                raise LiveReadError(f"the writer of {run_path} did not pause for {timeout:.0f} s")
+            asked = _ask_for_pause(run_path) or asked
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+    finally:
+        if asked:
+            wait_path(run_path).unlink(missing_ok=True)
+
+
+def _ask_for_pause(run_path: Path) -> bool:
+    """Touch the wait file (a read-only reader cannot, and keeps retrying without it)."""
+    try:
+        wait_path(run_path).touch()
+    except OSError:
+        return False
+    return True
