@@ -28,8 +28,8 @@ class Interrupted(Exception):
     """SIGTERM or SIGINT arrived (e.g. a SLURM time limit or a user's Ctrl-C): exit code 143;
     or SIGUSR1 (slurm/*.sbatch forward it ahead of a time limit, then requeue the job): 138."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"received signal {signal.Signals(signum).name}")
+    def __init__(self, signum: int, message: str | None = None) -> None:
+        super().__init__(message or f"received signal {signal.Signals(signum).name}")
         self.exit_code = EXIT_CODES.get(signum, 128 + signum)
 
 

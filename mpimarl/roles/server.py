@@ -6,6 +6,7 @@ It answers trainers point to point, pushes each generation's plan to everyone wi
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import deque
 from collections.abc import Generator, Hashable, Sequence
@@ -269,7 +270,8 @@ class Server:
         if self.stop_after_generation is not None and self.generation > self.stop_after_generation:
             from mpimarl.roles.launch import Interrupted  # as if SIGTERM came now, after checkpoint g
 
-            raise Interrupted(f"stopped after generation {self.stop_after_generation} (--stop-after-generation)")
+            raise Interrupted(signal.SIGTERM,
+                              f"stopped after generation {self.stop_after_generation} (--stop-after-generation)")
         self._drain_evaluations()
         for rank in sorted(self.round_.results):
             for learner, lineup, scores in self.round_.results[rank]:
