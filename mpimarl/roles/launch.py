@@ -24,7 +24,7 @@ from mpimarl.errors import ConfigError, MpimarlError, PeerFailed
 from mpimarl.roles import faults
 
 
-class Interrupted(Exception):
+class Interrupted(BaseException):  # like KeyboardInterrupt: no `except Exception` may swallow a stop
     """SIGTERM or SIGINT arrived (e.g. a SLURM time limit or a user's Ctrl-C): exit code 143;
     or SIGUSR1 (slurm/*.sbatch forward it ahead of a time limit, then requeue the job): 138."""
 
@@ -173,7 +173,9 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
         if isinstance(exc, (MpimarlError, Interrupted, PeerFailed)):
             print(f"mpimarl: rank {rank}: {exc}", file=sys.stderr, flush=True)
         else:
-            print(f"mpimarl: rank {rank} failed; ending the job:", file=sys.stderr)
+            # The one-line cause first: an abort elsewhere can cut the traceback short.
+            print(f"mpimarl: rank {rank} failed ({type(exc).__name__}: {exc}); ending the job:",
+                  file=sys.stderr, flush=True)
             traceback.print_exc()
             sys.stderr.flush()
         if recorder is not None:
