@@ -128,11 +128,11 @@ def _exploitability_case(args: argparse.Namespace, case: str, config: str, strat
                          extra: list[str], levels: tuple[float, ...]) -> None:
     rows = []
     for name in strategies:
-        folder = _fresh(args.runs, f"{case}_{name}")
+        folder = _fresh(args.runs, f"{case}_{name}_n{args.ranks}")
         over = [f"matchmaking.strategy={name}", f"--seed={args.seed}", *extra]
         if args.minutes:
             over += ["--steps", "100000000", f"schedule.time_limit_s={60 * args.minutes}"]
-        wall = train(config, folder, over, timeout=60 * (args.minutes or 30) + 1800)
+        wall = train(config, folder, over, ranks=args.ranks, timeout=60 * (args.minutes or 30) + 1800)
         run = load_run(folder / "run.h5")
         pop = run.exploitability[run.exploitability.policy_id == "population"]
         latest = run.exploitability[run.exploitability.policy_id != "population"]
@@ -146,10 +146,11 @@ def _exploitability_case(args: argparse.Namespace, case: str, config: str, strat
             row[f"population<={level}_at_s"] = round(_first_time(pop, level), 1)
         rows.append(row)
         print(row, flush=True)
-    notes = (f"{config}, 3 ranks, seed {args.seed}; exact exploitability (NashConv / 2) of the population "
-             f"mixture (the matchmaker's meta-strategy over the pool, realization-equivalent behaviour policy) and "
+    notes = (f"{config}, {args.ranks} ranks ({args.ranks - 1} trainer(s)), seed {args.seed}; exact exploitability "
+             f"(NashConv / 2) of the population mixture (the matchmaker's meta-strategy over the pool, "
+             f"realization-equivalent behaviour policy) and "
              f"of each trainer's latest snapshot, measured by rank 0 every generation. {ANCHORS[case]}")
-    save(pd.DataFrame(rows), f"league_{case}", notes)
+    save(pd.DataFrame(rows), f"league_{case}" + ("" if args.ranks == 3 else f"_{args.ranks}ranks"), notes)
 
 
 def rps(args: argparse.Namespace) -> None:
@@ -205,6 +206,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None, help="wall-time limit per training run")
     parser.add_argument("--episodes", type=int, default=400, help="evaluation episodes per pairing")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ranks", type=int, default=3, help="rps/kuhn/leduc: MPI ranks (server + trainers)")
     parser.add_argument("--only", type=lambda s: s.split(","), default=None, help="matchmakers: a subset")
     parser.add_argument("--reuse", type=Path, default=None, help="connect_four: judge this run file, no training")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench", help="where run folders go")

@@ -153,6 +153,14 @@ class Run:
         frame = frame.astype({"version": "int64", "parent_version": "int64", "size": "int64"})
         return frame.sort_values(["policy_id", "version"], ignore_index=True)
 
+    def payoff_table(self) -> pd.DataFrame:
+        """The payoff table as it stood at the end: the last (cumulative) row of every (role, row,
+        column) pair of the ``payoff`` rows."""
+        if self.payoff.empty:
+            return self.payoff.copy()
+        last = self.payoff.sort_values("time").groupby(["role", "row_id", "column_id"], sort=False).tail(1)
+        return last.reset_index(drop=True)
+
     def latest_versions(self) -> dict[str, int]:
         """Policy id -> its latest completely stored version (the final snapshot), sorted by id."""
         stored = self.policies()

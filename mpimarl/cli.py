@@ -1,4 +1,4 @@
-"""Command line: `mpimarl train | check | envs | baselines | summary | report | evaluate | play`.
+"""Command line: `mpimarl train | check | envs | baselines | summary | report | evaluate | play | sweep | study`.
 
 Also `python -m mpimarl ...`.
 """
@@ -80,6 +80,30 @@ def _parser() -> argparse.ArgumentParser:
                    help="which seat of its role the policy takes (0: the first; connect four: 1 moves second)")
     g.add_argument("--out", help="match.gif (frames) or match.txt (transcript); default: print the transcript")
     g.add_argument("--greedy", action="store_true", help="stored policies take their most likely action")
+
+    w = sub.add_parser("sweep", help="run a sweep file's setups x grid x seeds here, one run at a time",
+                       description="Each run is `mpiexec -n RANKS python -m mpimarl train ...`; runs whose run "
+                       "file says they finished are skipped and unfinished ones resumed, so running it again "
+                       "continues a sweep. On SLURM use slurm/sweep.sbatch --file SWEEP.yaml instead. Example: "
+                       "mpimarl sweep configs/sweeps/study_small.yaml")
+    w.add_argument("sweep", metavar="SWEEP.yaml", help="sweep file (see configs/sweeps/)")
+    w.add_argument("--root", help="folder for the run folders (default: the file's root)")
+    w.add_argument("--only", metavar="REGEX", help="only the setups whose label matches")
+    w.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    w.add_argument("--keep-going", action="store_true", help="run the rest after a run fails")
+
+    y = sub.add_parser("study", help="figures and tables for the three research questions from a folder of runs",
+                       description="Reads every run.h5 below DIR, groups runs by setup (the config name a "
+                       "sweep gives them) over seeds, and writes PNG figures, CSV and markdown tables and a "
+                       "README into --out. Example: mpimarl study runs/study_small --out study/")
+    y.add_argument("runs", metavar="DIR", help="folder searched for run.h5 files")
+    y.add_argument("--out", help="output folder (default: DIR/study)")
+    y.add_argument("--episodes", type=int, default=40,
+                   help="robustness round robin: episodes per pairing (default 40; 0 skips the round robin)")
+    y.add_argument("--target", action="append", default=[], metavar="GAME=VALUE",
+                   help="convergence target for a game (e.g. connect_four=0.8 score vs tactical, kuhn_poker=0.1 "
+                   "exploitability, simple_spread=-20 return per agent); repeatable")
+    y.add_argument("--seed", type=int, default=0, help="picks the round robin's evaluation seeds (default 0)")
     return p
 
 
@@ -188,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "play":
             return _play(args)
+        if args.command == "sweep":
+            from mpimarl.sweep import run_sweep
+
+            return run_sweep(args.sweep, args.root, args.only, args.dry_run, args.keep_going)
+        if args.command == "study":
+            from mpimarl.study import main as study
+
+            return study(args.runs, args.out, args.episodes, args.target, args.seed)
     except MpimarlError as exc:
         print(f"mpimarl: error: {exc}", file=sys.stderr)
         return exc.exit_code

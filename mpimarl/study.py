@@ -1,0 +1,552 @@
+"""The three research questions, answered from a folder of run files (`mpimarl study DIR`).
+
+1. **Convergence speed under distribution**: wall time and environment steps (per policy) until a
+   run first reaches its game's target, against ranks per policy and population members.
+2. **Robustness**: the final policies of every setup in one round robin with scripted baselines
+   (competitive games), cross-play of partners that never trained together (cooperative games), and
+   exact exploitability where the game has it.
+3. **Matchmaking**: how the strategy shapes a population over time: ratings, diversity (effective
+   support of the meta-strategy, spread of the payoff table) and exploitability.
+
+Runs are grouped into *setups* by their config ``name`` (a sweep file names each setup's runs so,
+see :mod:`mpimarl.sweep`) and aggregated over seeds: mean and a 95% Student-t interval. Everything
+is read with :func:`mpimarl.analysis.load_run`; nothing else about a run is needed.
+
+    mpimarl study runs/study_small --out benchmarks/results/study_small
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mpimarl.analysis import RANDOM_BASELINE, Run, crossplay_matrix, load_run
+from mpimarl.errors import ConfigError, MpimarlError, RunFileError
+
+TARGETS: dict[str, float] = {
+    "connect_four": 0.8,     # score (wins + draws/2) against the one-move tactical player
+    "kuhn_poker": 0.1,       # population exploitability
+    "leduc_poker": 1.0,
+    "matrix_rps": 0.05,
+    "simple_spread": -20.0,  # evaluated return per agent
+    "simple_speaker_listener": -20.0,
+    "CartPole": 475.0,       # training episode return
+}
+"""Default convergence targets per game (`--target GAME=VALUE` changes them)."""
+
+POPULATION = "population"
+
+
+def game_of(env_id: str) -> str:
+    """A short game name from an environment id: 'pettingzoo.classic.connect_four_v3' -> 'connect_four',
+    'openspiel:kuhn_poker' -> 'kuhn_poker', 'gymnasium:CartPole-v1' -> 'CartPole'."""
+    name = re.split(r"[.:]", env_id)[-1]
+    return re.sub(r"(_v\d+|-v\d+)$", "", name)
+
+
+def interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and 95% Student-t interval of finite `values` (NaNs dropped; one value: no width)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    if len(x) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if len(x) == 1:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
+def _cell(values: Sequence[float], digits: int = 3) -> str:
+    mean, low, high = interval(values)
+    if not np.isfinite(mean):
+        return "-"
+    if low == high:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+# ---- one run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class StudyRun:
+    """One run file and what the study reads from it."""
+
+    path: Path
+    run: Run
+    setup: str
+    seed: int
+    game: str
+    kind: str
+    strategy: str
+    ranks: int
+    ranks_per_policy: int
+    members: int
+    """Population members: the number of trained policies."""
+    steps: float
+    """Environment steps per policy at the end (mean over policies)."""
+    wall_s: float
+
+    @property
+    def policy_ids(self) -> list[str]:
+        """The run's trained policies (not baselines)."""
+        return [p for ids in self.run.attrs.get("roles", {}).values() for p in ids]
+
+
+def describe(path: Path, run: Run) -> StudyRun:
+    """What the study needs of one run file."""
+    cfg = run.config
+    rpp = cfg.get("trainer", {}).get("ranks_per_policy", 1)
+    rpp = max(rpp.values()) if isinstance(rpp, dict) and rpp else int(rpp or 1)
+    ids = [p for group in run.attrs.get("roles", {}).values() for p in group]
+    steps = run.train.groupby("policy_id").env_steps.max().mean() if len(run.train) else 0.0
+    return StudyRun(path, run, str(cfg.get("name") or path.parent.name), int(run.attrs.get("seed", 0)),
+                    game_of(str(cfg["env"]["id"])), str(cfg.get("task", {}).get("kind", "competitive")),
+                    str(cfg.get("matchmaking", {}).get("strategy", "")), int(run.attrs.get("world_size", 0)),
+                    int(rpp), len(ids), float(steps), float(run.attrs.get("wall_time_s", math.nan)))
+
+
+def _steps_by_generation(run: Run) -> pd.Series:
+    """Environment steps per policy (mean over policies) at the end of each generation."""
+    t = run.train
+    if t.empty:
+        return pd.Series(dtype=float)
+    per = t.groupby(["generation", "policy_id"]).env_steps.max().unstack("policy_id").sort_index().cummax().ffill()
+    return per.mean(axis=1)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a run's convergence is measured by."""
+
+    name: str
+    higher_is_better: bool
+
+
+def progress(sr: StudyRun) -> tuple[Metric, pd.DataFrame]:
+    """The run's progress measure per generation: columns generation, time, steps, value.
+
+    Exact games: population exploitability (lower is better). Competitive games with a scripted
+    baseline: the mean score of the run's policies against it in scheduled evaluation (the first
+    baseline of the config); else against random. Cooperative games: the evaluated team return per
+    agent (comparator rows). Otherwise: the training episode return.
+    """
+    run = sr.run
+    steps = _steps_by_generation(run)
+    ex = run.exploitability
+    if len(ex) and (ex.policy_id == POPULATION).any():
+        rows = ex[ex.policy_id == POPULATION].groupby("generation").agg(time=("time", "max"),
+                                                                       value=("exploitability", "last"))
+        metric = Metric("population exploitability", False)
+    else:
+        m = run.matches[run.matches.kind == "evaluation"]
+        scripted = [b["name"] for b in run.config.get("baselines", [])]
+        if sr.kind == "cooperative":
+            ev = m[(m.matchmaker == "comparator") & (m.opponent_id == RANDOM_BASELINE)]
+            metric = Metric("evaluated return per agent", True)
+            ev = ev.assign(value=ev.return_mean)
+        else:
+            opponent = scripted[0] if scripted and (m.opponent_id == scripted[0]).any() else RANDOM_BASELINE
+            ev = m[(m.matchmaker == "baseline") & (m.opponent_id == opponent)]
+            metric = Metric(f"score vs {opponent}", True)
+            ev = ev.assign(value=(ev.wins + ev.draws / 2) / ev.episodes.clip(lower=1))
+        if len(ev):
+            # each generation: the mean over policies of their newest evaluated snapshot's value
+            last = ev.sort_values("time").groupby(["generation", "policy_id"]).agg(time=("time", "max"),
+                                                                                   value=("value", "last"))
+            rows = last.groupby("generation").agg(time=("time", "max"), value=("value", "mean"))
+        else:
+            tr = run.train
+            rows = tr.groupby("generation").agg(time=("time", "max"), value=("episode_return_mean", "mean"))
+            metric = Metric("training episode return", True)
+    rows = rows.reset_index()
+    rows["steps"] = rows.generation.map(steps).astype(float) if len(steps) else math.nan
+    rows.loc[rows.generation <= 0, "steps"] = 0.0
+    return metric, rows[["generation", "time", "steps", "value"]]
+
+
+def reached(metric: Metric, rows: pd.DataFrame, target: float) -> tuple[float, float]:
+    """(seconds, steps) when `rows` first meet `target` after generation 0, NaNs when never."""
+    trained = rows[rows.generation > 0]
+    hit = trained[trained.value >= target] if metric.higher_is_better else trained[trained.value <= target]
+    if hit.empty:
+        return math.nan, math.nan
+    first = hit.iloc[0]
+    return float(first.time), float(first.steps)
+
+
+# ---- the study ----------------------------------------------------------------------------------
+
+
+def find_runs(folder: Path) -> tuple[list[StudyRun], list[str]]:
+    """Every readable run file below `folder`, and one line per file that could not be read."""
+    runs, skipped = [], []
+    for path in sorted(folder.rglob("run.h5")):
+        try:
+            run = load_run(path)
+            runs.append(describe(path, run))
+        except (RunFileError, KeyError, ValueError) as exc:
+            skipped.append(f"{path}: {exc}")
+    return runs, skipped
+
+
+def _setups(runs: list[StudyRun]) -> pd.DataFrame:
+    return pd.DataFrame([{"setup": r.setup, "game": r.game, "strategy": r.strategy, "ranks": r.ranks,
+                          "ranks_per_policy": r.ranks_per_policy, "members": r.members} for r in runs]
+                        ).drop_duplicates("setup").set_index("setup")
+
+
+def convergence(runs: list[StudyRun], targets: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                                         dict[str, pd.DataFrame]]:
+    """Question 1: per run and per setup, time and steps to the game's target; and the curves."""
+    per_run, curves = [], {}
+    for r in runs:
+        metric, rows = progress(r)
+        target = targets.get(r.game, math.nan)
+        secs, steps = reached(metric, rows, target) if np.isfinite(target) else (math.nan, math.nan)
+        final = float(rows.value.iloc[-1]) if len(rows) else math.nan
+        per_run.append({"setup": r.setup, "seed": r.seed, "game": r.game, "metric": metric.name,
+                        "target": target, "reached": bool(np.isfinite(secs)), "time_to_target_s": secs,
+                        "steps_to_target": steps, "final": final, "steps": r.steps, "wall_s": r.wall_s,
+                        "path": str(r.path)})
+        curves[f"{r.setup}\t{r.seed}"] = rows.assign(setup=r.setup, seed=r.seed, game=r.game, metric=metric.name)
+    frame = pd.DataFrame(per_run)
+    info = _setups(runs)
+    table = []
+    for setup, g in frame.groupby("setup", sort=False):
+        row = {"setup": setup, **info.loc[setup].to_dict(), "metric": g.metric.iloc[0], "target": g.target.iloc[0],
+               "seeds": len(g), "reached": f"{int(g.reached.sum())}/{len(g)}",
+               "time_to_target_s": _cell(g.time_to_target_s, 0), "steps_to_target": _cell(g.steps_to_target, 0),
+               "final": _cell(g.final), "steps_per_policy": _cell(g.steps, 0)}
+        table.append(row)
+    return frame, pd.DataFrame(table), curves
+
+
+def robustness(runs: list[StudyRun], episodes: int, seed: int) -> tuple[pd.DataFrame, list[str]]:
+    """Question 2: per setup, the final policies' scores in one round robin per game (against the
+    other setups' final policies and the scripted baselines), cross-play of partners that never
+    trained together, and final exploitability. Returns the table and notes on what was skipped."""
+    from mpimarl.arena import round_robin, run_names
+
+    notes: list[str] = []
+    # setup -> column -> run file -> values (a run's policies are averaged first, then seeds)
+    rows: dict[str, dict[str, dict[str, list[float]]]] = {}
+
+    def add(setup: str, column: str, value: float, path: Path) -> None:
+        rows.setdefault(setup, {}).setdefault(column, {}).setdefault(str(path), []).append(value)
+
+    by_game: dict[str, list[StudyRun]] = {}
+    for r in runs:
+        by_game.setdefault(r.game, []).append(r)
+        ex = r.run.exploitability
+        if len(ex):
+            last = ex[ex.generation == ex.generation.max()]
+            pop = last[last.policy_id == POPULATION].exploitability
+            if len(pop):
+                add(r.setup, "exploitability (population)", float(pop.iloc[-1]), r.path)
+            add(r.setup, "exploitability (latest)", float(last[last.policy_id != POPULATION].exploitability.mean()),
+                r.path)
+        if r.kind == "cooperative":
+            cp = crossplay_matrix(r.run)
+            if not cp.empty:
+                values = cp.to_numpy(dtype=float)
+                own = np.array([[str(c).split("@")[-1] == str(i).split("@")[-1] for c in cp.columns] for i in cp.index])
+                add(r.setup, "crossplay same generation", float(np.nanmean(values[own])) if own.any() else math.nan,
+                    r.path)
+                add(r.setup, "crossplay other generations",
+                    float(np.nanmean(values[~own])) if (~own).any() else math.nan, r.path)
+    if episodes > 0:
+        for game, group in by_game.items():
+            if group[0].kind == "cooperative":
+                continue  # cross-play within each run stands for robustness to new partners
+            baselines = [RANDOM_BASELINE, *[b["name"] for b in group[0].run.config.get("baselines", [])]]
+            try:
+                result = round_robin([r.path for r in group], vs=",".join(dict.fromkeys(baselines)),
+                                     episodes=episodes, seed=seed)
+            except MpimarlError as exc:
+                notes.append(f"{game}: no round robin ({exc})")
+                continue
+            frame = result.results
+            # entrant labels are '<run name>/<policy>@<version>' (just '<policy>@<version>' for one run)
+            names = run_names([r.path for r in group], [r.run for r in group]) if len(group) > 1 else [""]
+            owner, source = {}, {}
+            for name, r in zip(names, group, strict=True):
+                for label in frame.entrant.unique():
+                    if (label.split("/", 1)[0] == name) if name else label not in baselines:
+                        owner[label], source[label] = r.setup, r.path
+            for label, setup in owner.items():
+                mine = frame[frame.entrant == label]
+                others = mine[[o in owner and owner[o] != setup for o in mine.opponent]]
+                if len(others):
+                    add(setup, "score vs other setups", float(others.score.mean()), source[label])
+                for name in dict.fromkeys(baselines):
+                    vs = mine[mine.opponent == name]
+                    if len(vs):
+                        add(setup, f"score vs {name}", float(vs.score.mean()), source[label])
+            notes.append(f"{game}: round robin of {len(owner)} final policies and {len(set(baselines))} "
+                         f"baseline(s), {episodes} episodes per pairing, seed {seed}")
+    info = _setups(runs)
+    table = []
+    for setup, cols in rows.items():
+        table.append({"setup": setup, "game": info.loc[setup, "game"], "strategy": info.loc[setup, "strategy"],
+                      **{k: _cell([float(np.mean(v)) for v in per_run.values()]) for k, per_run in cols.items()}})
+    return pd.DataFrame(table), notes
+
+
+def _effective_support(meta: pd.DataFrame) -> pd.DataFrame:
+    """exp(entropy) of the meta-strategy of each (generation, role): how many snapshots it really mixes."""
+    if meta.empty:
+        return pd.DataFrame(columns=["generation", "time", "support"])
+    last = meta[meta.time == meta.groupby(["generation", "role"]).time.transform("max")]
+
+    def support(w: pd.Series) -> float:
+        p = w.to_numpy(dtype=float)
+        p = p[p > 0] / p[p > 0].sum() if (p > 0).any() else p
+        return float(np.exp(-(p * np.log(p)).sum())) if len(p) else math.nan
+
+    out = last.groupby(["generation", "role"]).agg(time=("time", "max"), support=("weight", support))
+    return out.groupby("generation").agg(time=("time", "max"), support=("support", "mean")).reset_index()
+
+
+def _rating_curve(sr: StudyRun) -> pd.DataFrame:
+    """Per generation, the mean rating (mu) of the run's policies' newest rated snapshots."""
+    r = sr.run.ratings
+    r = r[r.policy_id.isin(sr.policy_ids)].sort_values("time")
+    if r.empty:
+        return pd.DataFrame(columns=["generation", "mu", "elo"])
+    newest = r[r.version == r.groupby("policy_id").version.cummax()]
+    last = newest.groupby(["generation", "policy_id"]).agg(mu=("mu", "last"), elo=("elo", "last"))
+    return last.groupby("generation").mean().reset_index()
+
+
+def matchmaking(runs: list[StudyRun]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Question 3: per setup, final rating, diversity and exploitability; and the curves over time."""
+    cols: dict[str, dict[str, list[float]]] = {}
+    curves: dict[str, pd.DataFrame] = {}
+    for sr in runs:
+        steps = _steps_by_generation(sr.run)
+        rating = _rating_curve(sr)
+        support = _effective_support(sr.run.meta)
+        curve = rating.merge(support, on="generation", how="outer") if len(support) else rating
+        ex = sr.run.exploitability
+        if len(ex) and (ex.policy_id == POPULATION).any():
+            pop = ex[ex.policy_id == POPULATION][["generation", "exploitability"]]
+            curve = curve.merge(pop, on="generation", how="outer")
+        curve = curve.sort_values("generation")
+        curve["steps"] = curve.generation.map(steps).astype(float) if len(steps) else math.nan
+        curves[f"{sr.setup}\t{sr.seed}"] = curve.assign(setup=sr.setup, seed=sr.seed, game=sr.game)
+        c = cols.setdefault(sr.setup, {})
+        if len(rating):
+            c.setdefault("final rating mu", []).append(float(rating.mu.iloc[-1]))
+            c.setdefault("final Elo", []).append(float(rating.elo.iloc[-1]))
+        if len(support):
+            c.setdefault("effective support (final)", []).append(float(support.support.iloc[-1]))
+            c.setdefault("effective support (mean)", []).append(float(support.support.mean()))
+        pay = sr.run.payoff_table()
+        if len(pay):
+            pool = pay[pay.row_id.str.split("@").str[0].isin(sr.policy_ids)
+                       & pay.column_id.str.split("@").str[0].isin(sr.policy_ids)]
+            if len(pool) > 1:
+                c.setdefault("payoff spread (std of scores)", []).append(float(pool.score.std()))
+        if "exploitability" in curve and curve.exploitability.notna().any():
+            c.setdefault("exploitability (final)", []).append(float(curve.exploitability.dropna().iloc[-1]))
+            c.setdefault("exploitability (min)", []).append(float(curve.exploitability.min()))
+    info = _setups(runs)
+    table = [{"setup": s, "game": info.loc[s, "game"], "strategy": info.loc[s, "strategy"],
+              "seeds": sum(r.setup == s for r in runs), **{k: _cell(v) for k, v in c.items()}}
+             for s, c in cols.items()]
+    return pd.DataFrame(table), curves
+
+
+# ---- figures ------------------------------------------------------------------------------------
+
+
+def _mean_curve(frames: list[pd.DataFrame], x: str, y: str, points: int = 60) -> tuple[np.ndarray, ...]:
+    """Mean and min-max band of `y` over seeds, interpolated on a common grid of `x`."""
+    frames = [f.dropna(subset=[x, y]).sort_values(x) for f in frames]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return (np.array([]),) * 4
+    hi = min(float(f[x].max()) for f in frames)
+    lo = max(float(f[x].min()) for f in frames)
+    if not hi > lo:
+        f = frames[0]
+        v = f[y].to_numpy(dtype=float)
+        return f[x].to_numpy(dtype=float), v, v, v
+    grid = np.linspace(lo, hi, points)
+    ys = np.array([np.interp(grid, f[x].to_numpy(dtype=float), f[y].to_numpy(dtype=float)) for f in frames])
+    return grid, ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
+
+
+def _plot_curves(curves: dict[str, pd.DataFrame], y: str, ylabel: str, title: str, out: Path,
+                 target: float | None = None) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_setup: dict[str, list[pd.DataFrame]] = {}
+    for frame in curves.values():
+        if y in frame and frame[y].notna().any():
+            by_setup.setdefault(str(frame.setup.iloc[0]), []).append(frame)
+    if not by_setup:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for setup, frames in by_setup.items():
+        for ax, x in zip(axes, ("steps", "time")):
+            if x not in frames[0]:
+                continue
+            grid, mean, low, high = _mean_curve(frames, x, y)
+            if len(grid) == 0:
+                continue
+            line, = ax.plot(grid, mean, label=f"{setup} ({len(frames)} seed{'s' if len(frames) > 1 else ''})")
+            ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.15)
+    for ax, xlabel in zip(axes, ("environment steps per policy", "wall time (s)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if target is not None and np.isfinite(target):
+            ax.axhline(target, color="grey", linestyle="--", linewidth=1)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _plot_time_to_target(frame: pd.DataFrame, out: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if frame.empty:
+        return None
+    setups = list(dict.fromkeys(frame.setup))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(setups) + 2), 4.2))
+    for i, setup in enumerate(setups):
+        g = frame[frame.setup == setup]
+        mean, low, high = interval(g.time_to_target_s)
+        if np.isfinite(mean):
+            ax.bar(i, mean, yerr=[[mean - low], [high - mean]], capsize=4, color="tab:blue", alpha=0.7)
+        ax.text(i, 0, f"{int(g.reached.sum())}/{len(g)}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(setups)), setups, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("seconds to target (mean, 95% CI; label: seeds that reached it)")
+    ax.set_title("Convergence: time to target per setup")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+# ---- the command --------------------------------------------------------------------------------
+
+
+def parse_targets(items: Sequence[str]) -> dict[str, float]:
+    """TARGETS updated by 'GAME=VALUE' items; ConfigError for a malformed one."""
+    targets = dict(TARGETS)
+    for item in items:
+        game, _, value = item.partition("=")
+        try:
+            targets[game.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--target {item!r}: expected GAME=NUMBER, e.g. connect_four=0.8") from None
+        if not game.strip():
+            raise ConfigError(f"--target {item!r}: expected GAME=NUMBER, e.g. connect_four=0.8")
+    return targets
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(no rows)\n"
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for rec in frame.itertuples(index=False):
+        lines.append("| " + " | ".join("-" if (isinstance(v, float) and not np.isfinite(v)) else str(v)
+                                        for v in rec) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_study(folder: str | Path, out: str | Path | None = None, episodes: int = 40,
+                targets: dict[str, float] | None = None, seed: int = 0) -> Path:
+    """Read the runs below `folder` and write every figure and table of the study into `out`
+    (default FOLDER/study), with a README saying what each shows. Returns the README's path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"study: no such folder: {folder}")
+    out = Path(out) if out else folder / "study"
+    targets = dict(TARGETS if targets is None else targets)
+    runs, skipped = find_runs(folder)
+    if not runs:
+        raise ConfigError(f"study: no readable run.h5 below {folder}" + (f" ({len(skipped)} unreadable)"
+                                                                        if skipped else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    per_run, q1, q1_curves = convergence(runs, targets)
+    q2, q2_notes = robustness(runs, episodes, seed)
+    q3, q3_curves = matchmaking(runs)
+    per_run.to_csv(out / "runs.csv", index=False)
+    figures: list[tuple[Path, str]] = []
+    for name, frame in (("q1_convergence", q1), ("q2_robustness", q2), ("q3_matchmaking", q3)):
+        frame.to_csv(out / f"{name}.csv", index=False)
+        (out / f"{name}.md").write_text(_markdown(frame))
+    for game in dict.fromkeys(r.game for r in runs):
+        mine = {k: v for k, v in q1_curves.items() if v.game.iloc[0] == game} if q1_curves else {}
+        metric = next(iter(mine.values())).metric.iloc[0] if mine else "value"
+        f = _plot_curves(mine, "value", metric, f"{game}: {metric} (mean over seeds, band min-max)",
+                         out / f"q1_{game}_curves.png", targets.get(game))
+        if f:
+            figures.append((f, f"Question 1, {game}: {metric} against environment steps per policy (left) and "
+                               f"wall time (right), one line per setup; dashed: the target "
+                               f"{targets.get(game, math.nan)}."))
+        mine3 = {k: v for k, v in q3_curves.items() if v.game.iloc[0] == game}
+        for y, label, what in (("mu", "rating mu (anchored at the random baseline)", "ratings"),
+                               ("support", "effective support exp(H) of the meta-strategy", "diversity"),
+                               ("exploitability", "population exploitability", "exploitability")):
+            f = _plot_curves(mine3, y, label, f"{game}: {label}", out / f"q3_{game}_{what}.png")
+            if f:
+                figures.append((f, f"Question 3, {game}: {label} over steps and time, one line per setup "
+                                   f"(matchmaking strategy)."))
+    f = _plot_time_to_target(per_run, out / "q1_time_to_target.png")
+    if f:
+        figures.insert(0, (f, "Question 1: seconds until each setup first reached its game's target, mean "
+                              "and 95% interval over the seeds that reached it; the label counts them."))
+    readme = out / "README.md"
+    lines = [f"# Study of {folder}", "",
+             f"{len(runs)} runs in {len(q1)} setups, read with `load_run`; intervals are 95% Student-t over "
+             "seeds. Made by `mpimarl study`.", ""]
+    if skipped:
+        lines += ["Unreadable run files (left out):", *[f"- {s}" for s in skipped], ""]
+    lines += ["## 1. Convergence speed under distribution (`q1_convergence.csv`, per run: `runs.csv`)", "",
+              "Time and environment steps per policy until a run first met its game's target, against ranks, "
+              "ranks per policy and population members (`members`).", "", _markdown(q1),
+              "## 2. Robustness (`q2_robustness.csv`)", "",
+              "Final policies against the other setups' final policies and the scripted baselines (score = "
+              "wins + draws/2 per episode), cross-play with partners of other generations (cooperative), and "
+              "final exploitability (exact games).", "", *[f"- {n}" for n in q2_notes], "", _markdown(q2),
+              "## 3. Matchmaking (`q3_matchmaking.csv`)", "",
+              "Final ratings, diversity (effective support of the meta-strategy; spread of the payoff table "
+              "between the run's own snapshots) and exploitability per setup.", "", _markdown(q3),
+              "## Figures", ""]
+    lines += [f"- `{p.name}`: {text}" for p, text in figures]
+    readme.write_text("\n".join(lines) + "\n")
+    return readme
+
+
+def main(folder: str, out: str | None, episodes: int, targets: Sequence[str], seed: int) -> int:
+    """`mpimarl study DIR`: write the study; exit 2 with one message on bad input."""
+    if episodes < 0:
+        raise ConfigError(f"--episodes must be >= 0, got {episodes}")
+    readme = write_study(folder, out, episodes, parse_targets(targets), seed)
+    print(readme.read_text())
+    print(f"wrote {readme.parent}", file=sys.stderr)
+    return 0

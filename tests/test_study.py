@@ -1,0 +1,129 @@
+"""A sweep file launched with one command, and the study's figures and tables made from its run files."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mpimarl.errors import ConfigError
+from mpimarl.study import game_of, interval, parse_targets
+from mpimarl.sweep import load_sweep
+from tests.conftest import CONFIGS, REPO
+
+
+def _write_sweep(tmp_path: Path) -> Path:
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(f"""
+name: tiny
+root: {tmp_path / "runs"}
+seeds: 0-1
+ranks: 2
+args: [schedule.steps_per_generation=2000, evaluation.baseline_episodes=8]
+setups:
+  - name: rps
+    config: {CONFIGS / "rps_league.yaml"}
+    overrides: [schedule.total_steps=4000]
+    grid:
+      matchmaking.strategy: [latest]
+  - name: kuhn
+    config: {CONFIGS / "kuhn_psro.yaml"}
+    overrides: [schedule.total_steps=4000, ppo.rollout_steps=512, ppo.num_envs=16]
+""")
+    return sweep
+
+
+def test_sweep_files_expand_setups_grids_and_seeds_in_a_fixed_order(tmp_path: Path) -> None:
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"""
+seeds: 0-1
+setups:
+  - name: a
+    config: {CONFIGS / "kuhn_psro.yaml"}
+    grid: {{matchmaking.strategy: [latest, psro], ranks: [2, 4]}}
+  - config: {CONFIGS / "rps_league.yaml"}
+    ranks: 5
+""")
+    runs = load_sweep(sweep, root="out")
+    assert [(r.setup, r.seed, r.ranks) for r in runs[:4]] == [("a-latest-2", 0, 2), ("a-latest-2", 1, 2),
+                                                             ("a-latest-4", 0, 4), ("a-latest-4", 1, 4)]
+    assert [r.index for r in runs] == list(range(10))
+    assert runs[-1].setup == "rps_league" and runs[-1].ranks == 5 and runs[-1].run_dir == "out/rps_league-seed1"
+    # the grid value and the setup label reach `mpimarl train` as overrides; ranks is not a config key
+    assert runs[4].args == ("matchmaking.strategy=psro", "name=a-psro-2")
+    assert runs[4].train_args()[-2:] == ["matchmaking.strategy=psro", "name=a-psro-2"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("setups: []", "non-empty list"),
+    ("setups: [{config: nowhere.yaml}]", "config file not found: nowhere.yaml"),
+    ("seeds: 0-1\nsetups: [{config: CFG, colour: red}]", r"unknown key\(s\) \['colour'\]"),
+    ("setups: [{config: CFG, ranks: 1}]", "at least 2"),
+    ("setups: [{config: CFG, grid: {ppo.epochs: []}}]", "non-empty lists"),
+    ("setups: [{config: CFG}, {config: CFG}]", "occurs twice"),
+    ("seeds: x\nsetups: [{config: CFG}]", "is not a seed"),
+])
+def test_bad_sweep_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    sweep = tmp_path / "bad.yaml"
+    sweep.write_text(text.replace("CFG", str(CONFIGS / "rps_league.yaml")))
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(sweep)
+
+
+def test_study_helpers() -> None:
+    assert game_of("pettingzoo.classic.connect_four_v3") == "connect_four"
+    assert game_of("openspiel:kuhn_poker") == "kuhn_poker"
+    assert game_of("gymnasium:CartPole-v1") == "CartPole"
+    mean, low, high = interval([1.0, 2.0, 3.0, math.nan])
+    assert mean == pytest.approx(2.0) and low == pytest.approx(2.0 - 4.303 / math.sqrt(3), abs=1e-3)
+    assert high == pytest.approx(2.0 + 4.303 / math.sqrt(3), abs=1e-3)
+    assert parse_targets(["kuhn_poker=0.2"])["kuhn_poker"] == 0.2
+    with pytest.raises(ConfigError, match="GAME=NUMBER"):
+        parse_targets(["kuhn_poker"])
+
+
+@pytest.mark.mpi
+def test_a_tiny_sweep_runs_resumes_and_makes_the_study(tmp_path: Path) -> None:
+    sweep = _write_sweep(tmp_path)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "mpimarl", "sweep", str(sweep)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = sorted(p.parent.name for p in (tmp_path / "runs").rglob("run.h5"))
+    assert runs == ["kuhn-seed0", "kuhn-seed1", "rps-latest-seed0", "rps-latest-seed1"]
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 4, again.stdout
+
+    study = tmp_path / "study"
+    made = subprocess.run([sys.executable, "-m", "mpimarl", "study", str(tmp_path / "runs"), "--out", str(study),
+                           "--episodes", "4", "--target", "matrix_rps=0.9"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert made.returncode == 0, made.stderr[-3000:]
+    per_run = pd.read_csv(study / "runs.csv")
+    assert sorted(per_run.setup) == ["kuhn", "kuhn", "rps-latest", "rps-latest"]
+    assert set(per_run.metric) == {"population exploitability"}
+    rps = per_run[per_run.setup == "rps-latest"]
+    # RPS starts near uniform (exploitability ~0); a trained latest snapshot is pure, so exploitable.
+    assert (rps.final > 0.1).all() and (rps.target == 0.9).all()
+    q1 = pd.read_csv(study / "q1_convergence.csv").set_index("setup")
+    assert q1.loc["kuhn", "seeds"] == 2 and q1.loc["kuhn", "ranks"] == 2 and q1.loc["kuhn", "members"] == 1
+    q3 = pd.read_csv(study / "q3_matchmaking.csv").set_index("setup")
+    assert {"kuhn", "rps-latest"} <= set(q3.index) and "exploitability (final)" in q3
+    assert q3.loc["kuhn", "strategy"] == "psro" and q3.loc["rps-latest", "strategy"] == "latest"
+    q2 = pd.read_csv(study / "q2_robustness.csv").set_index("setup")
+    assert q2.loc[["kuhn", "rps-latest"], "score vs random"].notna().all()
+    readme = (study / "README.md").read_text()
+    for name in ("q1_time_to_target.png", "q1_kuhn_poker_curves.png", "q3_matrix_rps_exploitability.png"):
+        assert (study / name).stat().st_size > 1000 and f"`{name}`" in readme
+
+
+def test_study_of_a_folder_without_runs_is_refused(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "mpimarl", "study", str(tmp_path)], capture_output=True, text=True,
+                         timeout=60, cwd=REPO)
+    assert out.returncode == 2 and "no readable run.h5" in out.stderr
