@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,10 +65,24 @@ def interval(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def _cell(values: Sequence[float], digits: int = 3) -> str:
+def _bounds(column: str) -> tuple[float, float]:
+    """The range a column's values can take, to clip its interval to (few seeds make wide ones)."""
+    if column.startswith("score"):
+        return 0.0, 1.0
+    if "support" in column:
+        return 1.0, math.inf
+    if column.startswith(("exploitability", "time", "steps", "payoff spread")):
+        return 0.0, math.inf
+    return -math.inf, math.inf
+
+
+def _cell(values: Sequence[float], digits: int = 3, column: str = "") -> str:
+    """'mean [low, high]' over seeds, the interval clipped to what the column's values can be."""
     mean, low, high = interval(values)
     if not np.isfinite(mean):
         return "-"
+    lo, hi = _bounds(column)
+    low, high = max(low, lo), min(high, hi)
     if low == high:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
@@ -225,19 +239,77 @@ def convergence(runs: list[StudyRun], targets: dict[str, float]) -> tuple[pd.Dat
     for setup, g in frame.groupby("setup", sort=False):
         row = {"setup": setup, **info.loc[setup].to_dict(), "metric": g.metric.iloc[0], "target": g.target.iloc[0],
                "seeds": len(g), "reached": f"{int(g.reached.sum())}/{len(g)}",
-               "time_to_target_s": _cell(g.time_to_target_s, 0), "steps_to_target": _cell(g.steps_to_target, 0),
-               "final": _cell(g.final), "steps_per_policy": _cell(g.steps, 0)}
+               "time_to_target_s": _cell(g.time_to_target_s, 0, "time"),
+               "steps_to_target": _cell(g.steps_to_target, 0, "steps"),
+               "final": _cell(g.final, 3, "exploitability" if "exploitability" in g.metric.iloc[0]
+                              else "score" if g.metric.iloc[0].startswith("score") else ""),
+               "steps_per_policy": _cell(g.steps, 0, "steps")}
         table.append(row)
     return frame, pd.DataFrame(table), curves
+
+
+Add = Callable[[str, str, float, Path], None]
+"""add(setup, column, value, run file): one value of a run for a robustness column."""
+
+
+def _own_robustness(r: StudyRun, add: Add) -> None:
+    """What one run says by itself: final exploitability; cross-play and co-trained return (cooperative)."""
+    ex = r.run.exploitability
+    if len(ex):
+        last = ex[ex.generation == ex.generation.max()]
+        pop = last[last.policy_id == POPULATION].exploitability
+        if len(pop):
+            add(r.setup, "exploitability (population)", float(pop.iloc[-1]), r.path)
+        add(r.setup, "exploitability (latest)", float(last[last.policy_id != POPULATION].exploitability.mean()),
+            r.path)
+    if r.kind != "cooperative":
+        return
+    cp = crossplay_matrix(r.run)
+    if not cp.empty:
+        values = cp.to_numpy(dtype=float)
+        own = np.array([[str(c).split("@")[-1] == str(i).split("@")[-1] for c in cp.columns] for i in cp.index])
+        if own.any():
+            add(r.setup, "crossplay, partners of the same generation", float(np.nanmean(values[own])), r.path)
+        if (~own).any():
+            add(r.setup, "crossplay, partners of other generations", float(np.nanmean(values[~own])), r.path)
+    _, rows = progress(r)
+    if len(rows):
+        add(r.setup, "return with co-trained partners (final)", float(rows.value.iloc[-1]), r.path)
+
+
+def _round_robin(game: str, group: list[StudyRun], episodes: int, seed: int, add: Add) -> str:
+    """One round robin of every run's final policies and the baselines; returns a note on it."""
+    from mpimarl.arena import round_robin, run_names
+
+    baselines = list(dict.fromkeys([RANDOM_BASELINE, *[b["name"] for b in group[0].run.config.get("baselines", [])]]))
+    try:
+        frame = round_robin([r.path for r in group], vs=",".join(baselines), episodes=episodes, seed=seed).results
+    except MpimarlError as exc:
+        return f"{game}: no round robin ({exc})"
+    # entrant labels are '<run name>/<policy>@<version>' (just '<policy>@<version>' for one run)
+    names = run_names([r.path for r in group], [r.run for r in group]) if len(group) > 1 else [""]
+    owner, source = {}, {}
+    for name, r in zip(names, group, strict=True):
+        for label in frame.entrant.unique():
+            if (label.split("/", 1)[0] == name) if name else label not in baselines:
+                owner[label], source[label] = r.setup, r.path
+    for label, setup in owner.items():
+        mine = frame[frame.entrant == label]
+        others = mine[[o in owner and owner[o] != setup for o in mine.opponent]]
+        if len(others):
+            add(setup, "score vs other setups", float(others.score.mean()), source[label])
+        for name in baselines:
+            vs = mine[mine.opponent == name]
+            if len(vs):
+                add(setup, f"score vs {name}", float(vs.score.mean()), source[label])
+    return (f"{game}: round robin of {len(owner)} final policies and {len(baselines)} baseline(s) "
+            f"({', '.join(baselines)}), {episodes} episodes per pairing, seed {seed}")
 
 
 def robustness(runs: list[StudyRun], episodes: int, seed: int) -> tuple[pd.DataFrame, list[str]]:
     """Question 2: per setup, the final policies' scores in one round robin per game (against the
     other setups' final policies and the scripted baselines), cross-play of partners that never
-    trained together, and final exploitability. Returns the table and notes on what was skipped."""
-    from mpimarl.arena import round_robin, run_names
-
-    notes: list[str] = []
+    trained together, and final exploitability. Returns the table and notes on the round robins."""
     # setup -> column -> run file -> values (a run's policies are averaged first, then seeds)
     rows: dict[str, dict[str, dict[str, list[float]]]] = {}
 
@@ -247,58 +319,17 @@ def robustness(runs: list[StudyRun], episodes: int, seed: int) -> tuple[pd.DataF
     by_game: dict[str, list[StudyRun]] = {}
     for r in runs:
         by_game.setdefault(r.game, []).append(r)
-        ex = r.run.exploitability
-        if len(ex):
-            last = ex[ex.generation == ex.generation.max()]
-            pop = last[last.policy_id == POPULATION].exploitability
-            if len(pop):
-                add(r.setup, "exploitability (population)", float(pop.iloc[-1]), r.path)
-            add(r.setup, "exploitability (latest)", float(last[last.policy_id != POPULATION].exploitability.mean()),
-                r.path)
-        if r.kind == "cooperative":
-            cp = crossplay_matrix(r.run)
-            if not cp.empty:
-                values = cp.to_numpy(dtype=float)
-                own = np.array([[str(c).split("@")[-1] == str(i).split("@")[-1] for c in cp.columns] for i in cp.index])
-                add(r.setup, "crossplay same generation", float(np.nanmean(values[own])) if own.any() else math.nan,
-                    r.path)
-                add(r.setup, "crossplay other generations",
-                    float(np.nanmean(values[~own])) if (~own).any() else math.nan, r.path)
+        _own_robustness(r, add)
+    notes = []
     if episodes > 0:
-        for game, group in by_game.items():
-            if group[0].kind == "cooperative":
-                continue  # cross-play within each run stands for robustness to new partners
-            baselines = [RANDOM_BASELINE, *[b["name"] for b in group[0].run.config.get("baselines", [])]]
-            try:
-                result = round_robin([r.path for r in group], vs=",".join(dict.fromkeys(baselines)),
-                                     episodes=episodes, seed=seed)
-            except MpimarlError as exc:
-                notes.append(f"{game}: no round robin ({exc})")
-                continue
-            frame = result.results
-            # entrant labels are '<run name>/<policy>@<version>' (just '<policy>@<version>' for one run)
-            names = run_names([r.path for r in group], [r.run for r in group]) if len(group) > 1 else [""]
-            owner, source = {}, {}
-            for name, r in zip(names, group, strict=True):
-                for label in frame.entrant.unique():
-                    if (label.split("/", 1)[0] == name) if name else label not in baselines:
-                        owner[label], source[label] = r.setup, r.path
-            for label, setup in owner.items():
-                mine = frame[frame.entrant == label]
-                others = mine[[o in owner and owner[o] != setup for o in mine.opponent]]
-                if len(others):
-                    add(setup, "score vs other setups", float(others.score.mean()), source[label])
-                for name in dict.fromkeys(baselines):
-                    vs = mine[mine.opponent == name]
-                    if len(vs):
-                        add(setup, f"score vs {name}", float(vs.score.mean()), source[label])
-            notes.append(f"{game}: round robin of {len(owner)} final policies and {len(set(baselines))} "
-                         f"baseline(s), {episodes} episodes per pairing, seed {seed}")
+        # cooperative games: cross-play within each run stands for robustness to new partners
+        notes = [_round_robin(game, group, episodes, seed, add) for game, group in by_game.items()
+                 if group[0].kind != "cooperative"]
     info = _setups(runs)
     table = []
     for setup, cols in rows.items():
         table.append({"setup": setup, "game": info.loc[setup, "game"], "strategy": info.loc[setup, "strategy"],
-                      **{k: _cell([float(np.mean(v)) for v in per_run.values()]) for k, per_run in cols.items()}})
+                      **{k: _cell([float(np.mean(v)) for v in per_run.values()], 3, k) for k, per_run in cols.items()}})
     return pd.DataFrame(table), notes
 
 
@@ -362,7 +393,7 @@ def matchmaking(runs: list[StudyRun]) -> tuple[pd.DataFrame, dict[str, pd.DataFr
             c.setdefault("exploitability (min)", []).append(float(curve.exploitability.min()))
     info = _setups(runs)
     table = [{"setup": s, "game": info.loc[s, "game"], "strategy": info.loc[s, "strategy"],
-              "seeds": sum(r.setup == s for r in runs), **{k: _cell(v) for k, v in c.items()}}
+              "seeds": sum(r.setup == s for r in runs), **{k: _cell(v, 3, k) for k, v in c.items()}}
              for s, c in cols.items()]
     return pd.DataFrame(table), curves
 
