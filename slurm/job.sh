@@ -104,23 +104,25 @@ mpimarl_train() {
     trap '_mpimarl_on_signal TERM' TERM
     "${_mpimarl_cmd[@]}" &
     _mpimarl_launcher=$!
-    local code=0 tries=0
-    # A trapped signal makes `wait` return early (code > 128); wait again until the launcher is gone.
-    # srun drops a signal that arrives before its tasks have started, so repeat it every 5 s until
-    # the launcher ends (a rank that is already stopping ignores the repeats).
-    while true; do
+    local code=0 ticks=0
+    wait "$_mpimarl_launcher"
+    code=$?
+    # A trapped signal makes `wait` return early (code > 128) while the launcher still runs. srun
+    # drops a signal that arrives before its tasks have started, and a rank still importing has no
+    # handler yet, so repeat the signal every 5 s for as long as the launcher runs (a rank that is
+    # already stopping ignores the repeats). Poll rather than `wait` again: a second `wait` would
+    # not return until the launcher ends, and a slow start would then run into the time limit.
+    if kill -0 "$_mpimarl_launcher" 2>/dev/null; then
+        while kill -0 "$_mpimarl_launcher" 2>/dev/null; do
+            sleep 0.5
+            ticks=$((ticks + 1))
+            if [ -n "$_mpimarl_signal" ] && [ $((ticks % 10)) -eq 0 ]; then
+                kill -s "$_mpimarl_signal" "$_mpimarl_launcher" 2>/dev/null || true
+            fi
+        done
         wait "$_mpimarl_launcher"
         code=$?
-        kill -0 "$_mpimarl_launcher" 2>/dev/null || break
-        if [ -n "$_mpimarl_signal" ]; then
-            tries=0
-            while [ $tries -lt 10 ] && kill -0 "$_mpimarl_launcher" 2>/dev/null; do
-                sleep 0.5
-                tries=$((tries + 1))
-            done
-            kill -s "$_mpimarl_signal" "$_mpimarl_launcher" 2>/dev/null || true
-        fi
-    done
+    fi
     trap - USR1 TERM
     _mpimarl_launcher=""
     if [ "$code" -ne 0 ]; then
