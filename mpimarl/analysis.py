@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from mpimarl.errors import RunFileError
+from mpimarl.record.journal import JournaledFile, read_journal, recover
 from mpimarl.record.live import LiveReadError, live_writer, read_consistent
 from mpimarl.record.schema import (
     COMMITTED_ATTR,
@@ -464,13 +465,21 @@ def _opened(path: Path, locking: bool = True) -> Iterator[h5py.File]:
         raise RunFileError(f"run file {path} does not exist")
     if path.is_dir():
         raise RunFileError(f"run file {path} is a directory, not an HDF5 file")
+    # A writer killed in the middle of a commit left its whole journal: apply it first (or, where the
+    # folder is read-only, read the file as if applied). See mpimarl.record.journal.
+    pending = locking and not recover(path) and read_journal(path) is not None
     try:
-        is_hdf5 = h5py.is_hdf5(path)
+        is_hdf5 = pending or h5py.is_hdf5(path)
     except OSError as exc:
         raise RunFileError(f"run file {path} cannot be read: {exc.strerror or exc}") from None
     if not is_hdf5:
         raise RunFileError(f"run file {path} is not an HDF5 file (is it a run file of mpimarl?)")
-    if locking:
+    if pending:
+        try:
+            f = h5py.File(JournaledFile(path, "r"), "r")
+        except OSError as exc:
+            raise RunFileError(f"run file {path} cannot be opened (truncated or corrupt?): {exc}") from exc
+    elif locking:
         f = _open_locked(path)
     else:
         try:

@@ -82,6 +82,22 @@ _mpimarl_clean_shm() {
     fi
 }
 
+_mpimarl_skip_step_ids() {
+    # A requeued job keeps its job id and numbers its steps from 0 again, and slurmstepd names a
+    # step's PMI2 socket after both ($SlurmdSpoolDir/sock.pmi2.JOB.STEP). The previous run's aborted
+    # step removes that path when its slurmstepd exits, which can be after the requeued job's step
+    # has created it: the resumed run then works (MPI_Init needs no PMI fence here) until the one
+    # fence that needs the socket, in MPI_Finalize, and srun ends a finished run with "mpi/pmi2:
+    # failed to send temp kvs to compute nodes" (job FAILED). Removing the socket of a running step
+    # gives exactly that. So restart K launches the run as step K, after K empty steps: no step of
+    # an earlier run of this job had that id with a PMI2 socket (MPICH's shared-memory segments,
+    # named after JOB.STEP too, no longer collide either).
+    local i
+    for ((i = 0; i < $1; i++)); do
+        srun --ntasks=1 --nodes=1 --mpi=none true >/dev/null 2>&1 || true
+    done
+}
+
 mpimarl_train() {
     # mpimarl_train RUN_DIR CONFIG [train options and key=value overrides...]
     # Runs (or, when RUN_DIR/run.h5 exists, resumes) one training run; requeues the job when it was
@@ -95,6 +111,9 @@ mpimarl_train() {
         args+=(--resume)
     fi
     mpimarl_launch_command "${args[@]}" "$@" || return $?
+    if [ "${_mpimarl_cmd[0]}" = srun ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+        _mpimarl_skip_step_ids "$restarts"
+    fi
     echo "mpimarl: job ${SLURM_JOB_ID:-?} restart $restarts on ${SLURM_JOB_NODELIST:-?}: ${_mpimarl_cmd[*]}" >&2
 
     _mpimarl_signal=""
@@ -104,23 +123,25 @@ mpimarl_train() {
     trap '_mpimarl_on_signal TERM' TERM
     "${_mpimarl_cmd[@]}" &
     _mpimarl_launcher=$!
-    local code=0 tries=0
-    # A trapped signal makes `wait` return early (code > 128); wait again until the launcher is gone.
-    # srun drops a signal that arrives before its tasks have started, so repeat it every 5 s until
-    # the launcher ends (a rank that is already stopping ignores the repeats).
-    while true; do
+    local code=0 ticks=0
+    wait "$_mpimarl_launcher"
+    code=$?
+    # A trapped signal makes `wait` return early (code > 128) while the launcher still runs. srun
+    # drops a signal that arrives before its tasks have started, and a rank still importing has no
+    # handler yet, so repeat the signal every 5 s for as long as the launcher runs (a rank that is
+    # already stopping ignores the repeats). Poll rather than `wait` again: a second `wait` would
+    # not return until the launcher ends, and a slow start would then run into the time limit.
+    if kill -0 "$_mpimarl_launcher" 2>/dev/null; then
+        while kill -0 "$_mpimarl_launcher" 2>/dev/null; do
+            sleep 0.5
+            ticks=$((ticks + 1))
+            if [ -n "$_mpimarl_signal" ] && [ $((ticks % 10)) -eq 0 ]; then
+                kill -s "$_mpimarl_signal" "$_mpimarl_launcher" 2>/dev/null || true
+            fi
+        done
         wait "$_mpimarl_launcher"
         code=$?
-        kill -0 "$_mpimarl_launcher" 2>/dev/null || break
-        if [ -n "$_mpimarl_signal" ]; then
-            tries=0
-            while [ $tries -lt 10 ] && kill -0 "$_mpimarl_launcher" 2>/dev/null; do
-                sleep 0.5
-                tries=$((tries + 1))
-            done
-            kill -s "$_mpimarl_signal" "$_mpimarl_launcher" 2>/dev/null || true
-        fi
-    done
+    fi
     trap - USR1 TERM
     _mpimarl_launcher=""
     if [ "$code" -ne 0 ]; then

@@ -4,6 +4,10 @@ Crash consistency: every :meth:`RunRecorder.append` writes its rows, flushes the
 the table's ``committed`` attribute in place and flushes again. A writer killed at any point leaves
 rows ``[0, committed)`` whole; rows past ``committed`` are debris that readers ignore and a later
 append overwrites. Weight snapshots follow the same rule with a ``complete`` attribute written last.
+HDF5 itself is not crash-consistent (a kill in the middle of its flush leaves half-written
+metadata), so HDF5 writes into a :class:`~mpimarl.record.journal.JournaledFile` and each change of
+the recorder is committed to the file atomically through a redo journal
+(:mod:`mpimarl.record.journal`).
 Readers can follow the file while the recorder writes: every change is bracketed by the write
 sequence beside the file (``run.h5.seq``, :mod:`mpimarl.record.live`), so a reader knows whether
 what it read was a whole, flushed state.
@@ -24,6 +28,7 @@ import numpy as np
 
 import mpimarl
 from mpimarl.errors import RunFileError
+from mpimarl.record.journal import JournaledFile
 from mpimarl.record.live import WriteSequence
 from mpimarl.record.schema import (
     CHUNK_ROWS,
@@ -46,15 +51,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _writes(method: F) -> F:
     """Bracket a method that changes the file with the write sequence (readers of a live run retry
-    a read that overlapped it)."""
+    a read that overlapped it), and commit its changes atomically once it succeeded (a method that
+    raises leaves the file as the previous commit left it)."""
 
     @functools.wraps(method)
     def bracketed(self: RunRecorder, *args: Any, **kwargs: Any) -> Any:
         live = getattr(self, "_live", None)
         if live is None:
-            return method(self, *args, **kwargs)
+            result = method(self, *args, **kwargs)
+            self._commit()
+            return result
         with live.writing():
-            return method(self, *args, **kwargs)
+            result = method(self, *args, **kwargs)
+            self._commit()
+            return result
 
     return cast(F, bracketed)
 
@@ -88,10 +98,11 @@ class RunRecorder:
         except OSError as exc:
             raise RunFileError(f"cannot create run file {self._path}: {_reason(exc)}") from None
         try:
-            # The HDF5 file lock keeps readers out while this process writes (a reader of a live,
-            # non-SWMR file can see half-updated metadata). "best-effort": cluster file systems
+            # The journaled file's flock keeps HDF5 readers that lock out while this process writes
+            # (a reader of a live, non-SWMR file can see half-updated metadata); file systems
             # without flock still work, unguarded.
-            self._file = h5py.File(self._path, "x", locking="best-effort")
+            self._raw = JournaledFile(self._path, "x")
+            self._file = h5py.File(self._raw, "w")
         except OSError as exc:
             self._live.close()
             raise RunFileError(f"cannot create run file {self._path}: {_reason(exc)}") from None
@@ -120,9 +131,10 @@ class RunRecorder:
                 ds.attrs[COMMITTED_ATTR] = np.int64(0)
                 self._committed[name] = 0
             self._file.create_group(POLICIES_GROUP)
-            self._file.flush()
+            self._commit()
         except BaseException:
             self._file.close()
+            self._raw.close()
             self._live.close()
             raise
         self._live.done()
@@ -244,11 +256,24 @@ class RunRecorder:
         self._closed = True
         live = getattr(self, "_live", None)
         if live is None:
-            self._file.close()
+            self._close_file()
             return
         with live.writing():
-            self._file.close()
+            self._close_file()
         live.close()
+
+    def _close_file(self) -> None:
+        try:
+            self._file.close()
+            self._raw.commit()  # what HDF5 wrote while closing
+        finally:
+            self._raw.close()
+
+    def _commit(self) -> None:
+        """Flush HDF5's state into the journaled file and commit it (see mpimarl.record.journal)."""
+        if not self._closed:
+            self._file.flush()
+            self._raw.commit()
 
     def __enter__(self) -> RunRecorder:
         return self
@@ -286,8 +311,14 @@ class RunRecorder:
         except OSError as exc:
             raise RunFileError(f"cannot reopen run file {self._path}: {_reason(exc)}") from None
         try:
-            self._file = h5py.File(self._path, "r+", locking="best-effort")
+            self._raw = JournaledFile(self._path, "r+")  # applies a killed writer's whole journal
         except OSError as exc:
+            self._live.close()
+            raise RunFileError(f"cannot reopen run file {self._path}: {_reason(exc)}") from None
+        try:
+            self._file = h5py.File(self._raw, "r+")
+        except OSError as exc:
+            self._raw.close()
             self._live.close()
             raise RunFileError(f"cannot reopen run file {self._path}: {_reason(exc)}") from None
         self._closed = False
@@ -312,9 +343,10 @@ class RunRecorder:
                     ds = group[name]
                     if int(name) > max_version or not ds.attrs.get("complete", False):
                         del group[name]
-            self._file.flush()
+            self._commit()
         except BaseException:
             self._file.close()
+            self._raw.close()
             self._live.close()
             raise
         self._live.done()
@@ -337,6 +369,7 @@ class RunRecorder:
         value = self._file.attrs[key]
         return json.loads(str(value)) if key in self._json_keys else value
 
+    @_writes
     def del_attr(self, key: str) -> None:
         """Remove a file attribute (nothing when it is absent); then flush."""
         self._check_open()

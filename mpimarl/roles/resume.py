@@ -61,6 +61,7 @@ from mpimarl.checkpoint.store import (
 from mpimarl.config import RunConfig, config_to_dict
 from mpimarl.errors import ConfigError, RunFileError
 from mpimarl.league.league import EvalPlan
+from mpimarl.record.journal import recover
 from mpimarl.record.schema import FORMAT_NAME, TABLES
 
 if TYPE_CHECKING:
@@ -144,6 +145,7 @@ def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[
 
 def _stored_attrs(path: Path) -> dict[str, Any]:
     """The run file's attributes (JSON ones decoded); RunFileError naming the problem."""
+    recover(path)  # a writer killed mid-commit left a whole journal: apply it (mpimarl.record.journal)
     try:
         with h5py.File(path, "r", locking="best-effort") as f:
             attrs = dict(f.attrs)

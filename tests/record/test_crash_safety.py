@@ -79,10 +79,13 @@ def _assert_tables_agree(run: Run) -> None:
         np.testing.assert_array_equal(run.weights("p", int(version)), np.full(100 + version, version, np.float32))
 
 
-@pytest.mark.xfail(reason="known bug: about 1 kill in 60 (once in three full runs here) leaves HDF5 metadata "
-                   "damaged ('bad heap free list'), so flushing after every batch is not crash-proof on its own",
-                   strict=False)
-def test_random_kill_9s_of_the_writer_leave_a_readable_consistent_file(tmp_path: Path) -> None:
+def test_random_kill_9s_of_the_writer_leave_a_readable_consistent_file(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each kill lands anywhere, also inside HDF5's flush or the journal's commit (before flushing
+    through the journal, about 1 kill in 60 left the file unreadable: 'bad heap free list')."""
+    # A killed process loses nothing the kernel already has, fsync or not; the fsyncs (which only a
+    # lost node needs) would make each commit slow enough here that few kills land mid-run.
+    monkeypatch.setenv("MPIMARL_RUN_FILE_FSYNC", "0")
     rng = random.Random(6)
     rows_seen = []
     for i in range(KILLS):
@@ -90,7 +93,7 @@ def test_random_kill_9s_of_the_writer_leave_a_readable_consistent_file(tmp_path:
         pid, ready = _fork_writer(path)
         try:
             assert select.select([ready], [], [], 30)[0], "the writer did not start"
-            time.sleep(rng.uniform(0.0, 0.3))
+            time.sleep(rng.uniform(0.0, 0.5))
         finally:
             os.kill(pid, signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
@@ -99,7 +102,7 @@ def test_random_kill_9s_of_the_writer_leave_a_readable_consistent_file(tmp_path:
         run = load_run(path)
         _assert_tables_agree(run)
         rows_seen.append(len(run.train))
-    assert max(rows_seen) > 20, "the kills should land mid-run, not only at the start"
+    assert max(rows_seen) > 5, "the kills should land mid-run, not only at the start"
 
 
 def test_a_kill_9_while_the_file_is_being_created_gives_a_clear_error_or_a_whole_file(tmp_path: Path) -> None:
