@@ -93,7 +93,7 @@ def checkpoints_enabled(config: RunConfig) -> bool:
 
 
 def _multi_rank(config: RunConfig) -> bool:
-    return any(config.trainer.ranks_for(r) > 1 for r in config.role_names)
+    return any(config.trainer.unit_ranks(r) > 1 for r in config.role_names)  # groups or actors
 
 
 class Checkpoints:
