@@ -124,11 +124,6 @@ class ActorLink:
             segment = np.ascontiguousarray(segment)
             self._sends.append((self.comm.Isend([segment, MPI.FLOAT], LEARNER, int(SegmentTag.SEGMENT)), segment))
 
-    def segments_in_flight(self) -> int:
-        """Segments sent but not yet received by the learner (completed sends are forgotten)."""
-        self._sends = [(r, b) for r, b in self._sends if not r.Test()]
-        return sum(1 for _, b in self._sends if b.dtype == np.float32)
-
     def drain_sends(self) -> None:
         """Wait until the learner has received everything this actor sent."""
         _wait(self.comm, [r for r, _ in self._sends], self.deadline("the learner to take our segments"))
@@ -191,13 +186,6 @@ class ActorLink:
             deadline.check(self.comm)
             time.sleep(pause)
             pause = min(pause * 2, 1e-3)
-        return self._take(status, width)
-
-    def poll(self, width: int) -> tuple[int, np.ndarray, np.ndarray | None] | None:
-        """A pending header (and segment) from any actor, or None."""
-        status = MPI.Status()
-        if not self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
-            return None
         return self._take(status, width)
 
     def _take(self, status: MPI.Status, width: int) -> tuple[int, np.ndarray, np.ndarray | None]:

@@ -187,23 +187,20 @@ class ImpalaLearner(Trainer):
     def learn(self, budget: int) -> dict[int, _Tally]:
         """Learn from the actors until their summed steps reach `budget` more (at an update); then
         end the actors' generation and collect their tallies."""
-        if budget <= 0:
-            return {}
         target = self.policy_env_steps + budget
         total = self.ctx.config.schedule.total_steps
         width = self.layout.width
         ended: set[int] = set()
-        while True:
+        done = budget <= 0
+        if done:  # nothing to learn: the actors, already playing, still end their generation
+            self.link.broadcast_weights(self.learner.version, Command.END_GENERATION, flat_weights(self.learner.net))
+        while not done:
             if self.sync:  # one segment from every actor, in actor order: nothing depends on timing
                 for actor in range(1, self.link.num_actors + 1):
                     self._take(self.link.receive(actor, width, self.link.deadline(f"a segment of actor {actor}")))
             else:
-                deadline = self.link.deadline("segments from the actors")
-                while not self.learner.ready:
-                    got = self.link.poll(width)
-                    if got is None:
-                        got = self.link.receive(MPI.ANY_SOURCE, width, deadline)
-                    self._take(got)
+                while not self.learner.ready:  # whatever has arrived, from any actor
+                    self._take(self.link.receive(MPI.ANY_SOURCE, width, self.link.deadline("segments from the actors")))
             stats = self.learner.update(progress=min(1.0, (self.steps_learned + self.learner.queued_env_steps) / total))
             self.steps_learned += self.learner.last_env_steps
             done = self.policy_env_steps >= target
@@ -212,8 +209,6 @@ class ImpalaLearner(Trainer):
             self.send_train_row(stats)
             self.serve_evaluations()
             faults.reached("training")
-            if done:
-                break
         deadline = self.link.deadline("the actors' final segments")
         while len(ended) < self.link.num_actors:
             got = self.link.receive(MPI.ANY_SOURCE, width, deadline)
