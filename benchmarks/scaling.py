@@ -99,14 +99,17 @@ ACTOR_LAYOUTS = {
 }
 
 
-def actors(seconds: float, configs: list[str], name: str = "scaling_actors") -> None:
-    """1 trainer vs 1 learner + 1 actor (async and sync), each run capped at `seconds` of wall time."""
+def actors(seconds: float, configs: list[str], name: str = "scaling_actors",
+           extra_args: list[str] | None = None) -> None:
+    """1 trainer vs 1 learner + 1 actor (async and sync), each run capped at `seconds` of wall time
+    (`extra_args`: further overrides for every run, e.g. a shorter generation for a quick check)."""
     rows = []
     for config in configs:
         args, metric, threshold = CASES[config]
         for layout, (ranks, extra) in ACTOR_LAYOUTS.items():
             with tempfile.TemporaryDirectory() as tmp:
-                wall = train(f"{config}.yaml", Path(tmp) / "run", [*args, f"schedule.time_limit_s={seconds}", *extra],
+                wall = train(f"{config}.yaml", Path(tmp) / "run",
+                             [*args, f"schedule.time_limit_s={seconds}", *extra, *(extra_args or [])],
                              ranks=ranks, timeout=seconds + 600)
                 run = load_run(Path(tmp) / "run" / "run.h5")
                 lag = run.train["policy_lag_mean"].mean() if "policy_lag_mean" in run.train else float("nan")
@@ -208,6 +211,7 @@ def main() -> None:
     parser.add_argument("--counts", default="8,32,64", help="capacity: numbers of light trainers")
     parser.add_argument("--configs", default="cartpole,connect_four_league", help="actors: configs to run")
     parser.add_argument("--name", default="scaling_actors", help="actors: results file name")
+    parser.add_argument("--set", action="append", default=[], help="actors: a config override for every run")
     parser.add_argument("--step-time-s", type=float, default=None,
                         help="capacity: a real trainer's seconds per update (default 8.2: 8192 steps at 1k/s)")
     args = parser.parse_args()
@@ -215,7 +219,7 @@ def main() -> None:
     if args.what == "throughput":
         throughput(args.seconds or 150.0)
     elif args.what == "actors":
-        actors(args.seconds or 150.0, args.configs.split(","), args.name)
+        actors(args.seconds or 150.0, args.configs.split(","), args.name, args.set)
     else:
         capacity([int(x) for x in args.counts.split(",")], args.seconds or 15.0, args.step_time_s)
     print(f"({time.monotonic() - t0:.0f} s)")
