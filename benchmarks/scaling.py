@@ -2,6 +2,7 @@
 
     python -m benchmarks.scaling throughput [--seconds 150]   # 1 vs 2 ranks per policy
     python -m benchmarks.scaling capacity [--counts 8,32,64] [--seconds 15]
+    python -m benchmarks.scaling actors [--seconds 150] [--configs cartpole,connect_four_league]
 
 throughput: one policy trained by 1 rank (mpiexec -n 2) and by a learner group of 2 ranks
 (mpiexec -n 3, `trainer.ranks_per_policy=2`), on connect four (target: a scheduled evaluation
@@ -9,6 +10,11 @@ against random reaching 0.95) and CartPole (target: a train row's mean episode r
 Rank 0 shares the machine's cores with the trainers (on a 2-core machine, a 2-rank group and the
 server are three processes on two cores). Per-policy env steps/s are the policy's steps between its
 first and last train row over the time between them.
+
+actors: one policy trained by 1 trainer (mpiexec -n 2) against 1 IMPALA learner + 1 actor
+(mpiexec -n 3, `trainer.actors_per_learner=1`), in the async schedule (the actor plays while the
+learner learns) and the sync one (they take turns: no lag, deterministic). Per-policy env steps/s as
+above (for actors: the steps behind the batches learned from), time to target, and the mean policy lag.
 
 capacity: rank 0 (the real server, league and HDF5 recorder; evaluation off, as with
 `evaluation.workers: trainers`) serving N oversubscribed *light trainers*
@@ -84,6 +90,43 @@ def throughput(seconds: float) -> None:
          f"{os.cpu_count()} cores, shared with other jobs at the time; rank 0 runs on the same cores as the "
          "trainers (ranks_per_policy=2: three processes on two cores). Runs capped at "
          f"{seconds:g} s; time to target is seconds since the run started (NaN: not reached in the run).")
+
+
+ACTOR_LAYOUTS = {
+    "1 trainer": (2, ["schedule.mode=async"]),
+    "1 learner + 1 actor, async": (3, ["schedule.mode=async", "trainer.actors_per_learner=1"]),
+    "1 learner + 1 actor, sync": (3, ["schedule.mode=sync", "trainer.actors_per_learner=1"]),
+}
+
+
+def actors(seconds: float, configs: list[str], name: str = "scaling_actors",
+           extra_args: list[str] | None = None) -> None:
+    """1 trainer vs 1 learner + 1 actor (async and sync), each run capped at `seconds` of wall time
+    (`extra_args`: further overrides for every run, e.g. a shorter generation for a quick check)."""
+    rows = []
+    for config in configs:
+        args, metric, threshold = CASES[config]
+        for layout, (ranks, extra) in ACTOR_LAYOUTS.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                wall = train(f"{config}.yaml", Path(tmp) / "run",
+                             [*args, f"schedule.time_limit_s={seconds}", *extra, *(extra_args or [])],
+                             ranks=ranks, timeout=seconds + 600)
+                run = load_run(Path(tmp) / "run" / "run.h5")
+                lag = run.train["policy_lag_mean"].mean() if "policy_lag_mean" in run.train else float("nan")
+                rows.append({"config": config, "layout": layout, "world_size": ranks,
+                             "policy_env_steps": int(run.pool.env_steps.max()),
+                             "policy_steps_per_s": round(_steps_per_s(run)),
+                             "policy_lag_mean": round(float(lag), 2),
+                             "target": f"{metric} >= {threshold:g}",
+                             "time_to_target_s": round(_time_to_target(run, config, threshold), 1),
+                             "wall_s": round(wall, 1)})
+    table = pd.DataFrame(rows)
+    base = table[table.layout == "1 trainer"].set_index("config").policy_steps_per_s
+    table["speedup"] = [round(r.policy_steps_per_s / base[r.config], 2) for r in table.itertuples()]
+    save(table, name,
+         f"Each run capped at {seconds:g} s of wall time (schedule.time_limit_s); rank 0 shares the "
+         f"machine's {os.cpu_count()} cores with the trainer or the learner and its actor. "
+         "speedup: per-policy env steps/s over the 1-trainer run of the same config.")
 
 
 def capacity(counts: list[int], seconds: float, step_time_s: float | None) -> None:
@@ -163,15 +206,20 @@ def _extrapolate(table: pd.DataFrame, step_time_s: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["throughput", "capacity"])
+    parser.add_argument("what", choices=["throughput", "capacity", "actors"])
     parser.add_argument("--seconds", type=float, default=None, help="per run (throughput 150, capacity 15)")
     parser.add_argument("--counts", default="8,32,64", help="capacity: numbers of light trainers")
+    parser.add_argument("--configs", default="cartpole,connect_four_league", help="actors: configs to run")
+    parser.add_argument("--name", default="scaling_actors", help="actors: results file name")
+    parser.add_argument("--set", action="append", default=[], help="actors: a config override for every run")
     parser.add_argument("--step-time-s", type=float, default=None,
                         help="capacity: a real trainer's seconds per update (default 8.2: 8192 steps at 1k/s)")
     args = parser.parse_args()
     t0 = time.monotonic()
     if args.what == "throughput":
         throughput(args.seconds or 150.0)
+    elif args.what == "actors":
+        actors(args.seconds or 150.0, args.configs.split(","), args.name, args.set)
     else:
         capacity([int(x) for x in args.counts.split(",")], args.seconds or 15.0, args.step_time_s)
     print(f"({time.monotonic() - t0:.0f} s)")

@@ -336,6 +336,29 @@ class TrainerConfig(_Section):
         v = self.ranks_per_policy
         return v if isinstance(v, int) else v.get(role, 1)
 
+    # -- IMPALA actor ranks (mpimarl/roles/actor.py) --
+    actors_per_learner: int | dict[str, int] = Field(
+        default=0,
+        description="Actor ranks feeding each policy's learner (IMPALA): they only play, with the newest "
+        "weights they received, and stream trajectory segments to the learner, which learns with V-trace "
+        "targets (trainer.vtrace_rho_bar, trainer.vtrace_c_bar) and does not play itself. 0: no actors. "
+        "Needs trainer.ranks_per_policy 1 and a local critic with GAE-style advantages for that role. "
+        "An int for every role, or {role: int}.",
+    )
+    vtrace_rho_bar: float = Field(
+        default=1.0, gt=0, description="V-trace truncation of the importance weights rho (learners fed by actors).")
+    vtrace_c_bar: float = Field(
+        default=1.0, gt=0, description="V-trace truncation of the trace coefficients c (at most vtrace_rho_bar).")
+
+    def actors_for(self, role: str) -> int:
+        """trainer.actors_per_learner of `role`."""
+        v = self.actors_per_learner
+        return v if isinstance(v, int) else v.get(role, 0)
+
+    def unit_ranks(self, role: str) -> int:
+        """Ranks of one policy of `role`: its learner ranks plus its actor ranks."""
+        return self.ranks_for(role) + self.actors_for(role)
+
 
 class ServerConfig(_Section):
     """Rank 0's watchdog and progress output."""
@@ -406,6 +429,7 @@ class RunConfig(_Section):
         bad = {r: n for r, n in per_role.items() if n < 1}
         if bad:
             raise ValueError(f"trainer.ranks_per_policy: {bad}; every group needs at least 1 rank")
+        self._check_actors(roles)
         ev = self.evaluation
         unknown = sorted(set(ev.communication_roles) - roles)
         if unknown:
@@ -429,6 +453,34 @@ class RunConfig(_Section):
             )
         return self
 
+    def _check_actors(self, roles: set[str]) -> None:
+        """trainer.actors_per_learner: known roles, counts >= 0, and only where the learner can use them."""
+        t = self.trainer
+        per_role = t.actors_per_learner if isinstance(t.actors_per_learner, dict) else {"*": t.actors_per_learner}
+        unknown = sorted(set(per_role) - roles - {"*"})
+        if unknown:
+            raise ValueError(f"trainer.actors_per_learner: unknown roles {unknown}; the roles are {sorted(roles)}")
+        bad = {r: n for r, n in per_role.items() if n < 0}
+        if bad:
+            raise ValueError(f"trainer.actors_per_learner: {bad}; a count of actors is 0 or more")
+        if t.vtrace_c_bar > t.vtrace_rho_bar:
+            raise ValueError(f"trainer.vtrace_c_bar {t.vtrace_c_bar} > trainer.vtrace_rho_bar {t.vtrace_rho_bar}; "
+                             "V-trace needs c_bar <= rho_bar")
+        for role in self.role_names:
+            if t.actors_for(role) == 0:
+                continue
+            if t.ranks_for(role) != 1:
+                raise ValueError(
+                    f"trainer.actors_per_learner {t.actors_for(role)} with trainer.ranks_per_policy "
+                    f"{t.ranks_for(role)} (role {role!r}): actors feed a single learner rank; use either "
+                    "learner groups or actors for a role, not both")
+            if self.critic_of(role) != "local" or self.advantage_of(role) != "gae" or self.ppo.value_norm:
+                raise ValueError(
+                    f"trainer.actors_per_learner (role {role!r}) needs ppo.critic 'local', ppo.advantage "
+                    f"'gae' and ppo.value_norm false (got critic {self.critic_of(role)!r}, advantage "
+                    f"{self.advantage_of(role)!r}, value_norm {self.ppo.value_norm}): actors stream "
+                    "observations only, not a centralised critic's inputs or normaliser statistics")
+
     @property
     def role_names(self) -> list[str]:
         """Role names in config order."""
@@ -447,7 +499,7 @@ class RunConfig(_Section):
     def min_world_size(self) -> int:
         """The server plus one main policy per role (each with its learner ranks), plus each role's
         exploiters (matchmaking.exploiters)."""
-        return 1 + (1 + self.matchmaking.exploiters) * sum(self.trainer.ranks_for(r) for r in self.role_names)
+        return 1 + (1 + self.matchmaking.exploiters) * sum(self.trainer.unit_ranks(r) for r in self.role_names)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -125,6 +125,10 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("steps_per_s", _F8, "environment steps per second of this trainer"),
         Column("wait_s", _F8, "seconds the trainer waited on the server since its previous row"),
         Column("learner_ranks", _F8, "ranks training the policy together (data-parallel group size; NaN: one)"),
+        Column("actor_ranks", _F8, "IMPALA actor ranks feeding the learner (NaN: none, the trainer plays itself)"),
+        Column("policy_lag_mean", _F8, "mean over the batch's segments of learner version minus behaviour version"),
+        Column("policy_lag_max", _F8, "largest policy lag (updates) of a segment in the batch"),
+        Column("vtrace_rho_mean", _F8, "mean truncated importance weight min(rho_bar, pi/mu) of the batch"),
     ),
     "matches": (
         _time(),

@@ -25,11 +25,13 @@ from mpimarl.league.pool import RANDOM_POLICY_ID
 @dataclass(frozen=True)
 class PolicyUnit:
     """The consecutive ranks that train one policy: its learner ranks (a data-parallel group when
-    more than one; the first is the leader, the only one that talks to rank 0)."""
+    more than one; the first is the leader, the only one that talks to rank 0), then its IMPALA
+    actor ranks (trainer.actors_per_learner; they talk to the learner only)."""
 
     policy_id: str
     role: str
     learners: tuple[int, ...]
+    actors: tuple[int, ...] = ()
 
     @property
     def leader(self) -> int:
@@ -39,7 +41,7 @@ class PolicyUnit:
     @property
     def ranks(self) -> tuple[int, ...]:
         """Every rank of the unit, in order."""
-        return self.learners
+        return self.learners + self.actors
 
 
 @dataclass
@@ -214,10 +216,14 @@ class RunContext:
 
     # -- layout -----------------------------------------------------------------------------------
     def _unit_size(self, role: str) -> int:
-        return self.config.trainer.ranks_for(role)
+        return self.config.trainer.unit_ranks(role)
 
     def _unit_words(self) -> str:
         t = self.config.trainer
+        if any(t.actors_for(r) for r in self.config.role_names):
+            sizes = ", ".join(f"{r}: {t.ranks_for(r)} + {t.actors_for(r)}" for r in self.config.role_names)
+            return (f"block of consecutive ranks per policy (a learner plus its actors; "
+                    f"trainer.ranks_per_policy + trainer.actors_per_learner: {sizes})")
         if all(t.ranks_for(r) == 1 for r in self.config.role_names):
             return "trainer"
         sizes = ", ".join(f"{r}: {t.ranks_for(r)}" for r in self.config.role_names)
@@ -243,20 +249,31 @@ class RunContext:
             if rank + size > self.world_size:
                 left = self.world_size - rank
                 raise WorldSizeError(
-                    f"world size {self.world_size}: trainer.ranks_per_policy deals "
+                    f"world size {self.world_size}: trainer.ranks_per_policy"
+                    f"{' + trainer.actors_per_learner' if self._has_actors else ''} deals "
                     f"the trainer ranks 1..{self.world_size - 1} to policies in blocks of consecutive ranks "
                     f"({', '.join(f'{r}: {self._unit_size(r)}' for r in names)}), roles in turn; the last "
                     f"{left} rank(s) ({rank}..{self.world_size - 1}) cannot form a whole block of role "
                     f"{role!r} ({size} ranks) and a block may not span roles. Valid world sizes near it: "
                     f"{', '.join(map(str, self._valid_sizes_near()))}"
                 )
-            units.append(PolicyUnit(f"{role}-{counts[role]}", role, tuple(range(rank, rank + size))))
+            learners = self.config.trainer.ranks_for(role)
+            units.append(PolicyUnit(f"{role}-{counts[role]}", role, tuple(range(rank, rank + learners)),
+                                    tuple(range(rank + learners, rank + size))))
             counts[role] += 1
             rank += size
             j += 1
         self._units = units
         self._by_rank = {r: u for u in units for r in u.ranks}
         return units
+
+    @property
+    def _has_actors(self) -> bool:
+        return any(self.config.trainer.actors_for(r) for r in self.config.role_names)
+
+    def is_actor(self, rank: int) -> bool:
+        """Whether `rank` is an IMPALA actor rank (it plays for its unit's learner and never talks to rank 0)."""
+        return rank != 0 and rank in self.unit_of(rank).actors
 
     def _valid_sizes_near(self) -> list[int]:
         names = self.config.role_names

@@ -105,7 +105,7 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     local_rank = local.Get_rank()
     local.Free()
-    if rank != 0:
+    if rank != 0 and not ctx.is_actor(rank):  # IMPALA actors always run on the CPU
         from mpimarl.roles.trainer import select_device
 
         try:
@@ -146,13 +146,14 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     from mpimarl.comm.group import split_groups
 
     group = split_groups(comm, ctx)  # collective: a communicator per data-parallel learner group
+    actor_link, plan_comm = _split_for_actors(comm, ctx, plan_comm)
 
     # Trainers are built (and restored from their checkpoint) before any work, so a missing or
     # damaged checkpoint file is a start-up error too.
     trainer = None
     if rank != 0:
         try:
-            trainer = _build_trainer(ctx, comm, plan_comm, local_rank, group, start)
+            trainer = _build_trainer(ctx, comm, plan_comm, local_rank, group, start, actor_link)
         except Exception as exc:  # noqa: BLE001 - reported collectively, exit 2 on every rank
             error = exc
     _agree(comm, error)
@@ -249,7 +250,28 @@ def _reopen_recorder(ctx: Any, comm: Any, folder: str) -> tuple[Any, Path, int, 
     return recorder, path, generation, state
 
 
-def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, local_rank: int, group: Any, start: dict[str, Any]) -> Any:
+def _split_for_actors(comm: Any, ctx: Any, plan_comm: Any) -> tuple[Any, Any]:
+    """Collective: IMPALA actors (trainer.actors_per_learner) get a communicator per learner and its
+    actors, and take no part in rank 0's plan broadcasts (their learner forwards what they need).
+    Returns (this rank's ActorLink or None, the plan communicator, COMM_NULL on actors)."""
+    from mpi4py import MPI
+
+    from mpimarl.comm.segments import split_actor_units
+
+    link = split_actor_units(comm, ctx)
+    if any(u.actors for u in ctx.units):
+        rank = comm.Get_rank()
+        plan_comm.Free()
+        plan_comm = comm.Split(MPI.UNDEFINED if ctx.is_actor(rank) else 0, rank)
+    return link, plan_comm
+
+
+def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, local_rank: int, group: Any, start: dict[str, Any],
+                   actor_link: Any = None) -> Any:
+    if actor_link is not None:  # a learner fed by actors, or an actor (mpimarl/roles/actor.py)
+        from mpimarl.roles.actor import make_unit_rank
+
+        return make_unit_rank(ctx, comm, plan_comm, local_rank, actor_link)
     from mpimarl.roles.group import make_trainer
     from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, load_trainer_checkpoint
 
@@ -293,7 +315,10 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progr
 
 
 def _unit_text(unit: Any) -> str:
-    """'player-0' for one rank, 'player-0 (ranks 1-2)' for a learner group."""
+    """'player-0' for one rank, 'player-0 (ranks 1-2)' for a learner group, 'player-0 (learner 1,
+    actors 2-3)' for a learner with IMPALA actors."""
+    if unit.actors:
+        return f"{unit.policy_id} (learner {unit.leader}, actors {unit.actors[0]}-{unit.actors[-1]})"
     ranks = unit.ranks
     return unit.policy_id if len(ranks) == 1 else f"{unit.policy_id} (ranks {ranks[0]}-{ranks[-1]})"
 

@@ -94,7 +94,7 @@ def checkpoints_enabled(config: RunConfig) -> bool:
 
 
 def _multi_rank(config: RunConfig) -> bool:
-    return any(config.trainer.ranks_for(r) > 1 for r in config.role_names)
+    return any(config.trainer.unit_ranks(r) > 1 for r in config.role_names)  # groups or actors
 
 
 class Checkpoints:
@@ -196,10 +196,11 @@ def open_for_resume(config: RunConfig, world_size: int, run_dir: str | None
         raise ConfigError(f"--resume: {path} was run on {attrs.get('world_size')} ranks, this job has "
                           f"{world_size}; resume with the same mpiexec -n")
     if not checkpoints_enabled(config):
+        ranks = {r: config.trainer.unit_ranks(r) for r in config.role_names}
         raise ConfigError("--resume needs checkpoints: schedule.mode 'sync', checkpoint.every > 0, one rank "
-                          "per policy (trainer.ranks_per_policy 1) and evaluation.workers 'server' (this config: "
-                          f"mode {config.schedule.mode!r}, every {config.checkpoint.every}, ranks per policy "
-                          f"{ {r: config.trainer.ranks_for(r) for r in config.role_names} }, evaluation.workers "
+                          "per policy (trainer.ranks_per_policy 1, trainer.actors_per_learner 0) and "
+                          f"evaluation.workers 'server' (this config: mode {config.schedule.mode!r}, every "
+                          f"{config.checkpoint.every}, ranks per policy {ranks}, evaluation.workers "
                           f"{config.evaluation.workers!r})")
     generation = newest_complete(checkpoint_folder(folder), world_size)
     if generation is None:

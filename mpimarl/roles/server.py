@@ -194,6 +194,10 @@ class Server:
         source = status.Get_source()
         tag = status.Get_tag()
         state = self.trainers.get(source)
+        if state is None and tag == Tag.FAILED:  # an IMPALA actor (it speaks to rank 0 only to fail)
+            msg = recv_json_now(self.comm, status)
+            raise PeerFailed(f"actor rank {source} ({self.ctx.policy_id(source)}) failed: {msg.get('error')}",
+                             int(msg.get("code", 1)))
         if state is None:
             raise ProtocolError(f"server received tag {tag} from rank {source}, which is not a trainer")
         state.last_seen = time.monotonic()

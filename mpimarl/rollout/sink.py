@@ -7,8 +7,9 @@ and agent). Implementations:
 
 - :class:`mpimarl.algos.ppo.StreamRollout`: the local PPO buffer (one trainer rank, or each rank of
   a data-parallel learner group);
-- (next) an IMPALA actor's buffer, shipped to a remote learner as flat trajectory segments and
-  corrected there with V-trace (:mod:`mpimarl.algos.vtrace`);
+- an IMPALA actor's buffer (the same StreamRollout, :mod:`mpimarl.roles.actor`), shipped to a remote
+  learner as flat trajectory segments (:mod:`mpimarl.rollout.segment`) and corrected there with
+  V-trace (:mod:`mpimarl.algos.impala`);
 - :class:`CountingSink`: keeps nothing but counts (evaluation, benchmarks of acting speed).
 """
 

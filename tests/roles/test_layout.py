@@ -51,3 +51,34 @@ def test_bad_group_sizes_name_the_key() -> None:
         load_config(CONFIGS / "connect_four_league.yaml", ["trainer.ranks_per_policy=0"])
     with pytest.raises(ConfigError, match=r"unknown roles \['prey'\]"):
         load_config(CONFIGS / "connect_four_league.yaml", ["trainer.ranks_per_policy={prey: 2}"])
+
+
+def test_actors_follow_their_learner() -> None:
+    """actors_per_learner per role: each policy's block is its learner, then its actors; the learner leads
+    and is the only rank of its policy that is not an actor."""
+    ctx = _ctx("simple_tag_roles", 9, "trainer.actors_per_learner={prey: 2}")
+    assert [(u.policy_id, u.learners, u.actors) for u in ctx.units] == [
+        ("predator-0", (1,), ()), ("prey-0", (2,), (3, 4)), ("predator-1", (5,), ()), ("prey-1", (6,), (7, 8))]
+    assert ctx.leader_ranks == [1, 2, 5, 6]
+    assert [r for r in range(1, 9) if ctx.is_actor(r)] == [3, 4, 7, 8]
+    assert ctx.policy_id(4) == "prey-0" and ctx.config.min_world_size() == 5
+
+
+def test_actor_counts_that_leave_ranks_over_are_refused() -> None:
+    """A world size that cuts a learner's actors short names both keys and the valid sizes near it."""
+    with pytest.raises(WorldSizeError) as err:
+        _ctx("cartpole", 6, "trainer.actors_per_learner=2")
+    assert "trainer.ranks_per_policy + trainer.actors_per_learner" in str(err.value)
+    assert "Valid world sizes near it: 4, 7" in str(err.value)
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    (["trainer.actors_per_learner=-1"], "trainer.actors_per_learner: {'*': -1}"),
+    (["trainer.actors_per_learner=1", "trainer.ranks_per_policy=2"], "not both"),
+    (["trainer.actors_per_learner=1", "ppo.value_norm=true"], "ppo.value_norm false"),
+])
+def test_bad_actor_settings_name_the_key(overrides: list[str], words: str) -> None:
+    """Negative counts, actors with learner groups, or what segments cannot carry: config errors."""
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIGS / "cartpole.yaml", overrides)
+    assert words in str(err.value)

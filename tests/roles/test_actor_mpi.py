@@ -1,0 +1,103 @@
+"""IMPALA actor ranks under `mpiexec`: a learner fed by actors, in both schedules.
+
+The actors stream segments to their learner; only the learner talks to rank 0, so the run file looks
+like a one-rank-per-policy run plus the policy lag of every batch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpimarl.analysis import load_run
+from tests.conftest import CONFIGS, REPO, mpiexec, run_mpi
+
+pytestmark = pytest.mark.mpi
+
+SHORT = ["--steps", "3000", "schedule.steps_per_generation=1500", "evaluation.baseline_episodes=4",
+         "evaluation.pool_episodes=2", "ppo.num_envs=4", "ppo.rollout_steps=512", "evaluation.num_envs=4"]
+
+
+def test_async_learners_with_an_actor_each_train_connect_four(tmp_path: Path) -> None:
+    """mpiexec -n 5, async: two policies of a learner and an actor; the actors play the learners'
+    line-ups (training tallies reach rank 0), the learners record the lag of every batch."""
+    out = run_mpi(5, ["train", str(CONFIGS / "connect_four_league.yaml"), "--run-dir", str(tmp_path), *SHORT,
+                      "schedule.mode=async", "trainer.actors_per_learner=1"])
+    assert out.returncode == 0, out.stderr
+    assert "player-0 (learner 1, actors 2-2)" in out.stdout
+    run = load_run(tmp_path / "run.h5")
+    assert run.attrs["policy_ranks"] == {"player-0": [1, 2], "player-1": [3, 4]}
+    assert set(run.train["rank"]) == {1, 3}  # only learners speak to rank 0
+    assert (run.train["actor_ranks"] == 1).all()
+    lag = run.train[["policy_lag_mean", "policy_lag_max"]]
+    assert lag.notna().all().all() and (lag >= 0).all().all()
+    assert (run.train["policy_lag_max"] >= run.train["policy_lag_mean"]).all()
+    assert run.train["vtrace_rho_mean"].between(0, 1).all()
+    assert sorted(run.pool.groupby("policy_id")["version"].max().unique()) == [2]
+    assert (run.pool.groupby("policy_id")["env_steps"].max() >= 3000).all()
+    training = run.matches[run.matches["kind"] == "training"]
+    assert len(training) > 0 and set(training["rank"]) == {1, 3}
+    assert training["episodes"].sum() > 0
+
+
+def test_sync_runs_with_actors_are_deterministic_and_have_no_lag(tmp_path: Path) -> None:
+    """Same seed twice, a learner with two actors (mpiexec -n 4, sync): identical snapshots and train
+    rows; every batch was played with the learner's current weights (lag 0)."""
+    runs = []
+    for i in range(2):
+        d = tmp_path / f"r{i}"
+        out = run_mpi(4, ["train", str(CONFIGS / "cartpole.yaml"), "--run-dir", str(d), "--seed", "5", *SHORT,
+                          "schedule.mode=sync", "trainer.actors_per_learner=2"])
+        assert out.returncode == 0, out.stderr
+        runs.append(load_run(d / "run.h5"))
+    a, b = runs
+    assert len(a.pool) == len(b.pool) == 3
+    for row in a.pool.itertuples():
+        np.testing.assert_array_equal(a.weights(row.policy_id, row.version), b.weights(row.policy_id, row.version))
+    assert a.train["env_steps"].tolist() == b.train["env_steps"].tolist()
+    assert a.train["policy_loss"].tolist() == b.train["policy_loss"].tolist()
+    assert (a.train["policy_lag_max"] == 0).all() and (a.train["actor_ranks"] == 2).all()
+    assert a.pool["env_steps"].max() >= 3000
+
+
+@pytest.mark.parametrize(("n", "overrides", "named"), [
+    (4, ["trainer.actors_per_learner=1"], "the last 1 rank(s) (3..3)"),
+    (5, ["trainer.actors_per_learner=1", "trainer.ranks_per_policy=2"], "use either learner groups or actors"),
+    (3, ["trainer.actors_per_learner={agnt: 1}"], "unknown roles ['agnt']"),
+    (3, ["trainer.actors_per_learner=1", "trainer.vtrace_c_bar=2"], "vtrace_c_bar 2.0 > trainer.vtrace_rho_bar"),
+])
+def test_actor_counts_that_do_not_fit_are_refused(n: int, overrides: list[str], named: str, tmp_path: Path) -> None:
+    """An actor count that leaves ranks over, is combined with learner groups, names no role, or bad
+    V-trace levels: one message, exit 2 on every rank, no run file."""
+    out = run_mpi(n, ["train", str(CONFIGS / "cartpole.yaml"), "--run-dir", str(tmp_path), *overrides])
+    assert out.returncode == 2, out.stderr
+    assert named in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.count("mpimarl: error:") == 1
+    assert not (tmp_path / "run.h5").exists()
+
+
+@pytest.mark.parametrize("kind", ["raise", "exit"])
+def test_a_failing_actor_ends_the_job_promptly(kind: str, tmp_path: Path) -> None:
+    """The actor (rank 2) fails after its first segment: the whole job ends within seconds; when it
+    raises, rank 0 records which rank failed."""
+    cmd = [mpiexec(), "-n", "3", sys.executable, "-m", "mpimarl", "train", str(CONFIGS / "cartpole.yaml"),
+           "--run-dir", str(tmp_path), *SHORT, "schedule.mode=sync", "trainer.actors_per_learner=1"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MPIMARL_FAULT=f"2:training:{kind}")
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO, env=env)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the job hung after the actor's fault:\n{exc.stderr}")
+    ended = time.time()
+    assert out.returncode != 0, out.stderr
+    injected = float(out.stderr.split(f"injecting fault '{kind}' in phase training at ")[1].split()[0])
+    assert ended - injected < 15.0
+    run = load_run(tmp_path / "run.h5")
+    assert run.attrs["finished"] is False
+    if kind == "raise":
+        assert "actor rank 2 (agent-0) failed" in run.attrs.get("failure", ""), run.attrs
