@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from pathlib import Path
 
@@ -135,7 +136,8 @@ def run_task(args: argparse.Namespace) -> None:
     todo = [m for m in methods if not (args.reuse and (folders[m] / "run.h5").exists())]
     walls = {m: math.nan for m in methods}
     jobs = {m: (task["configs"][m], _fresh(args.runs, f"coop_{args.task}_{m}"),
-                ["--steps", str(steps), f"--seed={args.seed}", f"name=coop_{args.task}_{m}", *task["extra"]])
+                ["--steps", str(steps), f"--seed={args.seed}", f"name=coop_{args.task}_{m}", *task["extra"],
+                 *([f"schedule.time_limit_s={args.time_limit_s}"] if args.time_limit_s else [])])
             for m in todo}
     if args.parallel:
         # All methods at once: the same machine load for each, so their speeds compare directly.
@@ -153,7 +155,9 @@ def run_task(args: argparse.Namespace) -> None:
         speed = throughput(run)
         comm = communication_check(run)
         for rec in final_evaluation(run).itertuples():
-            row = {"task": args.task, "method": method, "steps_per_trainer": steps, "wall_s": round(walls[method], 0),
+            row = {"task": args.task, "method": method, "steps_per_trainer": steps,
+                   "steps_reached": int(run.train.groupby("policy_id").env_steps.max().min()),
+                   "wall_s": round(walls[method], 0),
                    "policy": rec.policy, "version": rec.version, "eval_return_per_agent": round(rec.eval_return, 2),
                    "late_train_return": round(late.get(rec.policy, math.nan), 2),
                    "steps_per_s": round(speed, 0), "throughput_vs_ippo": round(speed / base_speed, 3)}
@@ -165,7 +169,7 @@ def run_task(args: argparse.Namespace) -> None:
                            comm_gap_final=round(float(last.gap), 2), comm_gap_best=round(float(best.gap), 2))
             rows.append(row)
     notes = (f"{steps} env steps per trainer, seed {args.seed}, mpiexec -n 3 (server + 2 trainers), run under "
-             f"`nice -n 10` on the shared 2-core machine (other sessions running: absolute speeds are noisy, "
+             f"`nice -n {os.nice(0)}` on the shared 2-core machine (other sessions running: absolute speeds are noisy, "
              f"the methods ran {'at the same time' if args.parallel else 'one after another'}). "
              f"eval_return_per_agent: the latest snapshot's last scheduled evaluation "
              f"(evaluation.baseline_episodes fixed seeds, sampled actions, with its latest partners); "
@@ -208,7 +212,9 @@ def in_process_throughput(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     rows = []
-    for task, spec in TASKS.items():
+    tasks = args.tasks.split(",") if args.tasks else list(TASKS)
+    for task in tasks:
+        spec = TASKS[task]
         loops = {}
         for method in METHODS:
             config = load_config(REPO / "configs" / spec["configs"][method])
@@ -253,9 +259,9 @@ def in_process_throughput(args: argparse.Namespace) -> None:
              "state for centralised critics, update when the rollout is full; each round is "
              f"{args.updates} updates' worth of env steps. steps_per_cpu_s: env steps per CPU second of the process "
              "(time.process_time, so the shared machine's other load does not enter), median over rounds; "
-             "wall_steps_per_s for reference. Methods interleaved round by round under `nice -n 10`. "
+             f"wall_steps_per_s for reference. Methods interleaved round by round under `nice -n {os.nice(0)}`. "
              "Target: >= 0.9x independent PPO.")
-    save(pd.DataFrame(rows), "coop_throughput", notes)
+    save(pd.DataFrame(rows), "coop_throughput" + ("" if tasks == list(TASKS) else "_" + "_".join(tasks)), notes)
 
 
 def main() -> None:
@@ -268,8 +274,13 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench")
     parser.add_argument("--reuse", action="store_true", help="read existing run files instead of training")
     parser.add_argument("--parallel", action="store_true", help="train the methods at the same time")
+    parser.add_argument("--time-limit-s", type=float, default=None,
+                        help="stop each run after the generation in which this many seconds passed "
+                             "(schedule.time_limit_s; the table's steps_reached says how far it got)")
     parser.add_argument("--updates", type=int, default=3, help="throughput: PPO updates per method per round")
     parser.add_argument("--rounds", type=int, default=3, help="throughput: rounds")
+    parser.add_argument("--tasks", default=None, help="throughput: comma-separated tasks (default: all; "
+                        "a subset saves coop_throughput_<tasks>)")
     args = parser.parse_args()
     if args.task == "throughput":
         in_process_throughput(args)

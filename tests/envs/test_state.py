@@ -142,3 +142,38 @@ def test_batched_agent_state_matches_the_per_agent_definition() -> None:
     for row, (i, a), o in zip(batch, requests, obs):
         reader = feed.readers[i]
         np.testing.assert_array_equal(row, reader.critic_input("agent_state", a, reader.read(), o))
+
+
+def test_mpe_state_read_from_observations_equals_env_state_every_step() -> None:
+    """MPE's state() is every agent's observation concatenated; the reader takes the adapter's
+    observations instead (cheaper) and must return exactly state() at every step, the last included."""
+    factory = resolve_env("mpe2.simple_spread_v3", {"N": 3, "continuous_actions": False, "max_cycles": 25})
+    env = factory()
+    env.reset(seed=3)
+    spec = probe_state(env, "simple_spread")
+    assert spec.state_is_observations
+    env.reset(seed=4)
+    reader = StateReader(env, spec)
+    raw_state = env.raw_env.state
+    rng = np.random.default_rng(0)
+    steps = 0
+    while True:
+        np.testing.assert_array_equal(reader.read(), np.asarray(raw_state(), np.float32))
+        if not env.acting_agents():
+            break
+        env.step({a: int(rng.integers(5)) for a in env.acting_agents()})
+        steps += 1
+    assert steps == 25
+
+
+def test_state_with_hidden_parts_is_read_from_the_env() -> None:
+    """A state() holding more than the observations (a hidden clock) is never replaced by them."""
+    factory = resolve_env("tests.fixtures.hidden_state_env:make", {})
+    env = factory()
+    env.reset(seed=0)
+    spec = probe_state(env, "hidden_clock")
+    assert spec.source == SOURCE_ENV and spec.size == 3 and not spec.state_is_observations
+    env.reset(seed=0)
+    reader = StateReader(env, spec)
+    env.step({"a0": 1, "a1": 0})
+    np.testing.assert_array_equal(reader.read(), [1.0, -1.0, 1.0])
