@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +19,15 @@ def mpiexec() -> str:
     """The mpiexec beside this Python (the PyPI mpich wheel), else 'mpiexec' on PATH."""
     local = Path(sys.executable).parent / "mpiexec"
     return str(local) if local.exists() else "mpiexec"
+
+
+def fresh_run_dir(runs: Path, name: str) -> Path:
+    """RUNS/NAME, emptied of an earlier run (its run file, journal and checkpoints) and created."""
+    out = runs / name
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    return out
 
 
 def train(config: str, run_dir: Path, args: list[str], ranks: int = 3, timeout: float = 3600) -> float:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import REPO, RESULTS, save, train
+from benchmarks.common import REPO, RESULTS, fresh_run_dir, save, train
 from mpimarl.analysis import Run, communication_check, load_run
 
 METHODS = ("ippo", "mappo", "coma")
@@ -53,14 +53,6 @@ TASKS = {
         "anchors": "ANCHORS: random -26.5, world-state heuristic -7.8; independent PPO: -18.1 at 1.0M, -17.0 at 1.6M",
     },
 }
-
-
-def _fresh(runs: Path, name: str) -> Path:
-    out = runs / name
-    if (out / "run.h5").exists():
-        (out / "run.h5").unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def final_evaluation(run: Run) -> pd.DataFrame:
@@ -135,7 +127,7 @@ def run_task(args: argparse.Namespace) -> None:
     folders = {m: args.runs / f"coop_{args.task}_{m}" for m in methods}
     todo = [m for m in methods if not (args.reuse and (folders[m] / "run.h5").exists())]
     walls = {m: math.nan for m in methods}
-    jobs = {m: (task["configs"][m], _fresh(args.runs, f"coop_{args.task}_{m}"),
+    jobs = {m: (task["configs"][m], fresh_run_dir(args.runs, f"coop_{args.task}_{m}"),
                 ["--steps", str(steps), f"--seed={args.seed}", f"name=coop_{args.task}_{m}", *task["extra"],
                  *([f"schedule.time_limit_s={args.time_limit_s}"] if args.time_limit_s else [])])
             for m in todo}

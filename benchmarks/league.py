@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.common import REPO, save, train
+from benchmarks.common import REPO, fresh_run_dir, save, train
 from mpimarl.analysis import Run, load_run
 from mpimarl.arena import Arena, Entrant, baseline_entrant, round_robin
 
@@ -44,14 +44,6 @@ def _stored(run: Run, policy_id: str, version: int) -> Entrant:
     return Entrant(stored.label, (stored.role,), {stored.role: stored.acting_policy()}, 0, stored)
 
 
-def _fresh(runs: Path, name: str) -> Path:
-    out = runs / name
-    if (out / "run.h5").exists():
-        (out / "run.h5").unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def _first_time(ex: pd.DataFrame, level: float) -> float:
     """Seconds until exploitability first reached `level` after training began (generation 0 is the
     untrained, near-uniform initialisation, which is itself unexploitable in rock-paper-scissors)."""
@@ -67,7 +59,7 @@ def connect_four(args: argparse.Namespace) -> None:
     if args.reuse:  # judge a run trained before (e.g. by hand with the same overrides)
         run, wall = load_run(args.reuse), math.nan
     else:
-        folder = _fresh(args.runs, "connect_four")
+        folder = fresh_run_dir(args.runs, "connect_four")
         wall = train("connect_four_league.yaml", folder, ["--steps", "100000000", f"--seed={args.seed}",
                                                            f"schedule.time_limit_s={60 * args.minutes}"],
                      timeout=60 * args.minutes + 1800)
@@ -101,7 +93,7 @@ def matchmakers(args: argparse.Namespace) -> None:
     """Each strategy trains the default config for the same wall time; then a round robin of finals."""
     paths = []
     for name in args.only or MATCHMAKERS:
-        folder = _fresh(args.runs, f"mm_{name}")
+        folder = fresh_run_dir(args.runs, f"mm_{name}")
         train("connect_four_league.yaml", folder, ["--steps", "100000000", f"--seed={args.seed}",
                                                    f"matchmaking.strategy={name}", f"name=mm_{name}",
                                                    f"schedule.time_limit_s={60 * args.minutes}"],
@@ -128,7 +120,7 @@ def _exploitability_case(args: argparse.Namespace, case: str, config: str, strat
                          extra: list[str], levels: tuple[float, ...]) -> None:
     rows = []
     for name in strategies:
-        folder = _fresh(args.runs, f"{case}_{name}_n{args.ranks}")
+        folder = fresh_run_dir(args.runs, f"{case}_{name}_n{args.ranks}")
         over = [f"matchmaking.strategy={name}", f"--seed={args.seed}", *extra]
         if args.minutes:
             over += ["--steps", "100000000", f"schedule.time_limit_s={60 * args.minutes}"]
@@ -173,7 +165,7 @@ def leduc(args: argparse.Namespace) -> None:
 
 def simple_tag(args: argparse.Namespace) -> None:
     """A trained prey against the random prey, and rating moves in both directions per role."""
-    folder = _fresh(args.runs, "simple_tag")
+    folder = fresh_run_dir(args.runs, "simple_tag")
     train("simple_tag_roles.yaml", folder, [f"--seed={args.seed}"])
     run = load_run(folder / "run.h5")
     rows = []

@@ -334,16 +334,7 @@ class ActorRank(Trainer):
         """Play and stream segments until the learner's broadcast ends the generation (`budget` unused:
         the learner counts the steps)."""
         matches = self.matches
-        policies = self._policies()
-        self._reset_if_asked()
-        for i, slot in enumerate(matches.slots):
-            if slot is not None and any(k != "learner" and k not in policies for k in slot.seating.values()):
-                matches.abandon(i, self.learner)
-            elif slot is not None:
-                slot.tag = None
-        for i, slot in enumerate(matches.slots):
-            if slot is None:
-                self._seat_next(i, lineups)
+        policies = self._start_generation(lineups)
         tallies: dict[int, _Tally] = {}
         competitive = self.ctx.config.task.kind == "competitive"
         margin = self.ctx.config.task.draw_margin

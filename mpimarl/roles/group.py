@@ -151,16 +151,7 @@ class GroupTrainer(Trainer):
     def play(self, lineups: list[Lineup], budget: int) -> dict[int, _Tally]:
         """Play and learn until the group's summed steps reach `budget` more (at an update)."""
         matches = self.matches
-        policies = self._policies()
-        self._reset_if_asked()
-        for i, slot in enumerate(matches.slots):
-            if slot is not None and any(k != "learner" and k not in policies for k in slot.seating.values()):
-                matches.abandon(i, self.learner)
-            elif slot is not None:
-                slot.tag = None
-        for i, slot in enumerate(matches.slots):
-            if slot is None:
-                self._seat_next(i, lineups)
+        policies = self._start_generation(lineups)
         tallies: dict[int, _Tally] = {}
         target = self.group_env_steps + budget
         total = self.ctx.config.schedule.total_steps

@@ -242,12 +242,13 @@ class Trainer:
         own_seat = self.own_seats[(n // len(lineups)) % len(self.own_seats)]
         self.matches.start(index, seating(self.ctx.spec, own_seat, LEARNER, lineups[lineup_index]), tag=lineup_index)
 
-    def play(self, lineups: list[Lineup], budget: int) -> dict[int, _Tally]:
-        """Play and learn for `budget` environment steps against `lineups`."""
+    def _start_generation(self, lineups: list[Lineup]) -> dict[Hashable, ActingPolicy]:
+        """The start of a generation's play, shared by every trainer kind: the policies it may seat,
+        a fresh network where the config asks for one, matches whose opponents left the cache cut
+        (with bootstrapping), and every free environment copy seated from `lineups`."""
         matches = self.matches
         policies = self._policies()
         self._reset_if_asked()
-        # Copies still playing a match whose opponents left the cache are cut (with bootstrapping).
         for i, slot in enumerate(matches.slots):
             if slot is not None and any(k != LEARNER and k not in policies for k in slot.seating.values()):
                 matches.abandon(i, self.learner)
@@ -256,6 +257,12 @@ class Trainer:
         for i, slot in enumerate(matches.slots):
             if slot is None:
                 self._seat_next(i, lineups)
+        return policies
+
+    def play(self, lineups: list[Lineup], budget: int) -> dict[int, _Tally]:
+        """Play and learn for `budget` environment steps against `lineups`."""
+        matches = self.matches
+        policies = self._start_generation(lineups)
         tallies: dict[int, _Tally] = {}
         target = matches.env_steps + budget
         total = self.ctx.config.schedule.total_steps

@@ -65,14 +65,14 @@ def test_train_sbatch_runs_a_job_to_completion(slurm_cluster: LocalCluster, tmp_
 
 
 def test_time_limit_signal_stops_the_run_cleanly(slurm_cluster: LocalCluster, tmp_path: Path) -> None:
-    """SLURM's own early signal (--signal=B:USR1) ahead of a 4-minute limit reaches every rank through
+    """SLURM's own early signal (--signal=B:USR1) ahead of a 3-minute limit reaches every rank through
     the batch shell's trap: the run stops before the limit (exit 138, run file closed, failure named);
-    with MPIMARL_MAX_RESTARTS=0 the job is not requeued. (The signal comes 90 s in: on a loaded
+    with MPIMARL_MAX_RESTARTS=0 the job is not requeued. (The signal comes 60 s in: on a loaded
     machine the ranks took up to a minute to start, and the run must have trained before it stops.)"""
     log = tmp_path / "job.out"
     job = _submit(slurm_cluster, "train.sbatch",
                   [str(CONFIGS / "cartpole.yaml"), str(tmp_path / "run"), "--steps", "100000000"], log,
-                  "--time=4", "--signal=B:USR1@150", MPIMARL_MAX_RESTARTS="0")
+                  "--time=3", "--signal=B:USR1@120", MPIMARL_MAX_RESTARTS="0")
     info = wait_for(slurm_cluster, job, _finished, 320, "the end of the job")
     text = log.read_text()
     assert info["JobState"] == "FAILED", (info, text)  # stopped by the run, not killed at TIMEOUT
