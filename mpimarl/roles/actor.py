@@ -46,29 +46,12 @@ from mpimarl.comm.segments import HEADER_SIZE, ActorLink, Command, Header
 from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles import faults
 from mpimarl.roles.context import RunContext
-from mpimarl.roles.trainer import Trainer, _finite, _Tally
+from mpimarl.roles.trainer import Trainer, _finite, _Tally, sum_tallies, tallies_to_json
 from mpimarl.rollout.seating import Lineup, SeatedKey
 from mpimarl.rollout.segment import SegmentLayout, pack_segment
 
 SEGMENTS_AHEAD = 2
 """async: segments an actor may send with one policy version before it waits for a newer one."""
-
-
-def _tallies_to_json(tallies: dict[int, _Tally]) -> dict[str, list[Any]]:
-    return {str(i): [t.episodes, t.own_return, t.other_return, t.length, t.scores] for i, t in tallies.items()}
-
-
-def _sum_tallies(parts: list[dict[str, list[Any]]]) -> dict[int, _Tally]:
-    out: dict[int, _Tally] = {}
-    for part in parts:
-        for index, (episodes, own, other, length, scores) in part.items():
-            t = out.setdefault(int(index), _Tally())
-            t.episodes += int(episodes)
-            t.own_return += float(own)
-            t.other_return += float(other)
-            t.length += float(length)
-            t.scores.extend(float(x) for x in scores)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +200,7 @@ class ImpalaLearner(Trainer):
         self.link.drain_broadcasts()
         parts = self.link.control.gather_json({})
         assert parts is not None
-        return _sum_tallies(parts[1:])
+        return sum_tallies(parts[1:])
 
     def send_train_row(self, stats: UpdateStats) -> None:
         """One train row per update, with the batch's policy lag and the actors' episode statistics."""
@@ -282,7 +265,7 @@ class ActorRank(Trainer):
             t0 = time.perf_counter()
             tallies = self.play(lineups, 0)
             self._last_generation_s = time.perf_counter() - t0
-            self.link.control.gather_json(_tallies_to_json(tallies))
+            self.link.control.gather_json(tallies_to_json(tallies))
         faults.reached("end")
 
     def receive_lineups(self) -> list[Lineup] | None:

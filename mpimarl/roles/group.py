@@ -28,7 +28,7 @@ from mpimarl.comm.channel import SERVER_RANK, Deadline, Tag, bcast_json, send_js
 from mpimarl.comm.group import GroupComm
 from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles.context import RunContext
-from mpimarl.roles.trainer import Trainer, _finite, _Tally
+from mpimarl.roles.trainer import Trainer, _finite, _Tally, sum_tallies, tallies_to_json
 from mpimarl.rollout.seating import Lineup, SeatedKey
 
 # The counters summed over the group with every update (float64): cumulative env steps and
@@ -213,20 +213,8 @@ class GroupTrainer(Trainer):
 
     def _gather_tallies(self, tallies: dict[int, _Tally]) -> dict[int, _Tally]:
         """The group's training tallies per line-up, summed at the leader (empty elsewhere)."""
-        mine = {str(i): [t.episodes, t.own_return, t.other_return, t.length, t.scores] for i, t in tallies.items()}
-        parts = self.group.gather_json(mine)
-        if parts is None:
-            return {}
-        out: dict[int, _Tally] = {}
-        for part in parts:
-            for index, (episodes, own, other, length, scores) in part.items():
-                t = out.setdefault(int(index), _Tally())
-                t.episodes += int(episodes)
-                t.own_return += float(own)
-                t.other_return += float(other)
-                t.length += float(length)
-                t.scores.extend(float(x) for x in scores)
-        return out
+        parts = self.group.gather_json(tallies_to_json(tallies))
+        return {} if parts is None else sum_tallies(parts)
 
     def report_matches(self, lineups: list[Lineup], tallies: dict[int, _Tally]) -> None:
         """The leader reports the group's tallies."""

@@ -61,6 +61,25 @@ class _Tally:
     scores: list[float] = field(default_factory=list)
 
 
+def tallies_to_json(tallies: dict[int, _Tally]) -> dict[str, list[Any]]:
+    """Tallies as JSON data, to gather at the rank that reports them (a group leader, a learner)."""
+    return {str(i): [t.episodes, t.own_return, t.other_return, t.length, t.scores] for i, t in tallies.items()}
+
+
+def sum_tallies(parts: list[dict[str, list[Any]]]) -> dict[int, _Tally]:
+    """The per-line-up sum of several ranks' `tallies_to_json` parts."""
+    out: dict[int, _Tally] = {}
+    for part in parts:
+        for index, (episodes, own, other, length, scores) in part.items():
+            t = out.setdefault(int(index), _Tally())
+            t.episodes += int(episodes)
+            t.own_return += float(own)
+            t.other_return += float(other)
+            t.length += float(length)
+            t.scores.extend(float(x) for x in scores)
+    return out
+
+
 class Trainer:
     """The learning side of one rank."""
 
