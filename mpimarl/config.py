@@ -331,6 +331,24 @@ class TrainerConfig(_Section):
         "ranks, each on its own environment copies, averaging gradients with Allreduce; ppo.rollout_steps "
         "stays the policy's batch (each rank collects its share). An int for every role, or {role: int}.",
     )
+    # -- DD-PPO's straggler cut-off for learner groups (mpimarl/comm/group.py RolloutNotices) --
+    straggler_cutoff: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Learner groups (DD-PPO's preemption threshold): once this share of a group's ranks has "
+        "collected its whole rollout, the others stop collecting and the group updates on what it has "
+        "(gradients weighted by each rank's sample count). 1.0: off, every rank collects its whole share. "
+        "Below 1 the update depends on timing, so it needs schedule.mode 'async'.",
+    )
+    straggler_min_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Learner groups with trainer.straggler_cutoff < 1: the share of its rollout every rank "
+        "collects before the cut-off may stop it (DD-PPO uses 0.25).",
+    )
+
     def ranks_for(self, role: str) -> int:
         """trainer.ranks_per_policy of `role`."""
         v = self.ranks_per_policy
@@ -430,6 +448,10 @@ class RunConfig(_Section):
         if bad:
             raise ValueError(f"trainer.ranks_per_policy: {bad}; every group needs at least 1 rank")
         self._check_actors(roles)
+        if self.trainer.straggler_cutoff < 1 and self.schedule.mode == "sync":
+            raise ValueError(
+                f"trainer.straggler_cutoff {self.trainer.straggler_cutoff:g} needs schedule.mode 'async': the "
+                "cut-off depends on which rank is slower, and sync runs are promised to be deterministic")
         ev = self.evaluation
         unknown = sorted(set(ev.communication_roles) - roles)
         if unknown:

@@ -124,3 +124,87 @@ def split_groups(comm: MPI.Comm, ctx: Any) -> GroupComm | None:
     if sub == MPI.COMM_NULL:
         return None
     return GroupComm(sub, rank, ctx.config.server.timeout_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# DD-PPO's straggler cut-off (trainer.straggler_cutoff): who has finished its rollout
+# ---------------------------------------------------------------------------------------------
+
+_NOTICE = 1  # the one tag on the cut-off's own communicator
+_FULL, _CUT = 1, 0  # a notice's second value: the sender collected its whole share, or was cut off
+
+
+class RolloutNotices:
+    """Each rank of a learner group tells the others when it stops collecting a rollout, so ranks still
+    collecting learn, between environment steps and without blocking, how many have finished.
+
+    Every rank sends exactly one notice per update to every other rank (an int64 pair: the update's
+    number, and whether it collected its whole share or was cut off) with nonblocking sends on a
+    communicator of its own (a `Dup` of the group's, so notices never meet tallies or broadcasts).
+    A collective cannot count arrivals before everyone has joined it, which is the point here; hence
+    point to point. Before the update every rank takes the notices it has not yet seen (they are all
+    on their way: a rank sends its notice before it joins the update), so no notice outlives its
+    update. Collective to construct (every rank of the group at once).
+    """
+
+    def __init__(self, group: GroupComm) -> None:
+        self.group = group
+        self.comm = group.comm.Dup()
+        self.update = 0  # updates finished: the number the next notices carry
+        self.finished = 0  # other ranks that collected their whole share, this update
+        self.cut = 0  # ranks cut off this update (this one included)
+        self._heard = 0  # notices taken this update
+        self._announced = False
+        self._sends: list[tuple[MPI.Request, np.ndarray]] = []
+
+    def poll(self) -> int:
+        """Take the notices that have arrived (nothing blocks); the number of other ranks that have
+        finished their whole rollout in this update."""
+        status = MPI.Status()
+        while self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=_NOTICE, status=status):
+            self._take(status.Get_source())
+        self._sends = [(r, b) for r, b in self._sends if not r.Test()]
+        return self.finished
+
+    def _take(self, source: int) -> None:
+        notice = np.zeros(2, np.int64)
+        self.comm.Recv([notice, MPI.INT64_T], source=source, tag=_NOTICE)
+        if int(notice[0]) != self.update:
+            raise RuntimeError(f"world rank {self.group.world_rank}: group rank {source} announced the end of "
+                               f"rollout {int(notice[0])} while this rank collects rollout {self.update}")
+        self._heard += 1
+        if notice[1] == _FULL:
+            self.finished += 1
+        else:
+            self.cut += 1
+
+    def announce(self, full: bool) -> None:
+        """Tell every other rank that this rank stopped collecting (`full`: with its whole share)."""
+        if self._announced:
+            return
+        self._announced = True
+        if not full:
+            self.cut += 1
+        for r in range(self.group.size):
+            if r != self.group.rank:
+                notice = np.array([self.update, _FULL if full else _CUT], np.int64)
+                self._sends.append((self.comm.Isend([notice, MPI.INT64_T], r, _NOTICE), notice))
+
+    def finish(self) -> int:
+        """Before the update: take every notice of this update still on its way; the number of ranks
+        cut off (including this one). Resets the counts for the next update."""
+        if not self._announced:
+            raise RuntimeError(f"world rank {self.group.world_rank}: finish() before announce()")
+        deadline = self.group._deadline("the other ranks' end of rollout")
+        pause = 2e-5
+        while self._heard < self.group.size - 1:
+            self.poll()
+            if self._heard < self.group.size - 1:
+                deadline.check(self.comm)
+                time.sleep(pause)
+                pause = min(pause * 2, 1e-3)
+        cut = self.cut
+        self.update += 1
+        self.finished = self.cut = self._heard = 0
+        self._announced = False
+        return cut

@@ -129,6 +129,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("policy_lag_mean", _F8, "mean over the batch's segments of learner version minus behaviour version"),
         Column("policy_lag_max", _F8, "largest policy lag (updates) of a segment in the batch"),
         Column("vtrace_rho_mean", _F8, "mean truncated importance weight min(rho_bar, pi/mu) of the batch"),
+        Column("cut_off_ranks", _F8, "learner group ranks whose rollout the straggler cut-off ended early in "
+               "this update (NaN: no cut-off configured)"),
     ),
     "matches": (
         _time(),

@@ -25,7 +25,7 @@ from mpi4py import MPI
 from mpimarl.algos.networks import FrozenPolicy, flat_weights, load_flat_weights, num_weights
 from mpimarl.algos.ppo import PPOLearner, UpdateStats
 from mpimarl.comm.channel import SERVER_RANK, Deadline, Tag, bcast_json, send_json
-from mpimarl.comm.group import GroupComm
+from mpimarl.comm.group import GroupComm, RolloutNotices
 from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles.context import RunContext
 from mpimarl.roles.trainer import Trainer, _finite, _Tally, sum_tallies, tallies_to_json
@@ -57,6 +57,9 @@ class GroupTrainer(Trainer):
         self.group_env_steps = 0
         self.group_episodes = 0
         self.checksums: list[int] = []
+        # DD-PPO's straggler cut-off (trainer.straggler_cutoff < 1, async only): see _rollout_done.
+        self.notices = RolloutNotices(group) if ctx.config.trainer.straggler_cutoff < 1 else None
+        self._cut_ranks = 0
 
     @property
     def policy_env_steps(self) -> int:
@@ -163,12 +166,32 @@ class GroupTrainer(Trainer):
             for ep in matches.tick(policies, self.learner):
                 self._account(ep, tallies, competitive, margin)
                 self._seat_next(ep.env_index, lineups)
-            if self.learner.ready:
+            if self._rollout_done():
                 stats = self._group_update(min(1.0, self.group_env_steps / total))
                 self.send_train_row(stats)
                 self.serve_evaluations()
                 if self.group_env_steps >= target:
                     return tallies
+
+    def _rollout_done(self) -> bool:
+        """Whether this rank stops collecting for the next update: it has its whole share, or (DD-PPO's
+        straggler cut-off) enough of the group has finished while it has at least its minimum share.
+        Its partial rollout then trains like a whole one: the group's gradient is the per-sample mean
+        over what every rank collected (:func:`mpimarl.algos.data_parallel.group_update`)."""
+        notices = self.notices
+        if notices is None:
+            return self.learner.ready
+        trainer = self.ctx.config.trainer
+        if self.learner.ready:
+            notices.announce(full=True)
+        else:
+            needed = math.ceil(trainer.straggler_cutoff * self.group.size - 1e-9)
+            minimum = trainer.straggler_min_share * self.learner.cfg.rollout_steps
+            if self.learner.rollout.num_complete < minimum or notices.poll() < needed:
+                return False
+            notices.announce(full=False)
+        self._cut_ranks = notices.finish()
+        return True
 
     def _group_update(self, progress: float) -> UpdateStats:
         extra = np.zeros(6, np.float64)
@@ -204,6 +227,8 @@ class GroupTrainer(Trainer):
                 "wait_s": extra[_WAIT] / self.group.size,
                 "learner_ranks": float(self.group.size),
             }
+            if self.notices is not None:
+                row["cut_off_ranks"] = float(self._cut_ranks)
             send_json(self.comm, _finite(row), SERVER_RANK, Tag.TRAIN_STATS)
         self._returns.clear()
         self._lengths.clear()

@@ -91,9 +91,14 @@ def _concatenate(a: StreamRollout, b: StreamRollout, into: StreamRollout) -> Non
     into.pending = {("a", s): i for s, i in a.pending.items()} | {("b", s): i + a.size for s, i in b.pending.items()}
 
 
+@pytest.mark.parametrize("collected", [(96, 96), (96, 48)], ids=["equal", "one-cut-off"])
 @pytest.mark.parametrize("norm_adv", [True, False])
-def test_group_of_two_with_half_batches_equals_one_learner_with_the_whole(norm_adv: bool) -> None:
-    """Two ranks with half the data each end the update with the weights of one rank with all of it."""
+def test_group_of_two_with_half_batches_equals_one_learner_with_the_whole(norm_adv: bool,
+                                                                          collected: tuple[int, int]) -> None:
+    """Two ranks with part of the data each end the update with the weights of one rank with all of it.
+
+    (96, 48): the second rank was cut off with half as much as the first (DD-PPO's straggler cut-off);
+    the group still takes the per-sample mean over the union, not the mean of the two ranks' means."""
     torch.set_num_threads(1)
     factory = resolve_env("pettingzoo.classic.connect_four_v3", {})
     spec = build_env_spec(factory, [RoleRule("player", "player_.*", False)])
@@ -106,8 +111,9 @@ def test_group_of_two_with_half_batches_equals_one_learner_with_the_whole(norm_a
     start = flat_weights(halves[0].net)
     for learner in (halves[1], whole):
         load_flat_weights(learner.net, start.copy())  # a copy: the parameters would share its memory
-    for learner, seed in zip(halves, (11, 12)):
-        _collect(learner, seed, 96)
+    for learner, seed, n in zip(halves, (11, 12), collected):
+        _collect(learner, seed, n)
+    assert halves[1].rollout.num_complete < 0.6 * halves[0].rollout.num_complete or collected[0] == collected[1]
     _concatenate(halves[0].rollout, halves[1].rollout, whole.rollout)
 
     fake = ThreadSum(2)

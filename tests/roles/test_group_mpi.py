@@ -83,3 +83,37 @@ def test_a_group_restarts_each_generation_from_identical_fresh_weights(tmp_path:
     run = load_run(tmp_path / "run.h5")
     assert run.config["ppo"]["reset_each_generation"] is True
     assert sorted(run.pool.groupby("policy_id")["version"].max().unique()) == [3]
+
+
+def test_the_straggler_cutoff_ends_a_slow_ranks_rollout(tmp_path: Path) -> None:
+    """DD-PPO's cut-off: rank 2 of a group of two steps slowly (a test environment that sleeps there);
+    once rank 1 has its whole share, rank 2 stops collecting with its minimum share and the group
+    updates on fewer steps than a whole batch. env_steps count what was really collected."""
+    batch = 512
+    out = run_mpi(3, ["train", str(CONFIGS / "cartpole.yaml"), "--run-dir", str(tmp_path), "--steps", "3000",
+                      "schedule.steps_per_generation=1500", "evaluation.baseline_episodes=4", "ppo.num_envs=4",
+                      f"ppo.rollout_steps={batch}", "evaluation.num_envs=4", "schedule.mode=async",
+                      "env.id=tests.fixtures.slow_env:make", "env.kwargs={slow_rank: 2, delay_s: 0.004}",
+                      "trainer.ranks_per_policy=2", "trainer.straggler_cutoff=0.5",
+                      "trainer.straggler_min_share=0.25"])
+    assert out.returncode == 0, out.stderr
+    train = load_run(tmp_path / "run.h5").train
+    steps = np.diff(np.concatenate([[0], train["env_steps"].to_numpy()]))
+    cut = train["cut_off_ranks"].to_numpy()
+    assert cut.max() <= 1  # one rank of the two at most, never the one that finished
+    # The cut-off fired (rank 2 sleeps 4 ms a step: it cannot keep up), and those updates learned
+    # from what was collected: a whole share (256) from one rank, at least a quarter share from the other.
+    assert (cut == 1).sum() >= len(train) // 2
+    fired = steps[cut == 1]
+    assert (fired < batch).all() and (fired >= batch // 2 + batch // 8).all()
+    assert (steps[cut == 0] >= batch).all()
+    assert train["env_steps"].iloc[-1] >= 3000
+
+
+def test_the_straggler_cutoff_is_refused_in_the_sync_schedule(tmp_path: Path) -> None:
+    """Sync runs promise determinism; a timing-dependent cut-off there is a start-up error (exit 2)."""
+    out = run_mpi(3, ["train", str(CONFIGS / "cartpole.yaml"), "--run-dir", str(tmp_path), "schedule.mode=sync",
+                      "trainer.ranks_per_policy=2", "trainer.straggler_cutoff=0.5"])
+    assert out.returncode == 2, out.stderr
+    assert "trainer.straggler_cutoff" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "run.h5").exists()
