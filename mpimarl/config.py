@@ -367,6 +367,14 @@ class TrainerConfig(_Section):
         default=1.0, gt=0, description="V-trace truncation of the importance weights rho (learners fed by actors).")
     vtrace_c_bar: float = Field(
         default=1.0, gt=0, description="V-trace truncation of the trace coefficients c (at most vtrace_rho_bar).")
+    vtrace_lambda: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="V-trace's lambda (IMPALA, remark 5 of section 4.1): c_i = lambda * min(c_bar, rho_i), so "
+        "on-policy targets are TD(lambda) returns; 1 is plain V-trace (n-step returns). None: ppo.gae_lambda, "
+        "the lambda a trainer without actors uses.",
+    )
 
     def actors_for(self, role: str) -> int:
         """trainer.actors_per_learner of `role`."""
@@ -502,6 +510,12 @@ class RunConfig(_Section):
                     f"'gae' and ppo.value_norm false (got critic {self.critic_of(role)!r}, advantage "
                     f"{self.advantage_of(role)!r}, value_norm {self.ppo.value_norm}): actors stream "
                     "observations only, not a centralised critic's inputs or normaliser statistics")
+
+    @property
+    def vtrace_lambda(self) -> float:
+        """V-trace's lambda: trainer.vtrace_lambda, or ppo.gae_lambda when that is unset."""
+        lam = self.trainer.vtrace_lambda
+        return self.ppo.gae_lambda if lam is None else lam
 
     @property
     def role_names(self) -> list[str]:

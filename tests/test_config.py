@@ -80,3 +80,21 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     empty.write_text("")
     with pytest.raises(ConfigError, match="is empty"):
         load_config(empty)
+
+
+def test_vtrace_lambda_defaults_to_the_gae_lambda() -> None:
+    """trainer.vtrace_lambda unset: actors' learners use ppo.gae_lambda; set, it wins; outside [0, 1] is refused."""
+    assert parse_config({**MINIMAL, "ppo": {"gae_lambda": 0.8}}).vtrace_lambda == 0.8
+    assert parse_config({**MINIMAL, "trainer": {"vtrace_lambda": 1.0}}).vtrace_lambda == 1.0
+    with pytest.raises(ConfigError, match=r"trainer\.vtrace_lambda"):
+        parse_config({**MINIMAL, "trainer": {"vtrace_lambda": 1.2}})
+
+
+def test_straggler_cutoff_needs_the_async_schedule() -> None:
+    """A timing-dependent cut-off would break sync determinism: refused naming the key; async accepts it."""
+    with pytest.raises(ConfigError, match=r"trainer\.straggler_cutoff 0\.5 needs schedule\.mode 'async'"):
+        parse_config({**MINIMAL, "trainer": {"straggler_cutoff": 0.5}, "schedule": {"mode": "sync"}})
+    cfg = parse_config({**MINIMAL, "trainer": {"straggler_cutoff": 0.5}, "schedule": {"mode": "async"}})
+    assert cfg.trainer.straggler_min_share == 0.25
+    with pytest.raises(ConfigError, match=r"trainer\.straggler_cutoff"):
+        parse_config({**MINIMAL, "trainer": {"straggler_cutoff": 0.0}})

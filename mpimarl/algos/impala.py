@@ -12,8 +12,9 @@ from pi's value of the stream's next (open) row, which the actor ships for that 
 The update itself is PPO's (same minibatches, clipping and loss, :class:`mpimarl.algos.ppo.PPOLearner`)
 with the V-trace advantages, v_s as value targets, and pi's log-probabilities before the update as the
 "old" policy of the ratio: the behaviour policy's lag is corrected by V-trace, the size of the step by
-the clipping. With no lag (sync actors) pi = mu, every rho and c is 1 (rho_bar, c_bar >= 1) and the
-targets are n-step returns. Compute only: no MPI.
+the clipping. With no lag (sync actors) pi = mu, every rho is 1 and every c is lambda (rho_bar,
+c_bar >= 1; `trainer.vtrace_lambda`, by default `ppo.gae_lambda`), and the targets are TD(lambda) returns.
+Compute only: no MPI.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class ReceivedSegment:
 
 
 def vtrace_rows(rows: SegmentRows, target_logp: np.ndarray, values: np.ndarray, gamma: float,
-                rho_bar: float, c_bar: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                rho_bar: float, c_bar: float, lam: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(indices of the complete rows in row order, their V-trace targets v_s, their pg advantages).
 
     `target_logp` and `values` are the target policy's log-probabilities and values of every row.
@@ -72,7 +73,7 @@ def vtrace_rows(rows: SegmentRows, target_logp: np.ndarray, values: np.ndarray, 
         else:
             bootstrap = float(rows.next_value[last])
         out = vtrace(rows.behaviour_logp[chain], target_logp[chain], rewards, values[chain], bootstrap, dones,
-                     gamma, rho_bar, c_bar)
+                     gamma, rho_bar, c_bar, lam)
         vs[chain] = out.vs
         adv[chain] = out.pg_advantages
     idx = np.flatnonzero(complete)
@@ -87,11 +88,12 @@ class VTraceLearner(PPOLearner):
     the whole queue."""
 
     def __init__(self, shape: PolicyShape, cfg: PPOConfig, device: torch.device, seed: int,
-                 rho_bar: float = 1.0, c_bar: float = 1.0) -> None:
+                 rho_bar: float = 1.0, c_bar: float = 1.0, lam: float = 1.0) -> None:
         super().__init__(shape, cfg, device, seed)
         self.layout = SegmentLayout.of(shape)
         self.rho_bar = rho_bar
         self.c_bar = c_bar
+        self.lam = lam  # V-trace's lambda: c_t = lam * min(c_bar, pi/mu)
         self.queue: list[ReceivedSegment] = []
         self.version = 0  # updates made: the policy version actors report back as their behaviour
         self.last_lags: list[int] = []  # learner version minus behaviour version, per segment of the last batch
@@ -139,7 +141,8 @@ class VTraceLearner(PPOLearner):
         logp_t, _, values_t = self.net.evaluate_with_value(obs, mask, actions)
         target_logp = logp_t.cpu().numpy()
         values = values_t.cpu().numpy()
-        idx, vs, adv = vtrace_rows(rows, target_logp, values, self.cfg.gamma, self.rho_bar, self.c_bar)
+        idx, vs, adv = vtrace_rows(rows, target_logp, values, self.cfg.gamma, self.rho_bar, self.c_bar,
+                                   self.lam)
         ratio = np.exp(np.minimum(target_logp[idx] - rows.behaviour_logp[idx], 50.0))
         self.last_rho_mean = float(np.mean(np.minimum(self.rho_bar, ratio))) if len(idx) else float("nan")
         self.version += 1  # the update that consumes this batch makes the next version

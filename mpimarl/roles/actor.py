@@ -69,7 +69,7 @@ class ImpalaLearner(Trainer):
         self.link = link
         self.sync = cfg.schedule.mode == "sync"
         self.learner = VTraceLearner(self.shape, cfg.ppo, self.device, self.seed,
-                                     cfg.trainer.vtrace_rho_bar, cfg.trainer.vtrace_c_bar)
+                                     cfg.trainer.vtrace_rho_bar, cfg.trainer.vtrace_c_bar, cfg.vtrace_lambda)
         self.layout = self.learner.layout
         # Per actor index: steps reported so far (cumulative) and steps not yet in a queued segment.
         self.actor_steps = np.zeros(link.num_actors + 1, np.int64)
