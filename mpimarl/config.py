@@ -360,7 +360,7 @@ class TrainerConfig(_Section):
         description="Actor ranks feeding each policy's learner (IMPALA): they only play, with the newest "
         "weights they received, and stream trajectory segments to the learner, which learns with V-trace "
         "targets (trainer.vtrace_rho_bar, trainer.vtrace_c_bar) and does not play itself. 0: no actors. "
-        "Needs trainer.ranks_per_policy 1 and a local critic with GAE-style advantages for that role. "
+        "Needs trainer.ranks_per_policy 1 and ppo.advantage gae (not COMA) for that role. "
         "An int for every role, or {role: int}.",
     )
     vtrace_rho_bar: float = Field(
@@ -504,12 +504,12 @@ class RunConfig(_Section):
                     f"trainer.actors_per_learner {t.actors_for(role)} with trainer.ranks_per_policy "
                     f"{t.ranks_for(role)} (role {role!r}): actors feed a single learner rank; use either "
                     "learner groups or actors for a role, not both")
-            if self.critic_of(role) != "local" or self.advantage_of(role) != "gae" or self.ppo.value_norm:
+            if self.advantage_of(role) != "gae":
                 raise ValueError(
-                    f"trainer.actors_per_learner (role {role!r}) needs ppo.critic 'local', ppo.advantage "
-                    f"'gae' and ppo.value_norm false (got critic {self.critic_of(role)!r}, advantage "
-                    f"{self.advantage_of(role)!r}, value_norm {self.ppo.value_norm}): actors stream "
-                    "observations only, not a centralised critic's inputs or normaliser statistics")
+                    f"trainer.actors_per_learner (role {role!r}) needs ppo.advantage 'gae' (got "
+                    f"{self.advantage_of(role)!r}): COMA's Q critic reads the other agents' actions of the same "
+                    "step, which actors do not stream; value normalisation and the centralised V critics "
+                    "(ppo.critic state, agent_state) work with actors")
 
     @property
     def vtrace_lambda(self) -> float:

@@ -24,11 +24,43 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mpimarl.algos.networks import PolicyShape
+from mpimarl.algos.networks import PolicyShape, flat_weights, load_flat_weights, num_weights
 from mpimarl.algos.ppo import PPOBatch, PPOLearner
 from mpimarl.algos.vtrace import vtrace
 from mpimarl.config import PPOConfig
 from mpimarl.rollout.segment import SegmentLayout, SegmentRows, unpack_segments
+
+# ---------------------------------------------------------------------------------------------
+# What actors need of the learner: its weights and, with ppo.value_norm, the normaliser's statistics
+# ---------------------------------------------------------------------------------------------
+
+_NORM_STATS = 2  # mean and variance of the value normaliser, appended to the weights
+
+
+def behaviour_size(learner: PPOLearner) -> int:
+    """Floats in the buffer :func:`behaviour_weights` makes for `learner`'s shape and config."""
+    return num_weights(learner.net) + (_NORM_STATS if learner.value_norm is not None else 0)
+
+
+def behaviour_weights(learner: PPOLearner) -> np.ndarray:
+    """The flat float32 buffer the learner broadcasts to its actors: the weights, then (value
+    normalisation) the normaliser's mean and variance, which the actors' critic needs to turn its
+    output into returns for the bootstraps it ships (truncated episodes)."""
+    weights = flat_weights(learner.net)
+    if learner.value_norm is None:
+        return weights
+    stats = np.array([learner.value_norm.mean, learner.value_norm.var], np.float32)
+    return np.concatenate([weights, stats])
+
+
+def load_behaviour_weights(learner: PPOLearner, buf: np.ndarray) -> None:
+    """An actor takes a :func:`behaviour_weights` buffer (the network may keep views of `buf`)."""
+    if buf.dtype != np.float32 or buf.shape != (behaviour_size(learner),):
+        raise ValueError(f"behaviour buffer of {buf.shape} {buf.dtype}; expected ({behaviour_size(learner)},) float32")
+    n = num_weights(learner.net)
+    load_flat_weights(learner.net, buf[:n])
+    if learner.value_norm is not None:
+        learner.value_norm.mean, learner.value_norm.var = float(buf[n]), float(buf[n + 1])
 
 
 @dataclass
@@ -138,19 +170,28 @@ class VTraceLearner(PPOLearner):
         obs = torch.from_numpy(rows.obs).to(dev)
         mask = torch.from_numpy(rows.mask).to(dev) if rows.mask is not None else None
         actions = torch.from_numpy(rows.action).to(dev)
-        logp_t, _, values_t = self.net.evaluate_with_value(obs, mask, actions)
+        critic_in = torch.from_numpy(rows.critic_in).to(dev) if rows.critic_in is not None else None
+        # The critic's raw output (normalised units with ppo.value_norm) and the same as returns.
+        logp_t, _, raw_t = self._evaluate(obs, mask, actions, critic_in)
         target_logp = logp_t.cpu().numpy()
-        values = values_t.cpu().numpy()
+        raw = raw_t.float().cpu().numpy()
+        values = self._denorm(raw)
         idx, vs, adv = vtrace_rows(rows, target_logp, values, self.cfg.gamma, self.rho_bar, self.c_bar,
                                    self.lam)
         ratio = np.exp(np.minimum(target_logp[idx] - rows.behaviour_logp[idx], 50.0))
         self.last_rho_mean = float(np.mean(np.minimum(self.rho_bar, ratio))) if len(idx) else float("nan")
         self.version += 1  # the update that consumes this batch makes the next version
         sel = torch.from_numpy(idx).to(dev)
-        old_value = values_t[sel].float()
+        old_value = torch.from_numpy(values[idx]).to(dev)
         returns = torch.from_numpy(vs).to(dev)
+        old_v_target, v_target = old_value, returns
+        if self.value_norm is not None:  # the critic learns normalised targets, as PPOLearner's does
+            old_v_target = raw_t[sel].float()
+            self.value_norm.update(vs)
+            v_target = torch.from_numpy(self.value_norm.normalize(vs)).to(dev)
         return PPOBatch(
             obs=obs[sel], mask=None if mask is None else mask[sel], actions=actions[sel],
             old_logp=logp_t[sel].float(), old_value=old_value, adv=torch.from_numpy(adv).to(dev),
-            returns=returns, old_v_target=old_value, v_target=returns,
+            returns=returns, critic_in=None if critic_in is None else critic_in[sel],
+            old_v_target=old_v_target, v_target=v_target,
         )

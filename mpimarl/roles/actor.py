@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from mpimarl.algos.impala import VTraceLearner
-from mpimarl.algos.networks import FrozenPolicy, flat_weights, load_flat_weights, num_weights
+from mpimarl.algos.impala import VTraceLearner, behaviour_size, behaviour_weights, load_behaviour_weights
+from mpimarl.algos.networks import FrozenPolicy, flat_weights, num_weights
 from mpimarl.algos.ppo import PPOLearner, UpdateStats
 from mpimarl.comm.channel import SERVER_RANK, ServerWatch, Tag, bcast_json, send_json
 from mpimarl.comm.segments import HEADER_SIZE, ActorLink, Command, Header
@@ -103,7 +103,7 @@ class ImpalaLearner(Trainer):
         for key in new:
             control.bcast_weights(flat_weights(self.cache[key].net), num_weights(self.cache[key].net))
         if lineups is not None:
-            self.link.broadcast_weights(self.learner.version, Command.CONTINUE, flat_weights(self.learner.net))
+            self.link.broadcast_weights(self.learner.version, Command.CONTINUE, behaviour_weights(self.learner))
 
     def run(self) -> None:
         """Trainer.run for a learner fed by actors: line-ups reach the actors through the learner."""
@@ -176,7 +176,7 @@ class ImpalaLearner(Trainer):
         ended: set[int] = set()
         done = budget <= 0
         if done:  # nothing to learn: the actors, already playing, still end their generation
-            self.link.broadcast_weights(self.learner.version, Command.END_GENERATION, flat_weights(self.learner.net))
+            self.link.broadcast_weights(self.learner.version, Command.END_GENERATION, behaviour_weights(self.learner))
         while not done:
             if self.sync:  # one segment from every actor, in actor order: nothing depends on timing
                 for actor in range(1, self.link.num_actors + 1):
@@ -188,7 +188,7 @@ class ImpalaLearner(Trainer):
             self.steps_learned += self.learner.last_env_steps
             done = self.policy_env_steps >= target
             self.link.broadcast_weights(self.learner.version, Command.END_GENERATION if done else Command.CONTINUE,
-                                        flat_weights(self.learner.net))
+                                        behaviour_weights(self.learner))
             self.send_train_row(stats)
             self.serve_evaluations()
             faults.reached("training")
@@ -250,7 +250,7 @@ class ActorRank(Trainer):
         # The acting policy: PPO's network and rollout buffer (the runner's sink), never updated here.
         self.learner = PPOLearner(self.shape, cfg.ppo, self.device, self.seed)
         self.layout = SegmentLayout.of(self.shape)
-        self.size = num_weights(self.learner.net)
+        self.size = behaviour_size(self.learner)  # weights (+ value normaliser statistics)
         self.policy_version = 0  # the learner's update count of the weights held
         self._sent_with_version = 0
         self._last_generation_s = 0.0
@@ -291,7 +291,7 @@ class ActorRank(Trainer):
     def _apply(self, got: tuple[int, Command, np.ndarray]) -> Command:
         version, command, weights = got
         if command == Command.CONTINUE:
-            load_flat_weights(self.learner.net, weights)
+            load_behaviour_weights(self.learner, weights)
             if version != self.policy_version:
                 self._sent_with_version = 0
             self.policy_version = version

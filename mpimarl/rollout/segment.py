@@ -10,7 +10,8 @@ The column layout is fixed by the policy's shape (:class:`SegmentLayout`), so th
 actors agree on it without sending it. Integers (actions of discrete spaces, successor indices) and
 flags are exact in float32 up to 2**24, far above a segment's length.
 
-Per row: observation, action mask (discrete actions only), action, behaviour log-probability,
+Per row: observation, action mask (discrete actions only), action, the centralised critic's input
+(MAPPO's global state or agent-specific state, `ppo.critic` state/agent_state only), behaviour log-probability,
 reward, next value (0 at a termination, the behaviour critic's bootstrap at a truncation), index of
 the stream's next row in this segment (-1: none), episode boundary flag, complete flag.
 This module is compute only (no MPI).
@@ -34,14 +35,18 @@ class SegmentLayout:
     mask_size: int  # action_dim for discrete actions, else 0
     action_size: int  # 1 for discrete actions, else action_dim
     discrete: bool
+    critic_size: int = 0  # a centralised critic's input (MAPPO), else 0
 
     @staticmethod
     def of(shape: PolicyShape) -> SegmentLayout:
-        """The layout for a policy of `shape` (local critic: no critic input travels)."""
-        if shape.central:
-            raise ValueError("segments carry no centralised critic input; actors need a local critic")
+        """The layout for a policy of `shape`: a centralised V critic's input travels with every row
+        (a local critic reads the observation, already there). COMA's Q critic is not supported: its
+        input ends with the other agents' actions, filled in after the row was written."""
+        if shape.central and shape.critic_outputs != 1:
+            raise ValueError("segments carry a centralised V critic's input, not COMA's Q critic's")
         return SegmentLayout(shape.obs_size, shape.action_dim if shape.discrete else 0,
-                             1 if shape.discrete else shape.action_dim, shape.discrete)
+                             1 if shape.discrete else shape.action_dim, shape.discrete,
+                             shape.critic_input if shape.central else 0)
 
     @property
     def mask_at(self) -> int:
@@ -52,9 +57,13 @@ class SegmentLayout:
         return self.obs_size + self.mask_size
 
     @property
+    def critic_at(self) -> int:
+        return self.action_at + self.action_size
+
+    @property
     def scalars_at(self) -> int:
         """Start of the six scalar columns: logp, reward, next_value, next_index, chain_break, complete."""
-        return self.action_at + self.action_size
+        return self.critic_at + self.critic_size
 
     @property
     def width(self) -> int:
@@ -76,7 +85,10 @@ def pack_segment(rollout: StreamRollout, layout: SegmentLayout) -> np.ndarray:
         assert rollout.mask is not None
         out[:, layout.mask_at : layout.action_at] = rollout.mask[:n]
     action = rollout.action[:n]
-    out[:, layout.action_at : layout.scalars_at] = action.reshape(n, -1)
+    out[:, layout.action_at : layout.critic_at] = action.reshape(n, -1)
+    if layout.critic_size:
+        assert rollout.critic_in is not None
+        out[:, layout.critic_at : layout.scalars_at] = rollout.critic_in[:n]
     s = layout.scalars_at
     out[:, s + LOGP] = rollout.logp[:n]
     out[:, s + REWARD] = rollout.reward[:n]
@@ -101,6 +113,7 @@ class SegmentRows:
     next_index: np.ndarray
     chain_break: np.ndarray
     complete: np.ndarray
+    critic_in: np.ndarray | None = None  # a centralised critic's input per row
 
     @property
     def size(self) -> int:
@@ -122,7 +135,7 @@ def unpack_segments(segments: list[np.ndarray], layout: SegmentLayout) -> Segmen
         part = next_index[base : base + len(seg)]
         part[part >= 0] += base
         base += len(seg)
-    action = data[:, layout.action_at : s]
+    action = data[:, layout.action_at : layout.critic_at]
     return SegmentRows(
         obs=np.ascontiguousarray(data[:, : layout.obs_size]),
         mask=data[:, layout.mask_at : layout.action_at] > 0.5 if layout.mask_size else None,
@@ -133,4 +146,5 @@ def unpack_segments(segments: list[np.ndarray], layout: SegmentLayout) -> Segmen
         next_index=next_index,
         chain_break=data[:, s + CHAIN_BREAK] > 0.5,
         complete=data[:, s + COMPLETE] > 0.5,
+        critic_in=np.ascontiguousarray(data[:, layout.critic_at : s]) if layout.critic_size else None,
     )

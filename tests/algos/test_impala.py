@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import gymnasium
 import numpy as np
+import pytest
 import torch
 
-from mpimarl.algos.impala import VTraceLearner, vtrace_rows
+from mpimarl.algos.impala import (
+    VTraceLearner,
+    behaviour_size,
+    behaviour_weights,
+    load_behaviour_weights,
+    vtrace_rows,
+)
 from mpimarl.algos.networks import PolicyShape, flat_weights, load_flat_weights
 from mpimarl.algos.ppo import PPOLearner, StreamRollout, compute_gae
 from mpimarl.config import PPOConfig
@@ -135,3 +142,47 @@ def test_the_vtrace_learner_trains_on_segments_and_reports_their_lag() -> None:
     assert learner.last_env_steps == 70 * segments and not learner.queue
     assert not np.array_equal(before, flat_weights(learner.net))
     assert 0.5 < learner.last_rho_mean <= 1.0  # same weights as the actor: ratios near 1
+
+
+@pytest.mark.parametrize(("value_norm", "central"), [(True, False), (False, True), (True, True)],
+                         ids=["value_norm", "central_critic", "both"])
+def test_actors_with_value_norm_or_a_central_critic_give_the_learner_on_policy_targets(
+        value_norm: bool, central: bool) -> None:
+    """An actor holding the learner's behaviour buffer (weights + value normaliser statistics) plays a
+    segment; on-policy, the learner's V-trace(lambda) targets are the actor's own GAE(lambda) returns:
+    the centralised critic's input travels in the segment, and both sides read the critic in the
+    same (normalised) units. The learner then trains its critic on normalised targets."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(3)
+    shape = PolicyShape(3, gymnasium.spaces.Discrete(2), (8,), "tanh", critic_input=5 if central else 0)
+    cfg = PPOConfig(num_envs=1, rollout_steps=16, minibatches=1, epochs=1, value_norm=value_norm, gae_lambda=0.8)
+    learner = VTraceLearner(shape, cfg, torch.device("cpu"), seed=1, lam=0.8)
+    if value_norm:
+        assert learner.value_norm is not None
+        learner.value_norm.update(rng.normal(5.0, 3.0, 200))  # statistics far from the defaults (0, 1)
+    actor = PPOLearner(shape, cfg, torch.device("cpu"), seed=2)
+    buf = behaviour_weights(learner)
+    assert buf.shape == (behaviour_size(learner),) and buf.dtype == np.float32
+    load_behaviour_weights(actor, buf)
+    mask = np.ones((1, 2), bool)
+    for t in range(10):
+        for stream in ("a", "b"):
+            obs = rng.normal(size=(1, 3)).astype(np.float32)
+            state = rng.normal(size=(1, 5)).astype(np.float32) if central else None
+            action, logp, value = actor.act(obs, mask, state)
+            actor.rollout.add([stream], obs, mask, action, logp, value, state)
+            actor.rollout.add_reward(stream, float(rng.normal()))
+        if t == 4:
+            actor.rollout.end("a", None)  # terminated
+        if t == 6:
+            actor.rollout.end("b", 1.5)  # truncated: the actor's bootstrap
+    _, _, returns, _ = actor.advantages()
+    layout = SegmentLayout.of(shape)
+    assert layout.critic_size == (5 if central else 0)
+    learner.add_segment(pack_segment(actor.rollout, layout), behaviour_version=0)
+    batch = learner._batch()
+    np.testing.assert_allclose(batch.returns.numpy(), returns, rtol=1e-4, atol=1e-4)
+    assert (batch.critic_in is not None) == central
+    if value_norm:
+        assert learner.value_norm is not None and learner.value_norm.count > 200  # the batch's targets folded in
+        np.testing.assert_allclose(batch.v_target.numpy(), learner.value_norm.normalize(returns), rtol=1e-4, atol=1e-4)

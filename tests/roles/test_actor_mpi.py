@@ -101,3 +101,26 @@ def test_a_failing_actor_ends_the_job_promptly(kind: str, tmp_path: Path) -> Non
     assert run.attrs["finished"] is False
     if kind == "raise":
         assert "actor rank 2 (agent-0) failed" in run.attrs.get("failure", ""), run.attrs
+
+
+@pytest.mark.parametrize(("n", "config", "overrides"), [
+    (3, "cartpole", ["ppo.value_norm=true"]),  # local critic, normalised values
+    (5, "speaker_listener_mappo", []),  # MAPPO: critic on the global state, value normalisation, two roles
+    (3, "simple_spread_mappo", []),  # MAPPO: agent-specific state, value normalisation, a team of three
+], ids=["value_norm", "state_critic", "agent_state_critic"])
+def test_actors_feed_learners_with_value_norm_and_centralised_critics(n: int, config: str, overrides: list[str],
+                                                                      tmp_path: Path) -> None:
+    """Sync, one actor per learner: the segments carry the centralised critic's input, the weight
+    broadcasts the value normaliser's statistics; every policy learns from its actor (lag 0) and the
+    critic trains on normalised targets (its loss stays on the scale of unit-variance targets)."""
+    out = run_mpi(n, ["train", str(CONFIGS / f"{config}.yaml"), "--run-dir", str(tmp_path), *SHORT,
+                      "schedule.mode=sync", "trainer.actors_per_learner=1", *overrides])
+    assert out.returncode == 0, out.stderr
+    run = load_run(tmp_path / "run.h5")
+    assert run.config["ppo"]["value_norm"] is True
+    train = run.train
+    assert (train["actor_ranks"] == 1).all() and (train["policy_lag_max"] == 0).all()
+    assert train["vtrace_rho_mean"].between(0.95, 1.0).all()  # the actors played the learner's policy
+    assert train["value_loss"].notna().all() and (train["value_loss"] < 5.0).all()
+    assert sorted(run.pool.groupby("policy_id")["version"].max().unique()) == [2]
+    assert (run.pool.groupby("policy_id")["env_steps"].max() >= 3000).all()

@@ -75,7 +75,7 @@ def test_actor_counts_that_leave_ranks_over_are_refused() -> None:
 @pytest.mark.parametrize(("overrides", "words"), [
     (["trainer.actors_per_learner=-1"], "trainer.actors_per_learner: {'*': -1}"),
     (["trainer.actors_per_learner=1", "trainer.ranks_per_policy=2"], "not both"),
-    (["trainer.actors_per_learner=1", "ppo.value_norm=true"], "ppo.value_norm false"),
+    (["trainer.actors_per_learner=1", "ppo.critic=state", "ppo.advantage=coma"], "needs ppo.advantage 'gae'"),
 ])
 def test_bad_actor_settings_name_the_key(overrides: list[str], words: str) -> None:
     """Negative counts, actors with learner groups, or what segments cannot carry: config errors."""
