@@ -1,6 +1,6 @@
 """Scaling one policy over ranks (learner groups) and rank 0's capacity.
 
-    python -m benchmarks.scaling throughput [--seconds 150]   # 1 vs 2 ranks per policy
+    python -m benchmarks.scaling throughput [--seconds 150] [--configs C,...]   # 1 vs 2 ranks per policy
     python -m benchmarks.scaling capacity [--counts 8,32,64] [--seconds 15]
     python -m benchmarks.scaling actors [--seconds 150] [--configs cartpole,connect_four_league]
 
@@ -46,7 +46,25 @@ CASES = {
                              "evaluation.pool_episodes=10", "evaluation.baseline_episodes=40"],
                             "win rate vs random", 0.95),
     "cartpole": (["--steps", "200000"], "train return", 475.0),
+    "simple_spread_team": (["--steps", "300000"], "evaluated return per agent", -20.0),
 }
+
+THROUGHPUT_CASES = (
+    # (config, ranks per policy, where evaluation episodes are played)
+    ("connect_four_league", 1, "server"),
+    ("connect_four_league", 2, "server"),
+    ("connect_four_league", 1, "trainers"),
+    ("connect_four_league", 2, "trainers"),
+    ("simple_spread_team", 1, "server"),
+    ("simple_spread_team", 2, "server"),
+    ("cartpole", 1, "server"),
+    ("cartpole", 2, "server"),
+)
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (other jobs' share of the cores during a measurement)."""
+    return round(os.getloadavg()[0], 1)
 
 
 def _steps_per_s(run: Run) -> float:
@@ -60,6 +78,10 @@ def _time_to_target(run: Run, config: str, threshold: float) -> float:
     if config == "cartpole":
         hit = run.train[run.train.episode_return_mean >= threshold]
         return float(hit.time.min()) if len(hit) else float("nan")
+    if config.startswith("simple_spread"):
+        ev = run.matches[run.matches.kind == "evaluation"]
+        hit = ev[ev.return_mean >= threshold]
+        return float(hit.time.min()) if len(hit) else float("nan")
     ev = run.matches[(run.matches.kind == "evaluation") & (run.matches.opponent_id == "random")
                      & run.matches.policy_id.str.startswith("player-")]
     rate = (ev.wins + 0.5 * ev.draws) / ev.episodes
@@ -67,29 +89,37 @@ def _time_to_target(run: Run, config: str, threshold: float) -> float:
     return float(hit.time.min()) if len(hit) else float("nan")
 
 
-def throughput(seconds: float) -> None:
-    """1 vs 2 ranks per policy, each run capped at `seconds` of wall time."""
+def throughput(seconds: float, only: list[str] | None = None) -> None:
+    """1 vs 2 ranks per policy, each run capped at `seconds` of wall time (or its step budget)."""
     rows = []
-    for config, (args, metric, threshold) in CASES.items():
-        for ranks in (1, 2):
-            with tempfile.TemporaryDirectory() as tmp:
-                wall = train(f"{config}.yaml", Path(tmp) / "run",
-                             [*args, f"schedule.time_limit_s={seconds}", f"trainer.ranks_per_policy={ranks}"],
-                             ranks=1 + ranks, timeout=seconds + 600)
-                run = load_run(Path(tmp) / "run" / "run.h5")
-                rows.append({"config": config, "ranks_per_policy": ranks, "world_size": 1 + ranks,
-                             "policy_env_steps": int(run.pool.env_steps.max()),
-                             "policy_steps_per_s": round(_steps_per_s(run)),
-                             "target": f"{metric} >= {threshold:g}",
-                             "time_to_target_s": round(_time_to_target(run, config, threshold), 1),
-                             "wall_s": round(wall, 1)})
+    for config, ranks, evaluation in THROUGHPUT_CASES:
+        if only and config not in only:
+            continue
+        args, metric, threshold = CASES[config]
+        with tempfile.TemporaryDirectory() as tmp:
+            load_before = load_average()
+            wall = train(f"{config}.yaml", Path(tmp) / "run",
+                         [*args, f"schedule.time_limit_s={seconds}", f"trainer.ranks_per_policy={ranks}",
+                          f"evaluation.workers={evaluation}"],
+                         ranks=1 + ranks, timeout=seconds + 600)
+            run = load_run(Path(tmp) / "run" / "run.h5")
+            rows.append({"config": config, "ranks_per_policy": ranks, "evaluation": evaluation,
+                         "world_size": 1 + ranks, "policy_env_steps": int(run.pool.env_steps.max()),
+                         "policy_steps_per_s": round(_steps_per_s(run)),
+                         "target": f"{metric} >= {threshold:g}",
+                         "time_to_target_s": round(_time_to_target(run, config, threshold), 1),
+                         "wall_s": round(wall, 1), "load_before": load_before, "load_after": load_average()})
     table = pd.DataFrame(rows)
-    base = table[table.ranks_per_policy == 1].set_index("config").policy_steps_per_s
-    table["speedup_vs_1_rank"] = [round(r.policy_steps_per_s / base[r.config], 2) for r in table.itertuples()]
+    base = table[table.ranks_per_policy == 1].set_index(["config", "evaluation"]).policy_steps_per_s
+    table["speedup_vs_1_rank"] = [round(r.policy_steps_per_s / base[(r.config, r.evaluation)], 2)
+                                  for r in table.itertuples()]
     save(table, "scaling_throughput",
-         f"{os.cpu_count()} cores, shared with other jobs at the time; rank 0 runs on the same cores as the "
-         "trainers (ranks_per_policy=2: three processes on two cores). Runs capped at "
-         f"{seconds:g} s; time to target is seconds since the run started (NaN: not reached in the run).")
+         f"{os.cpu_count()} cores; rank 0 runs on the same cores as the trainers (ranks_per_policy=2: three "
+         "processes on two cores). load_before/after: the 1-minute load average around each run (other jobs on "
+         "the machine; the benchmark ran at nice -10 where so noted in the closing note). evaluation: who plays "
+         "the evaluation episodes (server: rank 0, competing for the two cores with a 2-rank group; trainers: "
+         f"the learners between updates). Runs capped at {seconds:g} s or their step budget; time to target is "
+         "seconds since the run started (NaN: not reached in the run).")
 
 
 ACTOR_LAYOUTS = {
@@ -209,15 +239,18 @@ def main() -> None:
     parser.add_argument("what", choices=["throughput", "capacity", "actors"])
     parser.add_argument("--seconds", type=float, default=None, help="per run (throughput 150, capacity 15)")
     parser.add_argument("--counts", default="8,32,64", help="capacity: numbers of light trainers")
-    parser.add_argument("--configs", default="cartpole,connect_four_league", help="actors: configs to run")
+    parser.add_argument("--configs", default=None, help="configs to run (actors: default cartpole,connect_four_league; "
+                        "throughput: all of THROUGHPUT_CASES)")
     parser.add_argument("--name", default="scaling_actors", help="actors: results file name")
     parser.add_argument("--set", action="append", default=[], help="actors: a config override for every run")
     parser.add_argument("--step-time-s", type=float, default=None,
                         help="capacity: a real trainer's seconds per update (default 8.2: 8192 steps at 1k/s)")
     args = parser.parse_args()
+    args.configs_given = args.configs is not None
+    args.configs = args.configs or "cartpole,connect_four_league"
     t0 = time.monotonic()
     if args.what == "throughput":
-        throughput(args.seconds or 150.0)
+        throughput(args.seconds or 150.0, args.configs.split(",") if args.configs_given else None)
     elif args.what == "actors":
         actors(args.seconds or 150.0, args.configs.split(","), args.name, args.set)
     else:

@@ -34,6 +34,7 @@ from mpimarl.record.live import LiveReadError, live_writer, read_consistent
 from mpimarl.record.schema import (
     COMMITTED_ATTR,
     JSON_ATTRS_ATTR,
+    LATER_COLUMNS,
     POLICIES_GROUP,
     SCHEMA_VERSION,
     TABLES,
@@ -545,6 +546,9 @@ def _table(path: Path, f: h5py.File, table: str) -> h5py.Dataset:
     if stored != expected.names:
         missing = [n for n in expected.names or () if n not in stored]
         extra = [n for n in stored if n not in (expected.names or ())]
+        later = LATER_COLUMNS.get(table, ())
+        if not extra and missing and all(n in later for n in missing):
+            return ds  # written before these columns existed: `_table_rows` fills them with NaN
         raise RunFileError(
             f"run file {path}: table {table!r} does not match schema version {SCHEMA_VERSION} "
             f"(missing columns: {missing or 'none'}; unexpected columns: {extra or 'none'})"
@@ -572,7 +576,14 @@ def _table_rows(path: Path, f: h5py.File, table: str, rows: int) -> np.ndarray:
     ds = _table(path, f, table)
     if rows > ds.shape[0]:
         raise RunFileError(f"run file {path}: table {table!r} lost committed rows (truncated or corrupt)")
-    return ds[:rows] if rows else np.zeros(0, dtype=ds.dtype)
+    stored = ds[:rows] if rows else np.zeros(0, dtype=ds.dtype)
+    expected = table_dtype(table)
+    if stored.dtype.names == expected.names:
+        return stored
+    out = np.zeros(len(stored), dtype=expected)  # a file from before LATER_COLUMNS: those read NaN
+    for name in expected.names or ():
+        out[name] = stored[name] if name in (stored.dtype.names or ()) else np.nan
+    return out
 
 
 def _frame(table: str, data: np.ndarray) -> pd.DataFrame:

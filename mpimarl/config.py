@@ -212,6 +212,20 @@ class MatchmakingConfig(_Section):
         "1-x, linear_capped min(0.5, 1-x).",
     )
     pfsp_exponent: float = Field(default=2.0, gt=0, description="pfsp hard weighting: the exponent p.")
+    pfsp_self_play: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="pfsp: share of the drawn line-ups played against the latest snapshots instead (own-role "
+        "seats the learner's own latest), as AlphaStar's main agents play 35% self-play.",
+    )
+    pfsp_memory: int = Field(
+        default=256,
+        ge=0,
+        description="pfsp: x is a running average over the learner's games against each snapshot (training "
+        "and evaluation), forgetting with a time constant of this many games; 0 reads only the evaluated "
+        "payoff table.",
+    )
     psro_solver: Literal["lp", "replicator"] = Field(
         default="lp",
         description="psro: lp solves the two-player zero-sum meta-game exactly; replicator runs "

@@ -14,7 +14,7 @@ import pytest
 from mpimarl.analysis import load_run, summarize
 from mpimarl.errors import RunFileError
 from mpimarl.record.recorder import RunRecorder
-from mpimarl.record.schema import SCHEMA_VERSION, TABLES, rows_to_array
+from mpimarl.record.schema import LATER_COLUMNS, SCHEMA_VERSION, TABLES, rows_to_array
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = {"env": {"id": "simple_tag"}, "schedule": "sync", "roles": ["predator", "prey"]}
@@ -221,6 +221,27 @@ def test_wrong_columns_or_truncated_table_is_named(run_path: Path) -> None:
         match=r"table 'pool' does not match.*'policy_id'.*unexpected columns: \['mood'\]",
     ):
         load_run(run_path)
+
+
+def test_file_from_before_later_columns_still_loads(run_path: Path) -> None:
+    """A run file written before the actor columns existed loads; those columns read NaN."""
+    before = load_run(run_path).train
+    with h5py.File(run_path, "r+") as f:
+        old = f["tables/train"]
+        committed = int(old.attrs["committed"])
+        keep = [n for n in old.dtype.names if n not in LATER_COLUMNS["train"]]
+        narrow = np.dtype([(n, old.dtype.fields[n][0]) for n in keep])
+        data = np.zeros(old.shape[0], dtype=narrow)
+        for n in keep:
+            data[n] = old[n]
+        del f["tables/train"]
+        ds = f.create_dataset("tables/train", data=data, maxshape=(None,))
+        ds.attrs["committed"] = committed
+    after = load_run(run_path).train
+    assert list(after.columns) == list(before.columns)
+    assert after[list(LATER_COLUMNS["train"])].isna().all().all()
+    pd.testing.assert_frame_equal(after.drop(columns=list(LATER_COLUMNS["train"])),
+                                  before.drop(columns=list(LATER_COLUMNS["train"])))
 
 
 def test_file_cut_short_is_reported_not_crashed(run_path: Path, tmp_path: Path) -> None:

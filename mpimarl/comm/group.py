@@ -23,14 +23,29 @@ from mpimarl.comm.channel import Tag as _Tag
 GROUP_LEADER = 0  # the leader is rank 0 of its group communicator
 
 
+SPIN_S = 2e-3
+"""How long a group wait polls without sleeping. A collective completes only as fast as both sides
+drive MPI's progress engine: a large buffer goes in several round trips (rendezvous), and sleeping
+between polls adds a sleep to every one of them, which cost a 2-rank group most of its speed-up.
+Partners normally arrive within this window (they run the same minibatch step); past it the wait
+sleeps with a growing pause (capped at 1 ms), so a rank waiting on a slow partner leaves the core
+to co-located ranks (MPICH's blocking calls would spin it for the whole wait)."""
+
+
 def _wait(comm: MPI.Comm, request: MPI.Request, deadline: Deadline) -> None:
-    """Poll a nonblocking collective; sleep briefly between polls (capped at 1 ms: gradient steps
-    are short, and MPICH's blocking calls would spin a core that co-located ranks need)."""
-    pause = 2e-5
+    """Poll a nonblocking collective: busy for `SPIN_S`, then with short sleeps, checking the
+    deadline. (Yielding the core between busy polls hands it to any other runnable process for a
+    whole time slice: on a shared machine that made the group slower than sleeping.)"""
+    spin_until = time.perf_counter() + SPIN_S
     while not request.Test():
-        deadline.check(comm)
-        time.sleep(pause)
-        pause = min(pause * 2, 1e-3)
+        if time.perf_counter() < spin_until:
+            continue
+        pause = 2e-5
+        while not request.Test():
+            deadline.check(comm)
+            time.sleep(pause)
+            pause = min(pause * 2, 1e-3)
+        return
 
 
 class GroupComm:

@@ -11,9 +11,12 @@ Strategies:
   snapshots of its role with probability softmax(q); q of a snapshot drops each time the learner
   beats it (OpenAI Five, 2019: q_i <- q_i - eta / (N p_i)).
 - `pfsp` (AlphaStar's prioritised fictitious self-play): every seat samples the snapshots of its role
-  with probability proportional to f(x), x the learner's win rate against that snapshot in the
-  payoff table (evaluation results): hard (1-x)^p, variance x(1-x), linear 1-x, linear_capped
-  min(0.5, 1-x).
+  with probability proportional to f(x), x the learner's win rate against that snapshot: hard
+  (1-x)^p, variance x(1-x), linear 1-x, linear_capped min(0.5, 1-x). x is a running average over
+  the learner's recent games against the snapshot, training and evaluation alike (AlphaStar's
+  payoff estimates), falling back on the payoff table where the learner has not met it. A share
+  `self_play` of the line-ups is played against the latest snapshots instead (AlphaStar's main
+  agents: 35%), so the learner keeps meeting the frontier of its population.
 - `psro` (policy-space response oracles): every seat samples its role's meta-strategy, the Nash
   equilibrium of the empirical payoff table restricted to that role's snapshots (LP for zero-sum
   games, replicator dynamics otherwise); asymmetric games get one meta-strategy per role.
@@ -164,6 +167,8 @@ class MatchmakerOptions:
     exponent: float = 2.0
     solver: str = "lp"
     window: int | None = None
+    self_play: float = 0.0
+    memory: int = 256
 
 
 _REGISTRY: dict[str, type] = {}
@@ -462,9 +467,15 @@ class PFSPMatchmaker:
     """Prioritised fictitious self-play (AlphaStar, Vinyals et al. 2019).
 
     Each seat draws from every snapshot of its role with probability proportional to f(x), x the
-    learner's win rate against the snapshot (`win_rate`; 0.5 while the table knows nothing of the
-    pair, so unmeasured snapshots are drawn too). When every weight is 0 (the learner beats them all
-    under `hard`), the draw is uniform.
+    learner's win rate against the snapshot. x is the learner's own recent record against it: every
+    reported game (training and evaluation) enters a running average that forgets with a time
+    constant of `memory` games, so a snapshot the learner used to lose to but now beats loses its
+    priority as soon as the two meet again. Where the learner has no games against a snapshot, x
+    comes from the payoff table (`win_rate`), else 0.5 (unmeasured snapshots are drawn too). When
+    every weight is 0 (the learner beats them all under `hard`), the draw is uniform.
+
+    With probability `self_play` a line-up is the latest snapshots instead (own-role seats the
+    learner's own latest): the share of AlphaStar's main agents' games that are plain self-play.
     """
 
     name = "pfsp"
@@ -472,25 +483,43 @@ class PFSPMatchmaker:
     @classmethod
     def from_options(cls, options: MatchmakerOptions) -> PFSPMatchmaker:
         """Built from the config's matchmaking options."""
-        return cls(options.weighting, options.exponent)
+        return cls(options.weighting, options.exponent, options.self_play, options.memory)
 
-    def __init__(self, weighting: str = "hard", exponent: float = 2.0) -> None:
+    def __init__(self, weighting: str = "hard", exponent: float = 2.0, self_play: float = 0.0,
+                 memory: int = 256) -> None:
         if weighting not in PFSP_WEIGHTINGS:
             raise ValueError(f"unknown pfsp weighting {weighting!r}; allowed: "
                              f"{', '.join(repr(w) for w in PFSP_WEIGHTINGS)}")
         if not (exponent > 0 and math.isfinite(exponent)):
             raise ValueError(f"pfsp exponent must be a positive finite number, got {exponent!r}")
+        if not (0.0 <= self_play <= 1.0):
+            raise ValueError(f"pfsp self_play must be a share in [0, 1], got {self_play!r}")
+        if memory < 0:
+            raise ValueError(f"pfsp memory must be a number of games >= 0, got {memory!r}")
         self.weighting = weighting
         self.exponent = float(exponent)
+        self.self_play = float(self_play)
+        self.memory = int(memory)
         self._f = PFSP_WEIGHTINGS[weighting]
         self._faces: dict[str, set[str]] = {}  # seat role -> learner roles that asked for it
+        # (learner policy id, opponent) -> [decayed score sum, decayed game count]
+        self._record: dict[tuple[str, SnapshotKey], list[float]] = {}
+
+    def estimate(self, payoff: PayoffTable | None, learner: SnapshotKey, opponent: SnapshotKey) -> float:
+        """x: the learner's recent win rate against `opponent` (NaN when nothing is known)."""
+        if opponent.policy_id == learner.policy_id and opponent.version >= learner.version:
+            return 0.5  # its current self
+        kept = self._record.get((learner.policy_id, opponent))
+        if kept is not None and kept[1] > 0:
+            return kept[0] / kept[1]
+        return win_rate(payoff, learner, opponent)
 
     def weights(self, pool: PolicyPool, learner: SnapshotKey, role: str, payoff: PayoffTable | None) -> Weights:
         """The learner's normalised PFSP distribution over the snapshots of `role`."""
         keys = [s.key for s in pool.snapshots(role)]
         raw = []
         for k in keys:
-            x = win_rate(payoff, learner, k)
+            x = self.estimate(payoff, learner, k)
             raw.append(self._f(0.5 if math.isnan(x) else min(max(x, 0.0), 1.0), self.exponent))
         total = float(sum(raw))
         if total <= 0:
@@ -507,37 +536,62 @@ class PFSPMatchmaker:
         rng: np.random.Generator,
         payoff: PayoffTable | None = None,
     ) -> list[Lineup]:
-        """`n` lineups, each seat drawn from the learner's PFSP distribution over its role."""
+        """`n` lineups: each the latest snapshots with probability `self_play`, else every seat drawn
+        from the learner's PFSP distribution over its role."""
         _check_request(pool, learner, learner_role, seat_roles, n)
         for role in seat_roles:
             self._faces.setdefault(role, set()).add(learner_role)
         dists = {role: self.weights(pool, learner, role, payoff) for role in set(seat_roles)}
-        return [tuple(_draw(dists[role], rng) for role in seat_roles) for _ in range(n)]
+        out: list[Lineup] = []
+        for _ in range(n):
+            if self.self_play > 0 and rng.random() < self.self_play:
+                out.append(_latest_lineup(pool, learner, learner_role, seat_roles, rng))
+            else:
+                out.append(tuple(_draw(dists[role], rng) for role in seat_roles))
+        return out
 
     def record_result(self, learner: SnapshotKey, opponent: SnapshotKey, score: float) -> None:
-        """Ignored: PFSP reads evaluation results from the payoff table (the score is still checked)."""
+        """One game's score of the learner against `opponent` enters its running average (the
+        learner's policy, whatever its version: older games fade with `memory`)."""
         _check_score(learner, opponent, score)
+        if self.memory == 0:
+            return
+        keep = 1.0 - 1.0 / self.memory
+        kept = self._record.setdefault((learner.policy_id, opponent), [0.0, 0.0])
+        kept[0] = kept[0] * keep + score
+        kept[1] = kept[1] * keep + 1.0
 
     def to_state(self) -> dict[str, Any]:
-        """Which learner roles asked for each seat role (what `meta_strategy` averages over)."""
-        return {"faces": {role: sorted(roles) for role, roles in self._faces.items()}}
+        """Which learner roles asked for each seat role (what `meta_strategy` averages over), and the
+        running win-rate records."""
+        return {"faces": {role: sorted(roles) for role, roles in self._faces.items()},
+                "record": [[pid, k.policy_id, k.version, v[0], v[1]] for (pid, k), v in self._record.items()]}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what `to_state` described."""
         self._faces = {str(role): set(roles) for role, roles in state["faces"].items()}
+        self._record = {(str(pid), SnapshotKey(str(opp), int(ver))): [float(s), float(g)]
+                        for pid, opp, ver, s, g in state.get("record", [])}
 
     def on_publish(self, snapshot: Snapshot) -> None:
         """Ignored: sampling reads the pool directly."""
 
     def meta_strategy(self, pool: PolicyPool, role: str, payoff: PayoffTable | None = None) -> Weights:
-        """The PFSP distributions over `role` of every learner that meets it, averaged."""
+        """What every learner that meets `role` draws its seats from (the `self_play` share on the
+        latest snapshots, the rest its PFSP distribution), averaged over those learners."""
         faces = self._faces.get(role)
         learners = [pool.latest(p).key for p in pool.policy_ids() if faces is None or pool.role_of(p) in faces]
         out: Weights = {}
         for learner in learners:
+            own_latest = self.self_play if pool.role_of(learner.policy_id) == role else 0.0
+            if own_latest:
+                out[learner] = out.get(learner, 0.0) + own_latest / len(learners)
+            else:
+                for k, w in _latest_weights(pool, role).items():
+                    out[k] = out.get(k, 0.0) + self.self_play * w / len(learners)
             for k, w in self.weights(pool, learner, role, payoff).items():
-                out[k] = out.get(k, 0.0) + w / len(learners)
-        return out
+                out[k] = out.get(k, 0.0) + (1.0 - self.self_play) * w / len(learners)
+        return {k: w for k, w in out.items() if w > 0}
 
 
 @register
@@ -664,7 +718,7 @@ def make_matchmaker(name: str, **options: Any) -> Matchmaker:
     """Build the registered matchmaker called `name`; ValueError naming the allowed ones otherwise.
 
     `options` are `MatchmakerOptions` fields (latest_fraction, quality_lr, weighting, exponent,
-    solver, window); each strategy reads its own and ignores the rest.
+    solver, window, self_play, memory); each strategy reads its own and ignores the rest.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown matchmaker {name!r}; allowed: {', '.join(repr(n) for n in _REGISTRY)}")

@@ -35,6 +35,12 @@ Version 2: text columns are variable-length UTF-8 (no width limit: long line-ups
 ``payoff``, ``meta`` and ``exploitability``; ``ratings`` has per-role Elo and Plackett-Luce mu/sigma;
 ``matches`` names the matchmaker that drew each line-up."""
 
+LATER_COLUMNS: dict[str, tuple[str, ...]] = {
+    "train": ("actor_ranks", "policy_lag_mean", "policy_lag_max", "vtrace_rho_mean"),
+}
+"""Float columns added to a table after its schema version first shipped: a file written before
+them still loads, and they read NaN ("not recorded") there."""
+
 FORMAT_NAME = "mpimarl-run"
 """Value of the ``format`` file attribute that marks an HDF5 file as an mpimarl run file."""
 

@@ -15,6 +15,7 @@ from mpimarl.league.matchmaking import (
     QUALITY_FLOOR_GAP,
     Matchmaker,
     OpenAIFiveMatchmaker,
+    PFSPMatchmaker,
     make_matchmaker,
     win_rate,
 )
@@ -374,6 +375,50 @@ def test_pfsp_reads_mirrored_entries_and_falls_back_to_uniform(symmetric: Policy
     weights = mm.weights(symmetric, SnapshotKey("player-0", 4), "player", everything)
     # Beats all but its current self (0.5): the only weight left is on player-0@4 itself.
     assert weights == {SnapshotKey("player-0", 4): pytest.approx(1.0)}
+
+
+def test_pfsp_priorities_follow_the_learners_recent_games(symmetric: PolicyPool) -> None:
+    """Reported games override the stale payoff table and fade with `memory` games."""
+    table = PayoffTable()
+    learner = SnapshotKey("player-0", 4)
+    hard, easy = SnapshotKey("player-1", 2), SnapshotKey("player-1", 0)
+    _scored(table, "player-0@1", str(hard), 0.1)  # an old evaluation: the learner lost 90%
+    mm = make_matchmaker("pfsp", weighting="hard", memory=10)
+    assert isinstance(mm, PFSPMatchmaker)
+    assert mm.estimate(table, learner, hard) == pytest.approx(0.1)
+    for _ in range(30):  # it has since learned to beat it
+        mm.record_result(learner, hard, 1.0)
+    assert mm.estimate(table, learner, hard) == pytest.approx(1.0)
+    assert hard not in mm.weights(symmetric, learner, "player", table)
+    for _ in range(10):  # ten losses with a memory of 10 games: x = 30-game wins faded by e^-1
+        mm.record_result(learner, hard, 0.0)
+    wins = sum(0.9**k for k in range(10, 40))
+    assert mm.estimate(table, learner, hard) == pytest.approx(wins / sum(0.9**k for k in range(40)))
+    # the other learner's games say nothing about this one's
+    mm.record_result(SnapshotKey("player-1", 2), easy, 1.0)
+    assert np.isnan(mm.estimate(table, learner, easy))
+    # the record survives a checkpoint
+    again = make_matchmaker("pfsp", weighting="hard", memory=10)
+    again.load_state(mm.to_state())
+    assert again.estimate(table, learner, hard) == pytest.approx(mm.estimate(table, learner, hard))
+    # memory 0: only the payoff table counts
+    table_only = make_matchmaker("pfsp", memory=0)
+    table_only.record_result(learner, hard, 1.0)
+    assert table_only.estimate(table, learner, hard) == pytest.approx(0.1)
+
+
+def test_pfsp_self_play_share_meets_the_latest_snapshots(symmetric: PolicyPool) -> None:
+    learner = SnapshotKey("player-0", 4)
+    mm = make_matchmaker("pfsp", self_play=0.35)
+    lineups = mm.lineups(symmetric, learner, "player", ["player"], 4000, np.random.default_rng(3), PayoffTable())
+    own_latest = sum(lu[0] == learner for lu in lineups) / 4000
+    # 35% self-play plus its share of the PFSP draw (8 snapshots, all unmeasured: 1/8 each)
+    assert own_latest == pytest.approx(0.35 + 0.65 / 8, abs=0.025)
+    meta = mm.meta_strategy(symmetric, "player", PayoffTable())
+    assert sum(meta.values()) == pytest.approx(1.0)
+    assert meta[learner] == pytest.approx(0.35 / 2 + 0.65 / 8)  # two learners, one of them this one
+    with pytest.raises(ValueError, match="self_play"):
+        make_matchmaker("pfsp", self_play=1.5)
 
 
 def test_pfsp_rejects_unknown_weightings() -> None:
