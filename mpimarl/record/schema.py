@@ -36,7 +36,7 @@ Version 2: text columns are variable-length UTF-8 (no width limit: long line-ups
 ``matches`` names the matchmaker that drew each line-up."""
 
 LATER_COLUMNS: dict[str, tuple[str, ...]] = {
-    "train": ("actor_ranks", "policy_lag_mean", "policy_lag_max", "vtrace_rho_mean"),
+    "train": ("actor_ranks", "policy_lag_mean", "policy_lag_max", "vtrace_rho_mean", "cut_off_ranks"),
 }
 """Float columns added to a table after its schema version first shipped: a file written before
 them still loads, and they read NaN ("not recorded") there."""
