@@ -8,7 +8,9 @@ take on the union of the ranks' minibatches, and the ranks' weights stay identic
 
 Advantages are normalised with the statistics of the group's union minibatch: the sums for every
 minibatch of the update are summed over the group once, before the first step (one small float64
-buffer per update, which also carries the caller's `extra` counters).
+buffer per update, which also carries the caller's `extra` counters). With value normalisation the
+normaliser folds in the moments of the group's returns (:func:`group_moments`), so it stays identical
+on every rank and equal to one learner's over the union batch.
 
 This module is compute only: the communication is a :class:`GradientGroup`, which the MPI layer
 (:class:`mpimarl.comm.group.GroupComm`) implements with `Allreduce` on the group's communicator.
@@ -39,6 +41,16 @@ class GradientGroup(Protocol):
     def allreduce_sum(self, buf: np.ndarray) -> None:
         """Replace `buf` (a contiguous 1-D float32 or float64 array) by its sum over the group."""
         ...
+
+
+def group_moments(values: np.ndarray, group: GradientGroup) -> tuple[int, float, float]:
+    """(count, mean, population variance) of `values` over every rank of `group` (one float64 sum)."""
+    x = np.asarray(values, np.float64).ravel()
+    buf = np.array([x.size, x.sum(), (x * x).sum()], np.float64)
+    group.allreduce_sum(buf)
+    n = int(buf[0])
+    mean = buf[1] / n if n else 0.0
+    return n, mean, max(buf[2] / n - mean * mean, 0.0) if n else 0.0
 
 
 def minibatch_slices(n: int, minibatches: int) -> list[slice]:
@@ -82,7 +94,7 @@ def group_update(learner: PPOLearner, group: GradientGroup, progress: float,
     """
     cfg = learner.cfg
     lr = learner._set_learning_rate(progress)
-    b = learner._batch()
+    b = learner._batch(group)
     n = b.size
     slices = minibatch_slices(n, cfg.minibatches)
     perms = [torch.randperm(n, generator=learner.generator).to(learner.device) for _ in range(cfg.epochs)]

@@ -20,6 +20,7 @@ Compute only: no MPI.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from mpimarl.algos.ppo import PPOBatch, PPOLearner
 from mpimarl.algos.vtrace import vtrace
 from mpimarl.config import PPOConfig
 from mpimarl.rollout.segment import SegmentLayout, SegmentRows, unpack_segments
+
+if TYPE_CHECKING:
+    from mpimarl.algos.data_parallel import GradientGroup
 
 # ---------------------------------------------------------------------------------------------
 # What actors need of the learner: its weights and, with ppo.value_norm, the normaliser's statistics
@@ -160,8 +164,11 @@ class VTraceLearner(PPOLearner):
         return self.queued >= self.cfg.rollout_steps
 
     @torch.no_grad()
-    def _batch(self) -> PPOBatch:
-        """The queued segments as one batch with V-trace advantages and targets (the queue empties)."""
+    def _batch(self, group: GradientGroup | None = None) -> PPOBatch:
+        """The queued segments as one batch with V-trace advantages and targets (the queue empties).
+        A learner fed by actors is one rank: it takes no learner `group`."""
+        if group is not None:
+            raise ValueError("a V-trace learner is not part of a data-parallel learner group")
         segments, self.queue = self.queue, []
         self.last_lags = [self.version - s.behaviour_version for s in segments]
         self.last_env_steps = sum(s.env_steps for s in segments)

@@ -398,9 +398,11 @@ class PPOLearner:
             group["lr"] = lr
         return lr
 
-    def _batch(self) -> PPOBatch:
+    def _batch(self, group: GradientGroup | None = None) -> PPOBatch:
         """The complete transitions of the rollout as tensors, with advantages (GAE, or COMA's
-        counterfactual ones) and value targets (normalised when value normalisation is on)."""
+        counterfactual ones) and value targets (normalised when value normalisation is on; in a
+        learner `group` the normaliser takes the moments of the whole group's returns, so the ranks'
+        normalisers stay identical and equal to one learner's over the union batch)."""
         ro = self.rollout
         idx, adv_np, returns_np, value_np = self.advantages()
         dev = self.device
@@ -410,7 +412,12 @@ class PPOLearner:
         old_v_target, v_target = old_value, returns
         if self.value_norm is not None:
             old_v_target = torch.from_numpy(self.value_norm.normalize(value_np)).to(dev)
-            self.value_norm.update(returns_np)
+            if group is None:
+                self.value_norm.update(returns_np)
+            else:
+                from mpimarl.algos.data_parallel import group_moments
+
+                self.value_norm.update_moments(*group_moments(returns_np, group))
             v_target = torch.from_numpy(self.value_norm.normalize(returns_np)).to(dev)
         return PPOBatch(
             obs=torch.from_numpy(ro.obs[idx]).to(dev),

@@ -29,7 +29,13 @@ class ValueNormalizer:
         x = np.asarray(values, np.float64).ravel()
         if x.size == 0:
             return
-        batch_mean, batch_var, n = float(x.mean()), float(x.var()), x.size
+        self.update_moments(x.size, float(x.mean()), float(x.var()))
+
+    def update_moments(self, n: int, batch_mean: float, batch_var: float) -> None:
+        """Fold in a batch given by its size, mean and population variance (e.g. summed over the
+        ranks of a learner group)."""
+        if n == 0:
+            return
         delta = batch_mean - self.mean
         total = self.count + n
         self.mean += delta * n / total

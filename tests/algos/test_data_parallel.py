@@ -92,20 +92,22 @@ def _concatenate(a: StreamRollout, b: StreamRollout, into: StreamRollout) -> Non
 
 
 @pytest.mark.parametrize("collected", [(96, 96), (96, 48)], ids=["equal", "one-cut-off"])
-@pytest.mark.parametrize("norm_adv", [True, False])
-def test_group_of_two_with_half_batches_equals_one_learner_with_the_whole(norm_adv: bool,
+@pytest.mark.parametrize(("norm_adv", "value_norm"), [(True, False), (False, False), (True, True)],
+                         ids=["norm_adv", "raw_adv", "value_norm"])
+def test_group_of_two_with_half_batches_equals_one_learner_with_the_whole(norm_adv: bool, value_norm: bool,
                                                                           collected: tuple[int, int]) -> None:
     """Two ranks with part of the data each end the update with the weights of one rank with all of it.
 
     (96, 48): the second rank was cut off with half as much as the first (DD-PPO's straggler cut-off);
-    the group still takes the per-sample mean over the union, not the mean of the two ranks' means."""
+    the group still takes the per-sample mean over the union, not the mean of the two ranks' means.
+    With value normalisation the ranks' normalisers fold in the union's returns, as one learner's does."""
     torch.set_num_threads(1)
     factory = resolve_env("pettingzoo.classic.connect_four_v3", {})
     spec = build_env_spec(factory, [RoleRule("player", "player_.*", False)])
     role = spec.roles["player"]
     shape = PolicyShape(role.obs_size, role.action_space, (32, 32), "tanh")
     # Full-batch steps (one minibatch), several epochs: several Adam steps on identical data.
-    cfg = PPOConfig(num_envs=3, rollout_steps=96, epochs=3, minibatches=1, norm_adv=norm_adv)
+    cfg = PPOConfig(num_envs=3, rollout_steps=96, epochs=3, minibatches=1, norm_adv=norm_adv, value_norm=value_norm)
     halves = [PPOLearner(shape, cfg, torch.device("cpu"), seed=s) for s in (1, 2)]
     whole = PPOLearner(shape, cfg, torch.device("cpu"), seed=3)
     start = flat_weights(halves[0].net)
@@ -134,8 +136,13 @@ def test_group_of_two_with_half_batches_equals_one_learner_with_the_whole(norm_a
     assert np.abs(w - start).max() > 1e-4  # the update moved the weights (well past the tolerance below)
     np.testing.assert_array_equal(w0, w1)  # the group's ranks agree bit for bit
     np.testing.assert_allclose(w0, w, rtol=0, atol=2e-6)
-    # One sum for the update's statistics, then one flat buffer per minibatch step.
-    assert fake.calls == 1 + cfg.epochs * cfg.minibatches
+    # One sum for the update's statistics (and one for the returns' moments), then one per minibatch step.
+    assert fake.calls == 1 + value_norm + cfg.epochs * cfg.minibatches
+    if value_norm:
+        norms = [x.value_norm for x in (*halves, whole)]
+        assert norms[0].count == norms[1].count == norms[2].count > 96
+        assert norms[0].mean == norms[1].mean == pytest.approx(norms[2].mean, rel=1e-9)
+        assert norms[0].var == norms[1].var == pytest.approx(norms[2].var, rel=1e-9)
     assert extras[0].tolist() == extras[1].tolist() == [150.0, 3.0]
     assert stats[0].samples + stats[1].samples == whole_stats.samples
     assert stats[0].value_loss == pytest.approx(whole_stats.value_loss, rel=1e-4)

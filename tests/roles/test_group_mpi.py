@@ -117,3 +117,16 @@ def test_the_straggler_cutoff_is_refused_in_the_sync_schedule(tmp_path: Path) ->
     assert out.returncode == 2, out.stderr
     assert "trainer.straggler_cutoff" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "run.h5").exists()
+
+
+def test_a_group_with_value_normalisation_and_a_centralised_critic_trains(tmp_path: Path) -> None:
+    """MAPPO (agent-specific state critic, value normalisation) on a group of two: every update also sums
+    the returns' moments over the group (one more collective per update on every rank), and the run
+    finishes with identical weights on both ranks (the per-generation checksum)."""
+    out = run_mpi(3, ["train", str(CONFIGS / "simple_spread_mappo.yaml"), "--run-dir", str(tmp_path), *SHORT,
+                      "trainer.ranks_per_policy=2"])
+    assert out.returncode == 0, out.stderr
+    run = load_run(tmp_path / "run.h5")
+    assert run.config["ppo"]["value_norm"] is True and (run.train["learner_ranks"] == 2).all()
+    assert (run.train["value_loss"] < 5.0).all()  # the critic learns normalised targets
+    assert run.pool["version"].max() == 2
