@@ -268,14 +268,16 @@ def _split_for_actors(comm: Any, ctx: Any, plan_comm: Any) -> tuple[Any, Any]:
 
 def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, local_rank: int, group: Any, start: dict[str, Any],
                    actor_link: Any = None) -> Any:
+    from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, load_trainer_checkpoint
+
     if actor_link is not None:  # a learner fed by actors, or an actor (mpimarl/roles/actor.py)
         from mpimarl.roles.actor import make_unit_rank
 
-        return make_unit_rank(ctx, comm, plan_comm, local_rank, actor_link)
-    from mpimarl.roles.group import make_trainer
-    from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, load_trainer_checkpoint
+        trainer = make_unit_rank(ctx, comm, plan_comm, local_rank, actor_link)
+    else:
+        from mpimarl.roles.group import make_trainer
 
-    trainer = make_trainer(ctx, comm, plan_comm, local_rank, group)
+        trainer = make_trainer(ctx, comm, plan_comm, local_rank, group)
     if checkpoints_enabled(ctx.config):
         trainer.checkpoints = Checkpoints(start["run_dir"], ctx.config, trainer.rank)
     if start["generation"] is not None:

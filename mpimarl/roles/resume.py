@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import h5py
+import numpy as np
 import torch
 
 from mpimarl.checkpoint.store import (
@@ -86,15 +87,9 @@ def checkpoint_folder(run_dir: str | Path) -> Path:
 
 
 def checkpoints_enabled(config: RunConfig) -> bool:
-    """Checkpoints (and the generation-boundary cuts that make resume exact) are on: sync, every > 0,
-    one rank per policy and evaluation played by rank 0 (learner groups and evaluation workers keep
-    state across ranks that these checkpoints do not capture yet)."""
-    return (config.schedule.mode == "sync" and config.checkpoint.every > 0 and not _multi_rank(config)
-            and config.evaluation.workers == "server")
-
-
-def _multi_rank(config: RunConfig) -> bool:
-    return any(config.trainer.unit_ranks(r) > 1 for r in config.role_names)  # groups or actors
+    """Checkpoints (and the generation-boundary cuts that make a sync resume exact) are on:
+    checkpoint.every > 0, for every layout (learner groups, IMPALA actors, evaluation workers)."""
+    return config.schedule.mode == "sync" and config.checkpoint.every > 0
 
 
 class Checkpoints:
@@ -196,12 +191,8 @@ def open_for_resume(config: RunConfig, world_size: int, run_dir: str | None
         raise ConfigError(f"--resume: {path} was run on {attrs.get('world_size')} ranks, this job has "
                           f"{world_size}; resume with the same mpiexec -n")
     if not checkpoints_enabled(config):
-        ranks = {r: config.trainer.unit_ranks(r) for r in config.role_names}
-        raise ConfigError("--resume needs checkpoints: schedule.mode 'sync', checkpoint.every > 0, one rank "
-                          "per policy (trainer.ranks_per_policy 1, trainer.actors_per_learner 0) and "
-                          f"evaluation.workers 'server' (this config: mode {config.schedule.mode!r}, every "
-                          f"{config.checkpoint.every}, ranks per policy {ranks}, evaluation.workers "
-                          f"{config.evaluation.workers!r})")
+        raise ConfigError("--resume needs checkpoints: schedule.mode 'sync' and checkpoint.every > 0 (this "
+                          f"config: mode {config.schedule.mode!r}, every {config.checkpoint.every})")
     generation = newest_complete(checkpoint_folder(folder), world_size)
     if generation is None:
         raise RunFileError(f"--resume: {checkpoint_folder(folder)} holds no checkpoint saved whole by all "
@@ -254,6 +245,8 @@ def server_state(server: Server) -> dict[str, Any]:
                      for r, t in server.trainers.items()},
         "torch_rng": torch.get_rng_state(),
         "row_counts": {t: server.recorder.row_count(t) for t in TABLES},
+        # evaluation.workers 'trainers': job counts continue (no job is out: the round was drained)
+        "remote_jobs": server.remote.counts() if server.remote is not None else None,
     }
 
 
@@ -272,6 +265,10 @@ def restore_server(server: Server, state: dict[str, Any]) -> None:
         trainer.env_steps = int(t["env_steps"])
         trainer.last_row = dict(t["last_row"])
     torch.set_rng_state(state["torch_rng"])
+    if server.remote is not None and state.get("remote_jobs"):
+        jobs = state["remote_jobs"]
+        server.remote.jobs_sent, server.remote.jobs_local = int(jobs["remote"]), int(jobs["local"])
+        server.remote.sent_to.update({str(r): int(n) for r, n in jobs["per_rank"].items()})
     elapsed = float(state["elapsed_s"])
     server.start_time = time.monotonic() - elapsed  # `time` columns continue where they stopped
     server.limit_origin = elapsed  # schedule.time_limit_s counts from this start
@@ -297,8 +294,8 @@ def trainer_boundary(trainer: Trainer, final: bool = False) -> None:
         checkpoints.save(generation, trainer_state(trainer))
 
 
-_ROLLOUT_ARRAYS = ("obs", "mask", "action", "logp", "value", "reward", "next_value", "chain_break", "next_index",
-                   "complete")
+_ROLLOUT_ARRAYS = ("obs", "critic_in", "mask", "action", "logp", "value", "reward", "next_value", "chain_break",
+                   "next_index", "complete")
 
 
 def trainer_state(trainer: Trainer) -> dict[str, Any]:
@@ -328,8 +325,12 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
             "episodes_started": trainer.matches._episodes_started,
         },
     }
+    if learner.value_norm is not None:
+        vn = learner.value_norm
+        state["value_norm"] = [vn.mean, vn.var, vn.count]
     if trainer.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(trainer.device)
+    state["kind"] = _kind_state(trainer)
     return state
 
 
@@ -345,6 +346,8 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and trainer.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], trainer.device)
+    if "value_norm" in state and learner.value_norm is not None:
+        learner.value_norm.mean, learner.value_norm.var, learner.value_norm.count = map(float, state["value_norm"])
     ro = learner.rollout
     saved = state["rollout"]
     n = int(saved["size"])
@@ -369,9 +372,73 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
     trainer.generation = generation
     trainer.start_generation = generation
     trainer.restored = True
+    _restore_kind(trainer, state.get("kind", {}))
     trainer.baselines = trainer.ctx.baseline_policies(generation_seed(trainer.seed, generation, BASELINE_STREAM))
     if trainer.checkpoints is not None:
         trainer.checkpoints.saved = generation
+
+
+# ---- what each kind of trainer rank adds (mpimarl/roles/group.py, mpimarl/roles/actor.py) ------------
+#
+# A learner group's member saves its own envs, rollout share and random streams like a plain trainer,
+# plus the group's summed counters. An IMPALA learner saves the segments queued for its next batch and
+# its per-actor counters; an actor saves its envs, unshipped transitions and random streams (its
+# weights are not saved: every generation starts with the learner's weights broadcast to it).
+
+
+def _kind_state(trainer: Trainer) -> dict[str, Any]:
+    from mpimarl.roles.actor import ActorRank, ImpalaLearner
+    from mpimarl.roles.group import GroupTrainer
+
+    if isinstance(trainer, GroupTrainer):
+        return {"kind": "group", "group_env_steps": trainer.group_env_steps, "group_episodes": trainer.group_episodes}
+    if isinstance(trainer, ImpalaLearner):
+        lr = trainer.learner
+        return {
+            "kind": "impala_learner", "version": lr.version, "last_lags": list(lr.last_lags),
+            "last_rho_mean": lr.last_rho_mean, "last_env_steps": lr.last_env_steps,
+            "queue": [{"data": s.data, "behaviour_version": s.behaviour_version, "complete_rows": s.complete_rows,
+                       "env_steps": s.env_steps} for s in lr.queue],
+            "actor_steps": trainer.actor_steps.copy(), "uncounted": trainer.uncounted.copy(),
+            "actor_episodes": trainer.actor_episodes.copy(), "steps_learned": trainer.steps_learned,
+            "sums": [trainer._return_sum, trainer._return_n, trainer._length_sum],
+        }
+    if isinstance(trainer, ActorRank):
+        return {"kind": "actor", "policy_version": trainer.policy_version,
+                "sent_with_version": trainer._sent_with_version}
+    return {"kind": "trainer"}
+
+
+def _restore_kind(trainer: Trainer, saved: dict[str, Any]) -> None:
+    expected = _kind_state(trainer)["kind"]
+    if saved.get("kind", "trainer") != expected:
+        raise CheckpointError(f"the checkpoint of rank {trainer.rank} was saved by a {saved.get('kind')} rank, "
+                              f"this rank is a {expected} rank")
+    t: Any = trainer
+    if expected == "group":
+        t.group_env_steps = int(saved["group_env_steps"])
+        t.group_episodes = int(saved["group_episodes"])
+        t._last_row_steps = t.group_env_steps
+    elif expected == "impala_learner":
+        from mpimarl.algos.impala import ReceivedSegment
+
+        lr: Any = trainer.learner
+        lr.version = int(saved["version"])
+        lr.last_lags = [int(x) for x in saved["last_lags"]]
+        lr.last_rho_mean = float(saved["last_rho_mean"])
+        lr.last_env_steps = int(saved["last_env_steps"])
+        lr.queue = [ReceivedSegment(np.asarray(q["data"], np.float32), int(q["behaviour_version"]),
+                                    int(q["complete_rows"]), int(q["env_steps"])) for q in saved["queue"]]
+        t.actor_steps[:] = saved["actor_steps"]
+        t.uncounted[:] = saved["uncounted"]
+        t.actor_episodes[:] = saved["actor_episodes"]
+        t.steps_learned = int(saved["steps_learned"])
+        t._return_sum, t._return_n, t._length_sum = float(saved["sums"][0]), int(saved["sums"][1]), \
+            float(saved["sums"][2])
+        t._last_row_steps = t.steps_learned
+    elif expected == "actor":
+        t.policy_version = int(saved["policy_version"])
+        t._sent_with_version = int(saved["sent_with_version"])
 
 
 def load_trainer_checkpoint(trainer: Trainer, run_dir: str | Path, generation: int) -> None:

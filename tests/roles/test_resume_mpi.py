@@ -53,12 +53,12 @@ def _rows(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(list(df.columns)).reset_index(drop=True)
 
 
-def _assert_same_run(expected: Path, actual: Path) -> None:
+def _assert_same_run(expected: Path, actual: Path, versions: int = 4) -> None:
     a, b = load_run(expected), load_run(actual)
     for table in TABLES:
         pd.testing.assert_frame_equal(_rows(getattr(a, table)), _rows(getattr(b, table)), obj=f"table {table}")
     assert b.attrs["finished"] is True and "failure" not in b.attrs
-    assert sorted(b.pool.groupby("policy_id")["version"].max().unique()) == [4]
+    assert sorted(b.pool.groupby("policy_id")["version"].max().unique()) == [versions]
     for row in a.pool.itertuples():
         np.testing.assert_array_equal(a.weights(row.policy_id, row.version), b.weights(row.policy_id, row.version),
                                       err_msg=f"weights of {row.policy_id}@{row.version}")
@@ -165,3 +165,46 @@ def test_a_run_stopped_by_its_time_limit_resumes_to_the_same_result(reference: P
     assert out.returncode == 0, out.stderr
     assert "resumed from the checkpoint of generation" in out.stdout
     _assert_same_run(reference, tmp_path / "run.h5")
+
+
+# ---- layouts with more than one rank per policy, and evaluation played by the trainers -------------
+
+CARTPOLE = str(CONFIGS / "cartpole.yaml")
+SHORT = ["--seed", "4", "--steps", "900", "schedule.mode=sync", "schedule.steps_per_generation=300",
+         "ppo.num_envs=4", "ppo.rollout_steps=128", "ppo.epochs=2", "evaluation.baseline_episodes=4",
+         "evaluation.pool_episodes=2", "evaluation.num_envs=2"]
+LAYOUTS = {
+    # one policy trained by a data-parallel group of ranks 1-2
+    "learner group": (CARTPOLE, [*SHORT, "trainer.ranks_per_policy=2"]),
+    # one policy: learner rank 1 fed by IMPALA actor rank 2
+    "learner and actor": (CARTPOLE, [*SHORT, "trainer.actors_per_learner=1"]),
+    # two connect four trainers that also play the evaluation episodes rank 0 plans
+    "evaluation workers": (CONFIG, [*ARGS[:3], "2100", "schedule.steps_per_generation=700", *ARGS[5:],
+                                    "evaluation.workers=trainers"]),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_multi_rank_layouts_resume_to_the_same_result(layout: str, tmp_path: Path) -> None:
+    """Each rank saves its own envs, rollout, optimiser and random streams (a group member, an actor,
+    an evaluation worker alike); stopped after generation 1 and resumed, the run ends exactly as an
+    uninterrupted one."""
+    config, args = LAYOUTS[layout]
+
+    def train(folder: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return run_mpi(3, ["train", config, "--run-dir", str(folder), *args, *extra], timeout=300)
+
+    out = train(tmp_path / "reference")
+    assert out.returncode == 0, out.stderr
+    stopped = tmp_path / "stopped"
+    out = train(stopped, "--stop-after-generation", "1")
+    assert out.returncode == 143, out.stderr
+    assert load_run(stopped / "run.h5").pool["version"].max() == 2  # rows past the checkpoint: dropped on resume
+    assert newest_complete(stopped / "checkpoints", 3) == 1
+    out = train(stopped, "--resume")
+    assert out.returncode == 0, out.stderr
+    assert "resumed from the checkpoint of generation 1" in out.stdout
+    _assert_same_run(tmp_path / "reference" / "run.h5", stopped / "run.h5", versions=3)
+    if layout == "evaluation workers":  # the job counts continue across the resume
+        jobs = [load_run(d / "run.h5").attrs["evaluation_jobs"] for d in (tmp_path / "reference", stopped)]
+        assert [j["remote"] + j["local"] for j in jobs][0] == [j["remote"] + j["local"] for j in jobs][1] > 0
