@@ -87,9 +87,15 @@ def checkpoint_folder(run_dir: str | Path) -> Path:
 
 
 def checkpoints_enabled(config: RunConfig) -> bool:
-    """Checkpoints (and the generation-boundary cuts that make a sync resume exact) are on:
-    checkpoint.every > 0, for every layout (learner groups, IMPALA actors, evaluation workers)."""
-    return config.schedule.mode == "sync" and config.checkpoint.every > 0
+    """Checkpoints are on: checkpoint.every > 0; in the sync schedule for every layout (learner
+    groups, IMPALA actors, evaluation workers), in the async schedule for one rank per policy."""
+    if config.checkpoint.every <= 0:
+        return False
+    return config.schedule.mode == "sync" or not _multi_rank(config)
+
+
+def _multi_rank(config: RunConfig) -> bool:
+    return any(config.trainer.unit_ranks(r) > 1 for r in config.role_names)  # groups or actors
 
 
 class Checkpoints:
@@ -100,7 +106,12 @@ class Checkpoints:
         self.every = config.checkpoint.every
         self.keep = config.checkpoint.keep
         self.rank = rank
-        self.saved: int | None = None  # the generation last saved by this rank
+        self.saved: int | None = None  # the generation (async: the cut) last saved by this rank
+        # async: the cut rank 0 asked for (saved at the next boundary) and the one saved but not yet
+        # acknowledged (the next request or DONE carries it); see AsyncCut.
+        self.async_mode = config.schedule.mode == "async"
+        self.requested: int | None = None
+        self.unacknowledged: int | None = None
 
     def due(self, generation: int, final: bool) -> bool:
         """Whether generation `generation`'s boundary is saved (and not saved already)."""
@@ -112,6 +123,24 @@ class Checkpoints:
                          rank=self.rank)
         self.saved = generation
         prune(self.folder, self.rank, self.keep)
+
+    def acknowledge(self) -> dict[str, int]:
+        """async: the entry of a trainer's next request (or DONE) that says it saved a cut."""
+        if self.unacknowledged is None:
+            return {}
+        cut, self.unacknowledged = self.unacknowledged, None
+        return {"checkpoint_saved": cut}
+
+    def take_reply(self, reply: dict[str, Any]) -> str | None:
+        """async: read rank 0's answer to a request: 'save' (save the cut now and ask again), 'stop'
+        (rank 0's time limit: save the cut if asked, then stop) or None (play on)."""
+        if not self.async_mode:
+            return None
+        if reply.get("checkpoint") is not None:
+            self.requested = int(reply["checkpoint"])
+        if reply.get("stop"):
+            return "stop"
+        return "save" if self.requested is not None else None
 
 
 # ---- config check ------------------------------------------------------------------------------
@@ -191,8 +220,11 @@ def open_for_resume(config: RunConfig, world_size: int, run_dir: str | None
         raise ConfigError(f"--resume: {path} was run on {attrs.get('world_size')} ranks, this job has "
                           f"{world_size}; resume with the same mpiexec -n")
     if not checkpoints_enabled(config):
-        raise ConfigError("--resume needs checkpoints: schedule.mode 'sync' and checkpoint.every > 0 (this "
-                          f"config: mode {config.schedule.mode!r}, every {config.checkpoint.every})")
+        ranks = {r: config.trainer.unit_ranks(r) for r in config.role_names}
+        raise ConfigError("--resume needs checkpoints: checkpoint.every > 0, and in the async schedule one rank "
+                          "per policy (trainer.ranks_per_policy 1, trainer.actors_per_learner 0) (this config: "
+                          f"mode {config.schedule.mode!r}, every {config.checkpoint.every}, ranks per policy "
+                          f"{ranks})")
     generation = newest_complete(checkpoint_folder(folder), world_size)
     if generation is None:
         raise RunFileError(f"--resume: {checkpoint_folder(folder)} holds no checkpoint saved whole by all "
@@ -204,10 +236,14 @@ def open_for_resume(config: RunConfig, world_size: int, run_dir: str | None
         raise RunFileError(f"--resume: {exc}") from None
     sched = config.schedule
     generations = max(1, math.ceil(sched.total_steps / sched.steps_per_generation))  # RunContext.generations
-    if generation >= generations and attrs.get("finished") and "failure" not in attrs:
+    published = {str(t.get("policy_id", r)): int(t["published"]) for r, t in state["trainers"].items()}
+    done = (generation if config.schedule.mode == "sync" else min(published.values())) >= generations
+    if done and attrs.get("finished") and "failure" not in attrs:
         raise RunFileError(f"--resume: {path} already finished all {generations} generations; nothing to "
                            "resume (raise --steps to extend it)")
-    recorder = RunRecorder.reopen(path, state["row_counts"], generation)
+    # Snapshots published after the checkpoint go (async: each policy's own last version counts).
+    recorder = RunRecorder.reopen(path, state["row_counts"], generation if config.schedule.mode == "sync"
+                                  else published)
     history = recorder.get_attr("resumes", []) or []
     history.append({"generation": generation, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "previous_failure": recorder.get_attr("failure")})
@@ -241,7 +277,8 @@ def server_state(server: Server) -> dict[str, Any]:
         "elapsed_s": server.now(),
         "league": server.league.to_state(),
         "eval_queue": [plan.to_state() for plan in server.eval_queue],
-        "trainers": {str(r): {"published": t.published, "env_steps": t.env_steps, "last_row": t.last_row}
+        "trainers": {str(r): {"published": t.published, "env_steps": t.env_steps, "last_row": t.last_row,
+                              "policy_id": t.policy_id}
                      for r, t in server.trainers.items()},
         "torch_rng": torch.get_rng_state(),
         "row_counts": {t: server.recorder.row_count(t) for t in TABLES},
@@ -276,6 +313,126 @@ def restore_server(server: Server, state: dict[str, Any]) -> None:
         generation_seed(server.ctx.rank_seed(0), server.generation, BASELINE_STREAM))
     if server.checkpoints is not None:
         server.checkpoints.saved = server.generation
+    if server.async_cut is not None and "async_cut" in state:
+        server.async_cut.load_state(state["async_cut"])
+
+
+# ---- rank 0: consistent cuts in the async schedule ------------------------------------------------
+
+
+class AsyncCut:
+    """Rank 0's side of a checkpoint in the async schedule, where trainers share no boundary.
+
+    A checkpoint ("cut") must be consistent: rank 0's league and row counts must hold exactly what
+    every trainer had sent when it saved its own state. So, every `checkpoint.every` generations per
+    trainer on average (counted over all publishes), rank 0 begins cut c:
+
+    1. the next request of each trainer (it comes right after the trainer's generation boundary) is
+       answered "save cut c now" instead of with line-ups; the trainer cuts its matches (bootstrapped),
+       saves its state and asks again, saying it saved c;
+    2. rank 0 holds that request (the trainer waits, with heartbeats), and it knows that it has
+       received every message the trainer sent before saving (MPI keeps one sender's order);
+    3. once every trainer has saved c (or has finished every generation: rank 0 writes a small
+       "finished" checkpoint for it), rank 0 finishes the evaluation it is playing, saves its own
+       state last, and answers the held requests.
+
+    So trainers wait for each other only at a cut, at most one generation of the slowest. A file
+    of cut c is written by each rank itself, atomically; the loader takes the newest cut that every
+    rank saved whole. When `schedule.time_limit_s` runs out, rank 0 (not the trainers) decides:
+    every answer says stop, after a last cut.
+    """
+
+    def __init__(self, checkpoints: Checkpoints, every: int, num_trainers: int) -> None:
+        self.checkpoints = checkpoints
+        self.threshold = max(1, every * num_trainers)
+        self.next_cut = 1
+        self.published_since = 0
+        self.pending: int | None = None
+        self.saved_by: set[int] = set()
+        self.held: list[tuple[Any, dict[str, Any]]] = []
+        self.stopping = False
+
+    def to_state(self) -> dict[str, Any]:
+        """What a resumed rank 0 continues from."""
+        return {"next_cut": self.next_cut}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue numbering cuts after the resumed one."""
+        self.next_cut = int(state["next_cut"])
+
+    def _begin(self) -> None:
+        self.pending = self.next_cut
+        self.next_cut += 1
+        self.saved_by.clear()
+        self.published_since = 0
+
+    def holding(self, rank: int) -> bool:
+        """Whether trainer `rank` waits for the cut to complete (it is not silent)."""
+        return any(state.rank == rank for state, _ in self.held)
+
+    def after_publish(self, server: Server) -> None:
+        """Count publishes; begin a cut once enough have come (and every version 0 is in)."""
+        self.published_since += 1
+        if (self.pending is None and not self.stopping and self.published_since >= self.threshold
+                and server._all_published()):
+            self._begin()
+
+    def hold(self, server: Server, state: Any, msg: dict[str, Any]) -> bool:
+        """A request that says its trainer saved the pending cut: hold it (True) until the cut is whole."""
+        if self.pending is None or msg.get("checkpoint_saved") != self.pending:
+            return False
+        self.saved_by.add(state.rank)
+        self.held.append((state, msg))
+        self._maybe_complete(server)
+        return True
+
+    def answer(self, server: Server, state: Any) -> dict[str, Any]:
+        """Entries of rank 0's answer to a request: save the cut now, or stop (time limit); {} to play."""
+        if not self.stopping and server._time_up():
+            self.stopping = True
+            if self.pending is None:
+                self._begin()
+        out: dict[str, Any] = {}
+        if self.pending is not None and state.rank not in self.saved_by:
+            out["checkpoint"] = self.pending
+        if self.stopping:
+            out["stop"] = True
+        return out
+
+    def on_done(self, server: Server, state: Any, msg: dict[str, Any]) -> None:
+        """A trainer finished (its DONE may say it saved the pending cut first). When the last one has
+        trained every generation, a final cut records that (a resume then finds nothing to do)."""
+        if self.pending is not None and msg.get("checkpoint_saved") == self.pending:
+            self.saved_by.add(state.rank)
+        generations = server.ctx.generations
+        if self.pending is None and all(t.done and t.published >= generations for t in server.trainers.values()):
+            self._begin()
+        self._maybe_complete(server)
+
+    def _maybe_complete(self, server: Server) -> None:
+        cut = self.pending
+        if cut is None or not all(t.rank in self.saved_by or t.done for t in server.trainers.values()):
+            return
+        while server.eval_job is not None:  # rank 0 saves between evaluations, as in sync
+            server._evaluate_step()
+            if server.remote is not None:
+                server.remote.poll()
+            server._heartbeat(time.monotonic())
+            server._check_failures()
+        folder = self.checkpoints.folder
+        for t in server.trainers.values():
+            if t.rank not in self.saved_by:  # finished every generation before it could be asked
+                tree = {"finished": True, "policy_id": t.policy_id, "generation": t.published,
+                        "env_steps": t.env_steps}
+                write_checkpoint(checkpoint_path(folder, cut, t.rank), tree, generation=cut, rank=t.rank)
+                prune(folder, t.rank, self.checkpoints.keep)
+        state = server_state(server)
+        state["async_cut"] = self.to_state()
+        self.checkpoints.save(cut, state)  # last: the cut is whole once this file is
+        self.pending = None
+        held, self.held = self.held, []
+        for trainer, msg in held:
+            server.on_request(trainer, msg)
 
 
 # ---- trainers: boundary, state, restore -----------------------------------------------------------
@@ -284,14 +441,25 @@ def restore_server(server: Server, state: dict[str, Any]) -> None:
 def trainer_boundary(trainer: Trainer, final: bool = False) -> None:
     """A trainer right after publishing version g: cut the matches, fresh baselines, checkpoint when due."""
     generation = trainer.version
-    learner = trainer.learner
-    for i, slot in enumerate(trainer.matches.slots):
-        if slot is not None:
-            trainer.matches.abandon(i, learner)
-    trainer.baselines = trainer.ctx.baseline_policies(generation_seed(trainer.seed, generation, BASELINE_STREAM))
     checkpoints = trainer.checkpoints
+    if checkpoints is not None and checkpoints.async_mode:  # only the cuts rank 0 asks for
+        cut = checkpoints.requested
+        if cut is not None:
+            _cut_matches(trainer)
+            checkpoints.save(cut, trainer_state(trainer))
+            checkpoints.requested, checkpoints.unacknowledged = None, cut
+        return
+    _cut_matches(trainer)
     if checkpoints is not None and checkpoints.due(generation, final or generation >= trainer.ctx.generations):
         checkpoints.save(generation, trainer_state(trainer))
+
+
+def _cut_matches(trainer: Trainer) -> None:
+    """End the running matches (bootstrapped) and start fresh baseline streams for this version."""
+    for i, slot in enumerate(trainer.matches.slots):
+        if slot is not None:
+            trainer.matches.abandon(i, trainer.learner)
+    trainer.baselines = trainer.ctx.baseline_policies(generation_seed(trainer.seed, trainer.version, BASELINE_STREAM))
 
 
 _ROLLOUT_ARRAYS = ("obs", "critic_in", "mask", "action", "logp", "value", "reward", "next_value", "chain_break",
@@ -339,6 +507,11 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
     if state["policy_id"] != trainer.policy_id:
         raise CheckpointError(f"the checkpoint of rank {trainer.rank} belongs to {state['policy_id']}, "
                               f"not {trainer.policy_id}")
+    if state.get("finished"):  # async: rank 0 wrote it for a trainer done with every generation
+        trainer.version = trainer.generation = trainer.start_generation = int(state["generation"])
+        trainer.matches.env_steps = int(state["env_steps"])
+        trainer.restored = True
+        return
     learner = trainer.learner
     learner.net.load_state_dict(state["net"])
     learner.optimizer.load_state_dict(state["optimizer"])
