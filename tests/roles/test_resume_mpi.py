@@ -208,3 +208,93 @@ def test_multi_rank_layouts_resume_to_the_same_result(layout: str, tmp_path: Pat
     if layout == "evaluation workers":  # the job counts continue across the resume
         jobs = [load_run(d / "run.h5").attrs["evaluation_jobs"] for d in (tmp_path / "reference", stopped)]
         assert [j["remote"] + j["local"] for j in jobs][0] == [j["remote"] + j["local"] for j in jobs][1] > 0
+
+
+# ---- the async schedule: no exact repeat, but a consistent cut and tables without gap or duplicate --
+
+ASYNC = ["--seed", "3", "--steps", "2000", "schedule.mode=async", "schedule.steps_per_generation=500",
+         *ARGS[5:]]
+ASYNC_GENERATIONS = 4
+
+
+def _train_async(run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_mpi(3, ["train", CONFIG, "--run-dir", str(run_dir), *ASYNC, *extra], timeout=300)
+
+
+def _assert_continues_without_gap_or_duplicate(path: Path) -> None:
+    """A finished async run that was stopped and resumed: every snapshot once, every generation's
+    training report once, and each policy's train rows (one per update) in step order, one update
+    apart (a row kept from after the checkpoint and recorded again would step back, a lost one
+    leave a double step)."""
+    run = load_run(path)
+    assert run.attrs["finished"] is True and "failure" not in run.attrs
+    assert len(run.attrs["resumes"]) == 1
+    for policy, pool in run.pool.groupby("policy_id"):
+        assert sorted(pool["version"]) == list(range(ASYNC_GENERATIONS + 1)), policy
+        run.weights(policy, ASYNC_GENERATIONS)  # the last snapshot's weights are stored whole
+    for policy, train in run.train.groupby("policy_id"):
+        steps = train["env_steps"].to_numpy()
+        step = np.diff(steps)
+        assert (step > 0).all() and (step < 1.5 * np.median(step)).all(), (policy, steps)
+    assert (run.pool.groupby("policy_id")["env_steps"].max() >= 500 * ASYNC_GENERATIONS).all()
+    training = run.matches[run.matches["kind"] == "training"]
+    per_generation = training.groupby(["policy_id", "version"]).size()
+    assert len(per_generation) == 2 * ASYNC_GENERATIONS and (per_generation == 8).all(), per_generation  # 8 line-ups
+    evaluated = run.matches[(run.matches["kind"] == "evaluation") & run.matches["policy_id"].str.startswith("player")]
+    vs_baselines = evaluated[evaluated["opponent_id"].isin(["random", "tactical"])]
+    per_snapshot = vs_baselines.groupby(["policy_id", "version", "opponent_id"]).size()
+    assert len(per_snapshot) == 2 * ASYNC_GENERATIONS * 2 and (per_snapshot == 1).all(), per_snapshot
+
+
+def test_an_async_run_stopped_by_its_time_limit_resumes_from_its_last_cut(tmp_path: Path) -> None:
+    """Rank 0 keeps an async run's time limit: every trainer saves a last checkpoint and stops; the
+    next job continues from there to the end."""
+    out = _train_async(tmp_path, "schedule.time_limit_s=3")
+    assert out.returncode == 0, out.stderr
+    stopped = load_run(tmp_path / "run.h5")
+    last = stopped.pool.groupby("policy_id")["version"].max()
+    assert (last < ASYNC_GENERATIONS).all(), last
+    cut = newest_complete(tmp_path / "checkpoints", 3)
+    assert cut is not None
+    out = _train_async(tmp_path, "--resume")
+    assert out.returncode == 0, out.stderr
+    assert f"resumed from async checkpoint {cut}" in out.stdout
+    _assert_continues_without_gap_or_duplicate(tmp_path / "run.h5")
+    # The time-limited job's snapshots were all kept: it stopped right at its cut.
+    resumed = load_run(tmp_path / "run.h5")
+    for policy, version in last.items():
+        np.testing.assert_array_equal(stopped.weights(policy, version), resumed.weights(policy, version))
+
+
+def test_an_async_run_interrupted_by_usr1_resumes_without_gap_or_duplicate(tmp_path: Path) -> None:
+    """SIGUSR1 to mpiexec (a SLURM warning before the time limit) at whatever moment it lands, after
+    the second cut; --resume continues from the newest cut every rank saved whole."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.conftest import REPO, mpiexec
+
+    cmd = [mpiexec(), "-n", "3", sys.executable, "-m", "mpimarl", "train", CONFIG, "--run-dir", str(tmp_path), *ASYNC]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
+    marker = checkpoint_path(tmp_path / "checkpoints", 2, 0)  # rank 0 saves a cut last
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGUSR1)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 138, err
+    assert "SIGUSR1" in load_run(tmp_path / "run.h5").attrs["failure"]
+    cut = newest_complete(tmp_path / "checkpoints", 3)
+    assert cut is not None and cut >= 2
+    out = _train_async(tmp_path, "--resume")
+    assert out.returncode == 0, out.stderr
+    assert f"resumed from async checkpoint {cut}" in out.stdout
+    _assert_continues_without_gap_or_duplicate(tmp_path / "run.h5")
