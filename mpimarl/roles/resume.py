@@ -35,7 +35,12 @@ Tables: rank 0's checkpoint records how many rows each table held; on resume the
 back to those counts (rows written after the checkpoint are recorded again) and snapshots newer
 than the checkpoint are deleted, so every table continues without a gap or a duplicate.
 
-Resume is for the sync schedule; the async schedule has no common boundary to checkpoint at.
+Every layout does this: a learner group member, an IMPALA learner and each of its actors save their
+own file at the same boundaries (what each kind adds: `_kind_state`).
+
+The async schedule has no common boundary: rank 0 makes one (`AsyncCut`), and a resumed async run
+continues from that consistent cut without gap or duplicate rows, but does not repeat the
+uninterrupted run (that one depends on timing anyway).
 """
 
 from __future__ import annotations

@@ -246,6 +246,7 @@ def _assert_continues_without_gap_or_duplicate(path: Path) -> None:
     assert len(per_snapshot) == 2 * ASYNC_GENERATIONS * 2 and (per_snapshot == 1).all(), per_snapshot
 
 
+@pytest.mark.timeout(600)  # two jobs of about 30 s each; generous for a loaded machine
 def test_an_async_run_stopped_by_its_time_limit_resumes_from_its_last_cut(tmp_path: Path) -> None:
     """Rank 0 keeps an async run's time limit: every trainer saves a last checkpoint and stops; the
     next job continues from there to the end."""
@@ -266,6 +267,7 @@ def test_an_async_run_stopped_by_its_time_limit_resumes_from_its_last_cut(tmp_pa
         np.testing.assert_array_equal(stopped.weights(policy, version), resumed.weights(policy, version))
 
 
+@pytest.mark.timeout(600)
 def test_an_async_run_interrupted_by_usr1_resumes_without_gap_or_duplicate(tmp_path: Path) -> None:
     """SIGUSR1 to mpiexec (a SLURM warning before the time limit) at whatever moment it lands, after
     the second cut; --resume continues from the newest cut every rank saved whole."""
@@ -281,7 +283,7 @@ def test_an_async_run_interrupted_by_usr1_resumes_without_gap_or_duplicate(tmp_p
                             env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
     marker = checkpoint_path(tmp_path / "checkpoints", 2, 0)  # rank 0 saves a cut last
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 400
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be interrupted"
