@@ -210,6 +210,12 @@ def open_for_resume(config: RunConfig, world_size: int, run_dir: str | None
 
     if run_dir is None:
         raise ConfigError("--resume needs the run's folder: --run-dir DIR --resume, or --resume DIR")
+    if not checkpoints_enabled(config):
+        ranks = {r: config.trainer.unit_ranks(r) for r in config.role_names}
+        raise ConfigError("--resume needs checkpoints: checkpoint.every > 0, and in the async schedule one rank "
+                          "per policy (trainer.ranks_per_policy 1, trainer.actors_per_learner 0) (this config: "
+                          f"mode {config.schedule.mode!r}, every {config.checkpoint.every}, ranks per policy "
+                          f"{ranks})")
     folder = Path(run_dir)
     path = folder / "run.h5"
     if not path.is_file():
@@ -224,12 +230,6 @@ def open_for_resume(config: RunConfig, world_size: int, run_dir: str | None
     if int(attrs.get("world_size", -1)) != world_size:
         raise ConfigError(f"--resume: {path} was run on {attrs.get('world_size')} ranks, this job has "
                           f"{world_size}; resume with the same mpiexec -n")
-    if not checkpoints_enabled(config):
-        ranks = {r: config.trainer.unit_ranks(r) for r in config.role_names}
-        raise ConfigError("--resume needs checkpoints: checkpoint.every > 0, and in the async schedule one rank "
-                          "per policy (trainer.ranks_per_policy 1, trainer.actors_per_learner 0) (this config: "
-                          f"mode {config.schedule.mode!r}, every {config.checkpoint.every}, ranks per policy "
-                          f"{ranks})")
     generation = newest_complete(checkpoint_folder(folder), world_size)
     if generation is None:
         raise RunFileError(f"--resume: {checkpoint_folder(folder)} holds no checkpoint saved whole by all "

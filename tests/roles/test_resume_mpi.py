@@ -300,3 +300,12 @@ def test_an_async_run_interrupted_by_usr1_resumes_without_gap_or_duplicate(tmp_p
     assert out.returncode == 0, out.stderr
     assert f"resumed from async checkpoint {cut}" in out.stdout
     _assert_continues_without_gap_or_duplicate(tmp_path / "run.h5")
+
+
+def test_resume_without_checkpoints_is_a_start_up_error(tmp_path: Path) -> None:
+    """Async learner groups (and checkpoint.every 0) write no checkpoints: --resume names why, exit 2."""
+    message = _one_error(run_mpi(3, ["train", CARTPOLE, "--run-dir", str(tmp_path), *SHORT, "--resume",
+                                     "schedule.mode=async", "trainer.ranks_per_policy=2"], timeout=120))
+    assert "--resume needs checkpoints" in message and "mode 'async'" in message and "{'agent': 2}" in message
+    message = _one_error(_train(tmp_path, "--resume", "checkpoint.every=0"))
+    assert "--resume needs checkpoints" in message and "every 0" in message
