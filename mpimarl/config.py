@@ -415,8 +415,9 @@ class CheckpointConfig(_Section):
     every: int = Field(
         default=1,
         ge=0,
-        description="Save a checkpoint every this many generations (sync schedule; the last generation "
-        "and a time-limit stop are always saved). With checkpoints on, every generation starts fresh "
+        description="Save a checkpoint every this many generations (async: per trainer on average, at a "
+        "cut where trainers wait for each other; the last generation and a time-limit stop are always "
+        "saved). With checkpoints on, every generation starts fresh "
         "episodes (running ones end, bootstrapped) so a resumed run repeats an uninterrupted one "
         "exactly. 0: no checkpoints, no resume.",
     )

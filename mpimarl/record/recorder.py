@@ -293,14 +293,16 @@ class RunRecorder:
     # ---------------------------------------------------------------- resume
 
     @classmethod
-    def reopen(cls, path: str | Path, committed: Mapping[str, int], max_version: int) -> RunRecorder:
+    def reopen(cls, path: str | Path, committed: Mapping[str, int],
+               max_version: int | Mapping[str, int]) -> RunRecorder:
         """Reopen an existing run file to continue it from a checkpoint (`mpimarl train --resume`).
 
         Every table is cut back to ``committed[table]`` rows, the counts the checkpoint saw (never
         more than the file's own ``committed``): rows recorded after the checkpoint are dropped, as
         the resumed run records them again, so no row is lost or repeated. Weight snapshots with a
         version above ``max_version`` (published after the checkpoint) and incomplete ones are
-        deleted. ``finished`` is reset; a recorded ``failure`` moves into the ``resumes`` history.
+        deleted (a mapping gives each policy its own last version: the async schedule). ``finished``
+        is reset; a recorded ``failure`` moves into the ``resumes`` history.
         Raises RunFileError naming the path when the file cannot be opened, is not a run file, or
         has fewer rows than the checkpoint expects.
         """
@@ -338,10 +340,11 @@ class RunRecorder:
                 ds.attrs.modify(COMMITTED_ATTR, np.int64(keep))
                 ds.resize((keep,))
                 self._committed[name] = keep
-            for group in self._file[POLICIES_GROUP].values():
+            for policy_id, group in self._file[POLICIES_GROUP].items():
+                last = max_version if isinstance(max_version, int) else int(max_version.get(policy_id, -1))
                 for name in list(group):
                     ds = group[name]
-                    if int(name) > max_version or not ds.attrs.get("complete", False):
+                    if int(name) > last or not ds.attrs.get("complete", False):
                         del group[name]
             self._commit()
         except BaseException:

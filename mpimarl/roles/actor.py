@@ -111,9 +111,11 @@ class ImpalaLearner(Trainer):
         limit = cfg.schedule.time_limit_s
         started = time.monotonic()
         faults.reached("startup")
-        self.publish()
+        if not self.restored:  # resumed: version `start_generation` is published already
+            self.publish()
+            self._boundary()
         stopped_early = False
-        for generation in range(self.ctx.generations):
+        for generation in range(self.start_generation, self.ctx.generations):
             self.generation = generation
             if generation == 1:
                 faults.reached("evaluation")
@@ -126,6 +128,7 @@ class ImpalaLearner(Trainer):
                 self.wait_s += time.perf_counter() - t0
                 if plan.get("stop"):
                     stopped_early = True
+                    self._boundary(final=True)  # the time limit's boundary is saved by every rank
                     break
                 planned = plan["lineups"][str(self.rank)]
             elif limit is not None and time.monotonic() - started > limit:
@@ -141,6 +144,7 @@ class ImpalaLearner(Trainer):
             self.report_matches(lineups, tallies)
             self.version += 1
             self.publish()
+            self._boundary()  # checkpoints (mpimarl/roles/resume.py)
         self.forward_lineups(None, [])
         self.link.drain_broadcasts()
         send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)
@@ -258,14 +262,19 @@ class ActorRank(Trainer):
     def run(self) -> None:
         """Take each generation's line-ups from the learner, play, stream; until the learner says stop."""
         faults.reached("startup")
+        if not self.restored:
+            self._boundary()  # version 0's checkpoint, as the learner's
         while True:
             lineups = self.receive_lineups()
             if lineups is None:
+                self._boundary(final=True)  # a time-limit stop's checkpoint (saved already at the end)
                 break
             t0 = time.perf_counter()
             tallies = self.play(lineups, 0)
             self._last_generation_s = time.perf_counter() - t0
             self.link.control.gather_json(tallies_to_json(tallies))
+            self.version = self.generation + 1  # the learner's version after this generation
+            self._boundary()
         faults.reached("end")
 
     def receive_lineups(self) -> list[Lineup] | None:

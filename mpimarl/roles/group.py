@@ -112,10 +112,12 @@ class GroupTrainer(Trainer):
         sync = cfg.schedule.mode == "sync"
         limit = cfg.schedule.time_limit_s
         started = time.monotonic()
-        self.publish()
+        if not self.restored:  # resumed: version `start_generation` is published already
+            self.publish()
+            self._boundary()
         last_generation_s = 0.0
         stopped_early = False
-        for generation in range(self.ctx.generations):
+        for generation in range(self.start_generation, self.ctx.generations):
             self.generation = generation
             planned = None
             stop = False
@@ -127,6 +129,7 @@ class GroupTrainer(Trainer):
                 self.wait_s += time.perf_counter() - t0
                 if plan.get("stop"):
                     stopped_early = True
+                    self._boundary(final=True)  # the time limit's boundary is saved by every rank
                     break
                 planned = plan["lineups"][str(self.leader)]
             elif limit is not None and self.group.is_leader:
@@ -142,6 +145,7 @@ class GroupTrainer(Trainer):
             self.report_matches(lineups, self._gather_tallies(tallies))
             self.version += 1
             self.publish()
+            self._boundary()  # checkpoints (mpimarl/roles/resume.py)
         if self.group.is_leader:
             send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)
             self.finish_evaluations()

@@ -268,14 +268,16 @@ def _split_for_actors(comm: Any, ctx: Any, plan_comm: Any) -> tuple[Any, Any]:
 
 def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, local_rank: int, group: Any, start: dict[str, Any],
                    actor_link: Any = None) -> Any:
+    from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, load_trainer_checkpoint
+
     if actor_link is not None:  # a learner fed by actors, or an actor (mpimarl/roles/actor.py)
         from mpimarl.roles.actor import make_unit_rank
 
-        return make_unit_rank(ctx, comm, plan_comm, local_rank, actor_link)
-    from mpimarl.roles.group import make_trainer
-    from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, load_trainer_checkpoint
+        trainer = make_unit_rank(ctx, comm, plan_comm, local_rank, actor_link)
+    else:
+        from mpimarl.roles.group import make_trainer
 
-    trainer = make_trainer(ctx, comm, plan_comm, local_rank, group)
+        trainer = make_trainer(ctx, comm, plan_comm, local_rank, group)
     if checkpoints_enabled(ctx.config):
         trainer.checkpoints = Checkpoints(start["run_dir"], ctx.config, trainer.rank)
     if start["generation"] is not None:
@@ -286,7 +288,7 @@ def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, local_rank: int, group: 
 def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progress_mode: str,
            server_state: dict[str, Any] | None = None, stop_after_generation: int | None = None) -> int:
     from mpimarl.roles.progress import Progress
-    from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, restore_server
+    from mpimarl.roles.resume import AsyncCut, Checkpoints, checkpoints_enabled, restore_server
     from mpimarl.roles.server import Server
 
     cfg = ctx.config
@@ -299,10 +301,15 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progr
     server.stop_after_generation = stop_after_generation
     if checkpoints_enabled(cfg):
         server.checkpoints = Checkpoints(path.parent, cfg, 0)
+        if cfg.schedule.mode == "async":
+            server.async_cut = AsyncCut(server.checkpoints, cfg.checkpoint.every, len(server.trainers))
     if server_state is not None:
         restore_server(server, server_state)
-        print(f"mpimarl: resumed from the checkpoint of generation {server.generation}", flush=True)
-        server.next_plan(time_up=False)
+        if cfg.schedule.mode == "sync":
+            print(f"mpimarl: resumed from the checkpoint of generation {server.generation}", flush=True)
+            server.next_plan(time_up=False)
+        else:
+            print(f"mpimarl: resumed from async checkpoint {server.async_cut.next_cut - 1}", flush=True)
     started = time.monotonic()
     summary = server.run()
     faults.reached("end")

@@ -35,7 +35,12 @@ Tables: rank 0's checkpoint records how many rows each table held; on resume the
 back to those counts (rows written after the checkpoint are recorded again) and snapshots newer
 than the checkpoint are deleted, so every table continues without a gap or a duplicate.
 
-Resume is for the sync schedule; the async schedule has no common boundary to checkpoint at.
+Every layout does this: a learner group member, an IMPALA learner and each of its actors save their
+own file at the same boundaries (what each kind adds: `_kind_state`).
+
+The async schedule has no common boundary: rank 0 makes one (`AsyncCut`), and a resumed async run
+continues from that consistent cut without gap or duplicate rows, but does not repeat the
+uninterrupted run (that one depends on timing anyway).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import h5py
+import numpy as np
 import torch
 
 from mpimarl.checkpoint.store import (
@@ -86,11 +92,11 @@ def checkpoint_folder(run_dir: str | Path) -> Path:
 
 
 def checkpoints_enabled(config: RunConfig) -> bool:
-    """Checkpoints (and the generation-boundary cuts that make resume exact) are on: sync, every > 0,
-    one rank per policy and evaluation played by rank 0 (learner groups and evaluation workers keep
-    state across ranks that these checkpoints do not capture yet)."""
-    return (config.schedule.mode == "sync" and config.checkpoint.every > 0 and not _multi_rank(config)
-            and config.evaluation.workers == "server")
+    """Checkpoints are on: checkpoint.every > 0; in the sync schedule for every layout (learner
+    groups, IMPALA actors, evaluation workers), in the async schedule for one rank per policy."""
+    if config.checkpoint.every <= 0:
+        return False
+    return config.schedule.mode == "sync" or not _multi_rank(config)
 
 
 def _multi_rank(config: RunConfig) -> bool:
@@ -105,7 +111,12 @@ class Checkpoints:
         self.every = config.checkpoint.every
         self.keep = config.checkpoint.keep
         self.rank = rank
-        self.saved: int | None = None  # the generation last saved by this rank
+        self.saved: int | None = None  # the generation (async: the cut) last saved by this rank
+        # async: the cut rank 0 asked for (saved at the next boundary) and the one saved but not yet
+        # acknowledged (the next request or DONE carries it); see AsyncCut.
+        self.async_mode = config.schedule.mode == "async"
+        self.requested: int | None = None
+        self.unacknowledged: int | None = None
 
     def due(self, generation: int, final: bool) -> bool:
         """Whether generation `generation`'s boundary is saved (and not saved already)."""
@@ -117,6 +128,24 @@ class Checkpoints:
                          rank=self.rank)
         self.saved = generation
         prune(self.folder, self.rank, self.keep)
+
+    def acknowledge(self) -> dict[str, int]:
+        """async: the entry of a trainer's next request (or DONE) that says it saved a cut."""
+        if self.unacknowledged is None:
+            return {}
+        cut, self.unacknowledged = self.unacknowledged, None
+        return {"checkpoint_saved": cut}
+
+    def take_reply(self, reply: dict[str, Any]) -> str | None:
+        """async: read rank 0's answer to a request: 'save' (save the cut now and ask again), 'stop'
+        (rank 0's time limit: save the cut if asked, then stop) or None (play on)."""
+        if not self.async_mode:
+            return None
+        if reply.get("checkpoint") is not None:
+            self.requested = int(reply["checkpoint"])
+        if reply.get("stop"):
+            return "stop"
+        return "save" if self.requested is not None else None
 
 
 # ---- config check ------------------------------------------------------------------------------
@@ -181,6 +210,12 @@ def open_for_resume(config: RunConfig, world_size: int, run_dir: str | None
 
     if run_dir is None:
         raise ConfigError("--resume needs the run's folder: --run-dir DIR --resume, or --resume DIR")
+    if not checkpoints_enabled(config):
+        ranks = {r: config.trainer.unit_ranks(r) for r in config.role_names}
+        raise ConfigError("--resume needs checkpoints: checkpoint.every > 0, and in the async schedule one rank "
+                          "per policy (trainer.ranks_per_policy 1, trainer.actors_per_learner 0) (this config: "
+                          f"mode {config.schedule.mode!r}, every {config.checkpoint.every}, ranks per policy "
+                          f"{ranks})")
     folder = Path(run_dir)
     path = folder / "run.h5"
     if not path.is_file():
@@ -195,13 +230,6 @@ def open_for_resume(config: RunConfig, world_size: int, run_dir: str | None
     if int(attrs.get("world_size", -1)) != world_size:
         raise ConfigError(f"--resume: {path} was run on {attrs.get('world_size')} ranks, this job has "
                           f"{world_size}; resume with the same mpiexec -n")
-    if not checkpoints_enabled(config):
-        ranks = {r: config.trainer.unit_ranks(r) for r in config.role_names}
-        raise ConfigError("--resume needs checkpoints: schedule.mode 'sync', checkpoint.every > 0, one rank "
-                          "per policy (trainer.ranks_per_policy 1, trainer.actors_per_learner 0) and "
-                          f"evaluation.workers 'server' (this config: mode {config.schedule.mode!r}, every "
-                          f"{config.checkpoint.every}, ranks per policy {ranks}, evaluation.workers "
-                          f"{config.evaluation.workers!r})")
     generation = newest_complete(checkpoint_folder(folder), world_size)
     if generation is None:
         raise RunFileError(f"--resume: {checkpoint_folder(folder)} holds no checkpoint saved whole by all "
@@ -213,10 +241,14 @@ def open_for_resume(config: RunConfig, world_size: int, run_dir: str | None
         raise RunFileError(f"--resume: {exc}") from None
     sched = config.schedule
     generations = max(1, math.ceil(sched.total_steps / sched.steps_per_generation))  # RunContext.generations
-    if generation >= generations and attrs.get("finished") and "failure" not in attrs:
+    published = {str(t.get("policy_id", r)): int(t["published"]) for r, t in state["trainers"].items()}
+    done = (generation if config.schedule.mode == "sync" else min(published.values())) >= generations
+    if done and attrs.get("finished") and "failure" not in attrs:
         raise RunFileError(f"--resume: {path} already finished all {generations} generations; nothing to "
                            "resume (raise --steps to extend it)")
-    recorder = RunRecorder.reopen(path, state["row_counts"], generation)
+    # Snapshots published after the checkpoint go (async: each policy's own last version counts).
+    recorder = RunRecorder.reopen(path, state["row_counts"], generation if config.schedule.mode == "sync"
+                                  else published)
     history = recorder.get_attr("resumes", []) or []
     history.append({"generation": generation, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "previous_failure": recorder.get_attr("failure")})
@@ -250,10 +282,13 @@ def server_state(server: Server) -> dict[str, Any]:
         "elapsed_s": server.now(),
         "league": server.league.to_state(),
         "eval_queue": [plan.to_state() for plan in server.eval_queue],
-        "trainers": {str(r): {"published": t.published, "env_steps": t.env_steps, "last_row": t.last_row}
+        "trainers": {str(r): {"published": t.published, "env_steps": t.env_steps, "last_row": t.last_row,
+                              "policy_id": t.policy_id}
                      for r, t in server.trainers.items()},
         "torch_rng": torch.get_rng_state(),
         "row_counts": {t: server.recorder.row_count(t) for t in TABLES},
+        # evaluation.workers 'trainers': job counts continue (no job is out: the round was drained)
+        "remote_jobs": server.remote.counts() if server.remote is not None else None,
     }
 
 
@@ -272,6 +307,10 @@ def restore_server(server: Server, state: dict[str, Any]) -> None:
         trainer.env_steps = int(t["env_steps"])
         trainer.last_row = dict(t["last_row"])
     torch.set_rng_state(state["torch_rng"])
+    if server.remote is not None and state.get("remote_jobs"):
+        jobs = state["remote_jobs"]
+        server.remote.jobs_sent, server.remote.jobs_local = int(jobs["remote"]), int(jobs["local"])
+        server.remote.sent_to.update({str(r): int(n) for r, n in jobs["per_rank"].items()})
     elapsed = float(state["elapsed_s"])
     server.start_time = time.monotonic() - elapsed  # `time` columns continue where they stopped
     server.limit_origin = elapsed  # schedule.time_limit_s counts from this start
@@ -279,6 +318,126 @@ def restore_server(server: Server, state: dict[str, Any]) -> None:
         generation_seed(server.ctx.rank_seed(0), server.generation, BASELINE_STREAM))
     if server.checkpoints is not None:
         server.checkpoints.saved = server.generation
+    if server.async_cut is not None and "async_cut" in state:
+        server.async_cut.load_state(state["async_cut"])
+
+
+# ---- rank 0: consistent cuts in the async schedule ------------------------------------------------
+
+
+class AsyncCut:
+    """Rank 0's side of a checkpoint in the async schedule, where trainers share no boundary.
+
+    A checkpoint ("cut") must be consistent: rank 0's league and row counts must hold exactly what
+    every trainer had sent when it saved its own state. So, every `checkpoint.every` generations per
+    trainer on average (counted over all publishes), rank 0 begins cut c:
+
+    1. the next request of each trainer (it comes right after the trainer's generation boundary) is
+       answered "save cut c now" instead of with line-ups; the trainer cuts its matches (bootstrapped),
+       saves its state and asks again, saying it saved c;
+    2. rank 0 holds that request (the trainer waits, with heartbeats), and it knows that it has
+       received every message the trainer sent before saving (MPI keeps one sender's order);
+    3. once every trainer has saved c (or has finished every generation: rank 0 writes a small
+       "finished" checkpoint for it), rank 0 finishes the evaluation it is playing, saves its own
+       state last, and answers the held requests.
+
+    So trainers wait for each other only at a cut, at most one generation of the slowest. A file
+    of cut c is written by each rank itself, atomically; the loader takes the newest cut that every
+    rank saved whole. When `schedule.time_limit_s` runs out, rank 0 (not the trainers) decides:
+    every answer says stop, after a last cut.
+    """
+
+    def __init__(self, checkpoints: Checkpoints, every: int, num_trainers: int) -> None:
+        self.checkpoints = checkpoints
+        self.threshold = max(1, every * num_trainers)
+        self.next_cut = 1
+        self.published_since = 0
+        self.pending: int | None = None
+        self.saved_by: set[int] = set()
+        self.held: list[tuple[Any, dict[str, Any]]] = []
+        self.stopping = False
+
+    def to_state(self) -> dict[str, Any]:
+        """What a resumed rank 0 continues from."""
+        return {"next_cut": self.next_cut}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue numbering cuts after the resumed one."""
+        self.next_cut = int(state["next_cut"])
+
+    def _begin(self) -> None:
+        self.pending = self.next_cut
+        self.next_cut += 1
+        self.saved_by.clear()
+        self.published_since = 0
+
+    def holding(self, rank: int) -> bool:
+        """Whether trainer `rank` waits for the cut to complete (it is not silent)."""
+        return any(state.rank == rank for state, _ in self.held)
+
+    def after_publish(self, server: Server) -> None:
+        """Count publishes; begin a cut once enough have come (and every version 0 is in)."""
+        self.published_since += 1
+        if (self.pending is None and not self.stopping and self.published_since >= self.threshold
+                and server._all_published()):
+            self._begin()
+
+    def hold(self, server: Server, state: Any, msg: dict[str, Any]) -> bool:
+        """A request that says its trainer saved the pending cut: hold it (True) until the cut is whole."""
+        if self.pending is None or msg.get("checkpoint_saved") != self.pending:
+            return False
+        self.saved_by.add(state.rank)
+        self.held.append((state, msg))
+        self._maybe_complete(server)
+        return True
+
+    def answer(self, server: Server, state: Any) -> dict[str, Any]:
+        """Entries of rank 0's answer to a request: save the cut now, or stop (time limit); {} to play."""
+        if not self.stopping and server._time_up():
+            self.stopping = True
+            if self.pending is None:
+                self._begin()
+        out: dict[str, Any] = {}
+        if self.pending is not None and state.rank not in self.saved_by:
+            out["checkpoint"] = self.pending
+        if self.stopping:
+            out["stop"] = True
+        return out
+
+    def on_done(self, server: Server, state: Any, msg: dict[str, Any]) -> None:
+        """A trainer finished (its DONE may say it saved the pending cut first). When the last one has
+        trained every generation, a final cut records that (a resume then finds nothing to do)."""
+        if self.pending is not None and msg.get("checkpoint_saved") == self.pending:
+            self.saved_by.add(state.rank)
+        generations = server.ctx.generations
+        if self.pending is None and all(t.done and t.published >= generations for t in server.trainers.values()):
+            self._begin()
+        self._maybe_complete(server)
+
+    def _maybe_complete(self, server: Server) -> None:
+        cut = self.pending
+        if cut is None or not all(t.rank in self.saved_by or t.done for t in server.trainers.values()):
+            return
+        while server.eval_job is not None:  # rank 0 saves between evaluations, as in sync
+            server._evaluate_step()
+            if server.remote is not None:
+                server.remote.poll()
+            server._heartbeat(time.monotonic())
+            server._check_failures()
+        folder = self.checkpoints.folder
+        for t in server.trainers.values():
+            if t.rank not in self.saved_by:  # finished every generation before it could be asked
+                tree = {"finished": True, "policy_id": t.policy_id, "generation": t.published,
+                        "env_steps": t.env_steps}
+                write_checkpoint(checkpoint_path(folder, cut, t.rank), tree, generation=cut, rank=t.rank)
+                prune(folder, t.rank, self.checkpoints.keep)
+        state = server_state(server)
+        state["async_cut"] = self.to_state()
+        self.checkpoints.save(cut, state)  # last: the cut is whole once this file is
+        self.pending = None
+        held, self.held = self.held, []
+        for trainer, msg in held:
+            server.on_request(trainer, msg)
 
 
 # ---- trainers: boundary, state, restore -----------------------------------------------------------
@@ -287,18 +446,29 @@ def restore_server(server: Server, state: dict[str, Any]) -> None:
 def trainer_boundary(trainer: Trainer, final: bool = False) -> None:
     """A trainer right after publishing version g: cut the matches, fresh baselines, checkpoint when due."""
     generation = trainer.version
-    learner = trainer.learner
-    for i, slot in enumerate(trainer.matches.slots):
-        if slot is not None:
-            trainer.matches.abandon(i, learner)
-    trainer.baselines = trainer.ctx.baseline_policies(generation_seed(trainer.seed, generation, BASELINE_STREAM))
     checkpoints = trainer.checkpoints
+    if checkpoints is not None and checkpoints.async_mode:  # only the cuts rank 0 asks for
+        cut = checkpoints.requested
+        if cut is not None:
+            _cut_matches(trainer)
+            checkpoints.save(cut, trainer_state(trainer))
+            checkpoints.requested, checkpoints.unacknowledged = None, cut
+        return
+    _cut_matches(trainer)
     if checkpoints is not None and checkpoints.due(generation, final or generation >= trainer.ctx.generations):
         checkpoints.save(generation, trainer_state(trainer))
 
 
-_ROLLOUT_ARRAYS = ("obs", "mask", "action", "logp", "value", "reward", "next_value", "chain_break", "next_index",
-                   "complete")
+def _cut_matches(trainer: Trainer) -> None:
+    """End the running matches (bootstrapped) and start fresh baseline streams for this version."""
+    for i, slot in enumerate(trainer.matches.slots):
+        if slot is not None:
+            trainer.matches.abandon(i, trainer.learner)
+    trainer.baselines = trainer.ctx.baseline_policies(generation_seed(trainer.seed, trainer.version, BASELINE_STREAM))
+
+
+_ROLLOUT_ARRAYS = ("obs", "critic_in", "mask", "action", "logp", "value", "reward", "next_value", "chain_break",
+                   "next_index", "complete")
 
 
 def trainer_state(trainer: Trainer) -> dict[str, Any]:
@@ -328,8 +498,12 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
             "episodes_started": trainer.matches._episodes_started,
         },
     }
+    if learner.value_norm is not None:
+        vn = learner.value_norm
+        state["value_norm"] = [vn.mean, vn.var, vn.count]
     if trainer.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(trainer.device)
+    state["kind"] = _kind_state(trainer)
     return state
 
 
@@ -338,6 +512,11 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
     if state["policy_id"] != trainer.policy_id:
         raise CheckpointError(f"the checkpoint of rank {trainer.rank} belongs to {state['policy_id']}, "
                               f"not {trainer.policy_id}")
+    if state.get("finished"):  # async: rank 0 wrote it for a trainer done with every generation
+        trainer.version = trainer.generation = trainer.start_generation = int(state["generation"])
+        trainer.matches.env_steps = int(state["env_steps"])
+        trainer.restored = True
+        return
     learner = trainer.learner
     learner.net.load_state_dict(state["net"])
     learner.optimizer.load_state_dict(state["optimizer"])
@@ -345,6 +524,8 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch_rng"])
     if "cuda_rng" in state and trainer.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], trainer.device)
+    if "value_norm" in state and learner.value_norm is not None:
+        learner.value_norm.mean, learner.value_norm.var, learner.value_norm.count = map(float, state["value_norm"])
     ro = learner.rollout
     saved = state["rollout"]
     n = int(saved["size"])
@@ -369,9 +550,73 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
     trainer.generation = generation
     trainer.start_generation = generation
     trainer.restored = True
+    _restore_kind(trainer, state.get("kind", {}))
     trainer.baselines = trainer.ctx.baseline_policies(generation_seed(trainer.seed, generation, BASELINE_STREAM))
     if trainer.checkpoints is not None:
         trainer.checkpoints.saved = generation
+
+
+# ---- what each kind of trainer rank adds (mpimarl/roles/group.py, mpimarl/roles/actor.py) ------------
+#
+# A learner group's member saves its own envs, rollout share and random streams like a plain trainer,
+# plus the group's summed counters. An IMPALA learner saves the segments queued for its next batch and
+# its per-actor counters; an actor saves its envs, unshipped transitions and random streams (its
+# weights are not saved: every generation starts with the learner's weights broadcast to it).
+
+
+def _kind_state(trainer: Trainer) -> dict[str, Any]:
+    from mpimarl.roles.actor import ActorRank, ImpalaLearner
+    from mpimarl.roles.group import GroupTrainer
+
+    if isinstance(trainer, GroupTrainer):
+        return {"kind": "group", "group_env_steps": trainer.group_env_steps, "group_episodes": trainer.group_episodes}
+    if isinstance(trainer, ImpalaLearner):
+        lr = trainer.learner
+        return {
+            "kind": "impala_learner", "version": lr.version, "last_lags": list(lr.last_lags),
+            "last_rho_mean": lr.last_rho_mean, "last_env_steps": lr.last_env_steps,
+            "queue": [{"data": s.data, "behaviour_version": s.behaviour_version, "complete_rows": s.complete_rows,
+                       "env_steps": s.env_steps} for s in lr.queue],
+            "actor_steps": trainer.actor_steps.copy(), "uncounted": trainer.uncounted.copy(),
+            "actor_episodes": trainer.actor_episodes.copy(), "steps_learned": trainer.steps_learned,
+            "sums": [trainer._return_sum, trainer._return_n, trainer._length_sum],
+        }
+    if isinstance(trainer, ActorRank):
+        return {"kind": "actor", "policy_version": trainer.policy_version,
+                "sent_with_version": trainer._sent_with_version}
+    return {"kind": "trainer"}
+
+
+def _restore_kind(trainer: Trainer, saved: dict[str, Any]) -> None:
+    expected = _kind_state(trainer)["kind"]
+    if saved.get("kind", "trainer") != expected:
+        raise CheckpointError(f"the checkpoint of rank {trainer.rank} was saved by a {saved.get('kind')} rank, "
+                              f"this rank is a {expected} rank")
+    t: Any = trainer
+    if expected == "group":
+        t.group_env_steps = int(saved["group_env_steps"])
+        t.group_episodes = int(saved["group_episodes"])
+        t._last_row_steps = t.group_env_steps
+    elif expected == "impala_learner":
+        from mpimarl.algos.impala import ReceivedSegment
+
+        lr: Any = trainer.learner
+        lr.version = int(saved["version"])
+        lr.last_lags = [int(x) for x in saved["last_lags"]]
+        lr.last_rho_mean = float(saved["last_rho_mean"])
+        lr.last_env_steps = int(saved["last_env_steps"])
+        lr.queue = [ReceivedSegment(np.asarray(q["data"], np.float32), int(q["behaviour_version"]),
+                                    int(q["complete_rows"]), int(q["env_steps"])) for q in saved["queue"]]
+        t.actor_steps[:] = saved["actor_steps"]
+        t.uncounted[:] = saved["uncounted"]
+        t.actor_episodes[:] = saved["actor_episodes"]
+        t.steps_learned = int(saved["steps_learned"])
+        t._return_sum, t._return_n, t._length_sum = float(saved["sums"][0]), int(saved["sums"][1]), \
+            float(saved["sums"][2])
+        t._last_row_steps = t.steps_learned
+    elif expected == "actor":
+        t.policy_version = int(saved["policy_version"])
+        t._sent_with_version = int(saved["sent_with_version"])
 
 
 def load_trainer_checkpoint(trainer: Trainer, run_dir: str | Path, generation: int) -> None:

@@ -101,6 +101,7 @@ class Server:
         self.outbox = Outbox(comm)
         # Resume (mpimarl/roles/resume.py): set by the launcher when checkpoints are on.
         self.checkpoints: Any = None
+        self.async_cut: Any = None  # async schedule: resume.AsyncCut, rank 0's side of consistent checkpoints
         self.stop_after_generation: int | None = None  # test aid: --stop-after-generation
         self.limit_origin = 0.0  # seconds of now() already spent by earlier jobs of a resumed run
         start = self.league.start_plan()
@@ -170,11 +171,13 @@ class Server:
     def _waiting(self, t: _TrainerState) -> bool:
         if self.sync:
             return t.rank in self.round_.snapshots or (t.done and not self.final_plan_sent)
-        return any(waiting is t for waiting, _ in self.deferred)
+        held = self.async_cut is not None and self.async_cut.holding(t.rank)  # waits for a checkpoint
+        return held or any(waiting is t for waiting, _ in self.deferred)
 
     def _heartbeat(self, now: float) -> None:
-        """Sync: tell the trainers waiting at the barrier, every timeout_s / 4, that rank 0 is alive."""
-        if not self.sync or now - self._last_heartbeat < self.cfg.server.timeout_s / 4:
+        """Sync: tell the trainers waiting at the barrier (async: for a checkpoint), every timeout_s / 4,
+        that rank 0 is alive."""
+        if (not self.sync and self.async_cut is None) or now - self._last_heartbeat < self.cfg.server.timeout_s / 4:
             return
         self._last_heartbeat = now
         for t in self.trainers.values():
@@ -245,6 +248,8 @@ class Server:
                 self._close_round()
         else:
             self._admit(snap)
+            if self.async_cut is not None:
+                self.async_cut.after_publish(self)
             if self.deferred and self._all_published():
                 for waiting, request in self.deferred:
                     self.on_request(waiting, request)
@@ -331,6 +336,11 @@ class Server:
 
     def on_request(self, state: _TrainerState, msg: dict[str, Any]) -> None:
         """Line-ups (planned or drawn now) and every snapshot's weights the trainer lacks."""
+        if self.async_cut is not None and self.async_cut.hold(self, state, msg):
+            return  # answered once every trainer has saved the checkpoint (mpimarl/roles/resume.py)
+        checkpoint = self.async_cut.answer(self, state) if self.async_cut is not None else {}
+        if checkpoint:
+            msg = dict(msg, lineups=[])  # save now, or stop: no line-ups this time
         if msg.get("lineups") is not None:
             lineups = [tuple(SeatedKey.from_json(i) for i in lu) for lu in msg["lineups"]]
         elif not self._all_published():
@@ -350,6 +360,7 @@ class Server:
             "lineups": [[s.to_json() for s in lu] for lu in lineups],
             "sent": [[s.key.policy_id, s.key.version, s.role] for s in snaps],
             "sizes": {str(s.key): int(s.weights.size) for s in snaps},
+            **checkpoint,
         }
         send_json(self.comm, reply, state.rank, Tag.ASSIGN)
         for snap in snaps:
@@ -413,6 +424,8 @@ class Server:
         if self.remote is not None:
             self.remote.retire(state.rank)
         state.env_steps = int(msg["env_steps"])
+        if self.async_cut is not None:
+            self.async_cut.on_done(self, state, msg)
         if self.sync and all(t.done for t in self.trainers.values()) and not self.final_plan_sent:
             bcast_json(self.plan_comm, {"generation": self.generation, "stop": True, "lineups": {}}, 0, None)
             self.final_plan_sent = True

@@ -161,17 +161,27 @@ class Trainer:
         send_json(self.comm, header, SERVER_RANK, Tag.PUBLISH)
         send_weights(self.comm, weights, SERVER_RANK)
 
-    def fetch_lineups(self, planned: list[list[object]] | None) -> list[Lineup]:
-        """Ask the server for line-ups (or the planned ones) and the weights missing from the cache."""
+    def fetch_lineups(self, planned: list[list[object]] | None) -> list[Lineup] | None:
+        """Ask the server for line-ups (or the planned ones) and the weights missing from the cache;
+        None: stop (async checkpoints: rank 0's time limit)."""
         t0 = time.perf_counter()
         request = {
             "generation": self.generation,
             "cached": [[k.policy_id, k.version] for k in self.cache],
             "lineups": planned,
         }
+        if self.checkpoints is not None:  # async: say that the checkpoint rank 0 asked for is saved
+            request.update(self.checkpoints.acknowledge())
         send_json(self.comm, request, SERVER_RANK, Tag.REQUEST)
+        # Async: rank 0 holds the answer while a checkpoint waits for other trainers (with heartbeats).
+        watch = ServerWatch(self.comm, self.timeout, "line-ups from the server")
         if self.evaluator is not None:  # evaluation jobs sent before the answer come first
-            self.evaluator.serve_until(Tag.ASSIGN, self._deadline("line-ups from the server"))
+            self.evaluator.serve_until(Tag.ASSIGN, watch)
+        pause = 5e-5
+        while not self.comm.Iprobe(source=SERVER_RANK, tag=int(Tag.ASSIGN)):
+            watch.check(self.comm)
+            time.sleep(pause)
+            pause = min(2 * pause, 0.005)
         reply = recv_json(self.comm, SERVER_RANK, Tag.ASSIGN, self._deadline("line-ups from the server"))
         for pid, version, role in reply["sent"]:
             key = SnapshotKey(str(pid), int(version))
@@ -189,7 +199,11 @@ class Trainer:
         while len(self.cache) > max(self.ctx.config.trainer.cache_size, self._keys_in_use(lineups)):
             self.cache.popitem(last=False)
         self.wait_s += time.perf_counter() - t0
-        return lineups
+        asked = self.checkpoints.take_reply(reply) if self.checkpoints is not None else None
+        if asked == "save":  # async: save at this boundary now, then ask again (mpimarl/roles/resume.py)
+            self._boundary()
+            return self.fetch_lineups(planned)
+        return None if asked == "stop" else lineups
 
     @staticmethod
     def _keys_in_use(lineups: list[Lineup]) -> int:
@@ -224,15 +238,21 @@ class Trainer:
                     self._boundary(final=True)  # rank 0 saved this boundary too: a resume continues here
                     break
                 planned = plan["lineups"][str(self.rank)]
-            elif limit is not None and time.monotonic() - started > limit:
-                break
+            elif limit is not None and self.checkpoints is None and time.monotonic() - started > limit:
+                break  # with async checkpoints, rank 0 keeps the time limit (a last checkpoint, then stop)
             lineups = self.fetch_lineups(planned)
+            if lineups is None:
+                self._boundary(final=True)
+                break
             tallies = self.play(lineups, self.ctx.generation_budget(generation))
             self.report_matches(lineups, tallies)
             self.version += 1
             self.publish()
             self._boundary()
-        send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)
+        done = {"env_steps": self.policy_env_steps}
+        if self.checkpoints is not None:
+            done.update(self.checkpoints.acknowledge())
+        send_json(self.comm, done, SERVER_RANK, Tag.DONE)
         faults.reached("end")
         self.finish_evaluations()
         if sync and not stopped_early:

@@ -53,12 +53,12 @@ def _rows(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(list(df.columns)).reset_index(drop=True)
 
 
-def _assert_same_run(expected: Path, actual: Path) -> None:
+def _assert_same_run(expected: Path, actual: Path, versions: int = 4) -> None:
     a, b = load_run(expected), load_run(actual)
     for table in TABLES:
         pd.testing.assert_frame_equal(_rows(getattr(a, table)), _rows(getattr(b, table)), obj=f"table {table}")
     assert b.attrs["finished"] is True and "failure" not in b.attrs
-    assert sorted(b.pool.groupby("policy_id")["version"].max().unique()) == [4]
+    assert sorted(b.pool.groupby("policy_id")["version"].max().unique()) == [versions]
     for row in a.pool.itertuples():
         np.testing.assert_array_equal(a.weights(row.policy_id, row.version), b.weights(row.policy_id, row.version),
                                       err_msg=f"weights of {row.policy_id}@{row.version}")
@@ -165,3 +165,147 @@ def test_a_run_stopped_by_its_time_limit_resumes_to_the_same_result(reference: P
     assert out.returncode == 0, out.stderr
     assert "resumed from the checkpoint of generation" in out.stdout
     _assert_same_run(reference, tmp_path / "run.h5")
+
+
+# ---- layouts with more than one rank per policy, and evaluation played by the trainers -------------
+
+CARTPOLE = str(CONFIGS / "cartpole.yaml")
+SHORT = ["--seed", "4", "--steps", "900", "schedule.mode=sync", "schedule.steps_per_generation=300",
+         "ppo.num_envs=4", "ppo.rollout_steps=128", "ppo.epochs=2", "evaluation.baseline_episodes=4",
+         "evaluation.pool_episodes=2", "evaluation.num_envs=2"]
+LAYOUTS = {
+    # one policy trained by a data-parallel group of ranks 1-2
+    "learner group": (CARTPOLE, [*SHORT, "trainer.ranks_per_policy=2"]),
+    # one policy: learner rank 1 fed by IMPALA actor rank 2
+    "learner and actor": (CARTPOLE, [*SHORT, "trainer.actors_per_learner=1"]),
+    # two connect four trainers that also play the evaluation episodes rank 0 plans
+    "evaluation workers": (CONFIG, [*ARGS[:3], "2100", "schedule.steps_per_generation=700", *ARGS[5:],
+                                    "evaluation.workers=trainers"]),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_multi_rank_layouts_resume_to_the_same_result(layout: str, tmp_path: Path) -> None:
+    """Each rank saves its own envs, rollout, optimiser and random streams (a group member, an actor,
+    an evaluation worker alike); stopped after generation 1 and resumed, the run ends exactly as an
+    uninterrupted one."""
+    config, args = LAYOUTS[layout]
+
+    def train(folder: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+        return run_mpi(3, ["train", config, "--run-dir", str(folder), *args, *extra], timeout=300)
+
+    out = train(tmp_path / "reference")
+    assert out.returncode == 0, out.stderr
+    stopped = tmp_path / "stopped"
+    out = train(stopped, "--stop-after-generation", "1")
+    assert out.returncode == 143, out.stderr
+    assert load_run(stopped / "run.h5").pool["version"].max() == 2  # rows past the checkpoint: dropped on resume
+    assert newest_complete(stopped / "checkpoints", 3) == 1
+    out = train(stopped, "--resume")
+    assert out.returncode == 0, out.stderr
+    assert "resumed from the checkpoint of generation 1" in out.stdout
+    _assert_same_run(tmp_path / "reference" / "run.h5", stopped / "run.h5", versions=3)
+    if layout == "evaluation workers":  # the job counts continue across the resume
+        jobs = [load_run(d / "run.h5").attrs["evaluation_jobs"] for d in (tmp_path / "reference", stopped)]
+        assert [j["remote"] + j["local"] for j in jobs][0] == [j["remote"] + j["local"] for j in jobs][1] > 0
+
+
+# ---- the async schedule: no exact repeat, but a consistent cut and tables without gap or duplicate --
+
+ASYNC = ["--seed", "3", "--steps", "2000", "schedule.mode=async", "schedule.steps_per_generation=500",
+         *ARGS[5:]]
+ASYNC_GENERATIONS = 4
+
+
+def _train_async(run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_mpi(3, ["train", CONFIG, "--run-dir", str(run_dir), *ASYNC, *extra], timeout=300)
+
+
+def _assert_continues_without_gap_or_duplicate(path: Path) -> None:
+    """A finished async run that was stopped and resumed: every snapshot once, every generation's
+    training report once, and each policy's train rows (one per update) in step order, one update
+    apart (a row kept from after the checkpoint and recorded again would step back, a lost one
+    leave a double step)."""
+    run = load_run(path)
+    assert run.attrs["finished"] is True and "failure" not in run.attrs
+    assert len(run.attrs["resumes"]) == 1
+    for policy, pool in run.pool.groupby("policy_id"):
+        assert sorted(pool["version"]) == list(range(ASYNC_GENERATIONS + 1)), policy
+        run.weights(policy, ASYNC_GENERATIONS)  # the last snapshot's weights are stored whole
+    for policy, train in run.train.groupby("policy_id"):
+        steps = train["env_steps"].to_numpy()
+        step = np.diff(steps)
+        assert (step > 0).all() and (step < 1.5 * np.median(step)).all(), (policy, steps)
+    assert (run.pool.groupby("policy_id")["env_steps"].max() >= 500 * ASYNC_GENERATIONS).all()
+    training = run.matches[run.matches["kind"] == "training"]
+    per_generation = training.groupby(["policy_id", "version"]).size()
+    assert len(per_generation) == 2 * ASYNC_GENERATIONS and (per_generation == 8).all(), per_generation  # 8 line-ups
+    evaluated = run.matches[(run.matches["kind"] == "evaluation") & run.matches["policy_id"].str.startswith("player")]
+    vs_baselines = evaluated[evaluated["opponent_id"].isin(["random", "tactical"])]
+    per_snapshot = vs_baselines.groupby(["policy_id", "version", "opponent_id"]).size()
+    assert len(per_snapshot) == 2 * ASYNC_GENERATIONS * 2 and (per_snapshot == 1).all(), per_snapshot
+
+
+@pytest.mark.timeout(600)  # two jobs of about 30 s each; generous for a loaded machine
+def test_an_async_run_stopped_by_its_time_limit_resumes_from_its_last_cut(tmp_path: Path) -> None:
+    """Rank 0 keeps an async run's time limit: every trainer saves a last checkpoint and stops; the
+    next job continues from there to the end."""
+    out = _train_async(tmp_path, "schedule.time_limit_s=3")
+    assert out.returncode == 0, out.stderr
+    stopped = load_run(tmp_path / "run.h5")
+    last = stopped.pool.groupby("policy_id")["version"].max()
+    assert (last < ASYNC_GENERATIONS).all(), last
+    cut = newest_complete(tmp_path / "checkpoints", 3)
+    assert cut is not None
+    out = _train_async(tmp_path, "--resume")
+    assert out.returncode == 0, out.stderr
+    assert f"resumed from async checkpoint {cut}" in out.stdout
+    _assert_continues_without_gap_or_duplicate(tmp_path / "run.h5")
+    # The time-limited job's snapshots were all kept: it stopped right at its cut.
+    resumed = load_run(tmp_path / "run.h5")
+    for policy, version in last.items():
+        np.testing.assert_array_equal(stopped.weights(policy, version), resumed.weights(policy, version))
+
+
+@pytest.mark.timeout(600)
+def test_an_async_run_interrupted_by_usr1_resumes_without_gap_or_duplicate(tmp_path: Path) -> None:
+    """SIGUSR1 to mpiexec (a SLURM warning before the time limit) at whatever moment it lands, after
+    the second cut; --resume continues from the newest cut every rank saved whole."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.conftest import REPO, mpiexec
+
+    cmd = [mpiexec(), "-n", "3", sys.executable, "-m", "mpimarl", "train", CONFIG, "--run-dir", str(tmp_path), *ASYNC]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
+    marker = checkpoint_path(tmp_path / "checkpoints", 2, 0)  # rank 0 saves a cut last
+    try:
+        deadline = time.monotonic() + 400
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGUSR1)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 138, err
+    assert "SIGUSR1" in load_run(tmp_path / "run.h5").attrs["failure"]
+    cut = newest_complete(tmp_path / "checkpoints", 3)
+    assert cut is not None and cut >= 2
+    out = _train_async(tmp_path, "--resume")
+    assert out.returncode == 0, out.stderr
+    assert f"resumed from async checkpoint {cut}" in out.stdout
+    _assert_continues_without_gap_or_duplicate(tmp_path / "run.h5")
+
+
+def test_resume_without_checkpoints_is_a_start_up_error(tmp_path: Path) -> None:
+    """Async learner groups (and checkpoint.every 0) write no checkpoints: --resume names why, exit 2."""
+    message = _one_error(run_mpi(3, ["train", CARTPOLE, "--run-dir", str(tmp_path), *SHORT, "--resume",
+                                     "schedule.mode=async", "trainer.ranks_per_policy=2"], timeout=120))
+    assert "--resume needs checkpoints" in message and "mode 'async'" in message and "{'agent': 2}" in message
+    message = _one_error(_train(tmp_path, "--resume", "checkpoint.every=0"))
+    assert "--resume needs checkpoints" in message and "every 0" in message
