@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,3 +41,28 @@ def run_cli(args: list[str], timeout: float = 120) -> subprocess.CompletedProces
     """`python -m mpimarl ARGS` without MPI."""
     return subprocess.run([sys.executable, "-m", "mpimarl", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
+
+
+RECORDED_TABLES = ("train", "matches", "ratings", "pool", "payoff", "meta")
+"""The tables a sync run records identically for a seed (exploitability is exact-game only)."""
+WALL_CLOCK = ("time", "steps_per_s", "wait_s")
+"""Columns that measure wall time and differ between any two runs."""
+
+
+def _canonical_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """A table without its wall-clock columns, in a canonical row order (ranks' rows interleave by timing)."""
+    df = df.drop(columns=[c for c in WALL_CLOCK if c in df.columns])
+    return df.sort_values(list(df.columns)).reset_index(drop=True)
+
+
+def assert_same_runs(a: object, b: object) -> None:
+    """Two loaded runs (`mpimarl.analysis.Run`) recorded the same learning: every table equal but for
+    wall-clock columns, and every snapshot's weights bit for bit (what a deterministic sync run or
+    an exact resume promises)."""
+    for table in RECORDED_TABLES:
+        pd.testing.assert_frame_equal(_canonical_rows(getattr(a, table)), _canonical_rows(getattr(b, table)),
+                                      obj=f"table {table}")
+    for row in a.pool.itertuples():  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(a.weights(row.policy_id, row.version),  # type: ignore[attr-defined]
+                                      b.weights(row.policy_id, row.version),  # type: ignore[attr-defined]
+                                      err_msg=f"weights of {row.policy_id}@{row.version}")

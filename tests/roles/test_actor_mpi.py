@@ -12,11 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mpimarl.analysis import load_run
-from tests.conftest import CONFIGS, REPO, mpiexec, run_mpi
+from tests.conftest import CONFIGS, REPO, assert_same_runs, mpiexec, run_mpi
 
 pytestmark = pytest.mark.mpi
 
@@ -58,10 +57,7 @@ def test_sync_runs_with_actors_are_deterministic_and_have_no_lag(tmp_path: Path)
         runs.append(load_run(d / "run.h5"))
     a, b = runs
     assert len(a.pool) == len(b.pool) == 3
-    for row in a.pool.itertuples():
-        np.testing.assert_array_equal(a.weights(row.policy_id, row.version), b.weights(row.policy_id, row.version))
-    assert a.train["env_steps"].tolist() == b.train["env_steps"].tolist()
-    assert a.train["policy_loss"].tolist() == b.train["policy_loss"].tolist()
+    assert_same_runs(a, b)
     assert (a.train["policy_lag_max"] == 0).all() and (a.train["actor_ranks"] == 2).all()
     assert a.pool["env_steps"].max() >= 3000
 

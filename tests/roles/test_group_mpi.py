@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mpimarl.analysis import load_run
-from tests.conftest import CONFIGS, run_mpi
+from tests.conftest import CONFIGS, assert_same_runs, run_mpi
 
 pytestmark = pytest.mark.mpi
 
@@ -52,10 +52,7 @@ def test_group_runs_are_deterministic_in_the_sync_schedule(tmp_path: Path) -> No
         runs.append(load_run(d / "run.h5"))
     a, b = runs
     assert len(a.pool) == len(b.pool) == 3
-    for row in a.pool.itertuples():
-        np.testing.assert_array_equal(a.weights(row.policy_id, row.version), b.weights(row.policy_id, row.version))
-    assert a.train["env_steps"].tolist() == b.train["env_steps"].tolist()
-    assert a.train["policy_loss"].tolist() == b.train["policy_loss"].tolist()
+    assert_same_runs(a, b)
 
 
 @pytest.mark.parametrize(("n", "config", "override", "named"), [

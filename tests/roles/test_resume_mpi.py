@@ -15,12 +15,11 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from mpimarl.analysis import load_run
 from mpimarl.checkpoint import checkpoint_path, newest_complete
-from tests.conftest import CONFIGS, run_mpi
+from tests.conftest import CONFIGS, assert_same_runs, run_mpi
 
 pytestmark = pytest.mark.mpi
 
@@ -30,8 +29,6 @@ CONFIG = str(CONFIGS / "connect_four_league.yaml")
 ARGS = ["--seed", "3", "--steps", "2000", "schedule.steps_per_generation=500", "ppo.num_envs=4",
         "ppo.rollout_steps=256", "evaluation.baseline_episodes=6", "evaluation.pool_episodes=4",
         "evaluation.num_envs=4", "evaluation.par_episodes=20"]
-TABLES = ("train", "matches", "ratings", "pool", "payoff", "meta")
-WALL_CLOCK = ("time", "steps_per_s", "wait_s")
 
 
 def _train(run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -47,21 +44,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "run.h5"
 
 
-def _rows(df: pd.DataFrame) -> pd.DataFrame:
-    """A table without its wall-clock columns, in a canonical row order (ranks' rows interleave by timing)."""
-    df = df.drop(columns=[c for c in WALL_CLOCK if c in df.columns])
-    return df.sort_values(list(df.columns)).reset_index(drop=True)
-
-
 def _assert_same_run(expected: Path, actual: Path, versions: int = 4) -> None:
     a, b = load_run(expected), load_run(actual)
-    for table in TABLES:
-        pd.testing.assert_frame_equal(_rows(getattr(a, table)), _rows(getattr(b, table)), obj=f"table {table}")
+    assert_same_runs(a, b)
     assert b.attrs["finished"] is True and "failure" not in b.attrs
     assert sorted(b.pool.groupby("policy_id")["version"].max().unique()) == [versions]
-    for row in a.pool.itertuples():
-        np.testing.assert_array_equal(a.weights(row.policy_id, row.version), b.weights(row.policy_id, row.version),
-                                      err_msg=f"weights of {row.policy_id}@{row.version}")
 
 
 def _interrupt(folder: Path) -> None:
