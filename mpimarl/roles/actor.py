@@ -121,16 +121,10 @@ class ImpalaLearner(Trainer):
                 faults.reached("evaluation")
             planned = None
             if self.sync:
-                t0 = time.perf_counter()
-                deadline = ServerWatch(self.comm, self.timeout, "the generation plan")
-                plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline, idle=self.serve_evaluations)
-                self.receive_round(plan)
-                self.wait_s += time.perf_counter() - t0
-                if plan.get("stop"):
+                planned = self._receive_plan(ServerWatch(self.comm, self.timeout, "the generation plan"), self.rank)
+                if planned is None:
                     stopped_early = True
-                    self._boundary(final=True)  # the time limit's boundary is saved by every rank
                     break
-                planned = plan["lineups"][str(self.rank)]
             elif limit is not None and time.monotonic() - started > limit:
                 break
             before = set(self.cache)
@@ -151,10 +145,7 @@ class ImpalaLearner(Trainer):
         faults.reached("end")
         self.finish_evaluations()
         if self.sync and not stopped_early:
-            deadline = ServerWatch(self.comm, self.timeout, "the final plan")
-            plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
-            if not plan.get("stop"):
-                raise RuntimeError(f"rank {self.rank}: expected the server's stop plan after the last generation")
+            self._receive_stop_plan(ServerWatch(self.comm, self.timeout, "the final plan"))
 
     def _take(self, got: tuple[int, np.ndarray, np.ndarray | None]) -> bool:
         """Account one header (and queue its segment); True if it was the actor's final one."""

@@ -24,7 +24,7 @@ from mpi4py import MPI
 
 from mpimarl.algos.networks import FrozenPolicy, flat_weights, load_flat_weights, num_weights
 from mpimarl.algos.ppo import PPOLearner, UpdateStats
-from mpimarl.comm.channel import SERVER_RANK, Deadline, Tag, bcast_json, send_json
+from mpimarl.comm.channel import SERVER_RANK, Deadline, Tag, send_json
 from mpimarl.comm.group import GroupComm, RolloutNotices
 from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles.context import RunContext
@@ -122,16 +122,11 @@ class GroupTrainer(Trainer):
             planned = None
             stop = False
             if sync:
-                t0 = time.perf_counter()
-                deadline = Deadline(self.timeout + 4 * last_generation_s, "the generation plan")
-                plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline, idle=self.serve_evaluations)
-                self.receive_round(plan)
-                self.wait_s += time.perf_counter() - t0
-                if plan.get("stop"):
+                planned = self._receive_plan(Deadline(self.timeout + 4 * last_generation_s, "the generation plan"),
+                                             self.leader)
+                if planned is None:
                     stopped_early = True
-                    self._boundary(final=True)  # the time limit's boundary is saved by every rank
                     break
-                planned = plan["lineups"][str(self.leader)]
             elif limit is not None and self.group.is_leader:
                 stop = time.monotonic() - started > limit  # the leader decides for the whole group
             lineups = self.fetch_lineups_for_group(planned, stop)
@@ -150,10 +145,7 @@ class GroupTrainer(Trainer):
             send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)
             self.finish_evaluations()
         if sync and not stopped_early:
-            deadline = Deadline(self.timeout + 4 * last_generation_s, "the final plan")
-            plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
-            if not plan.get("stop"):
-                raise RuntimeError(f"rank {self.rank}: expected the server's stop plan after the last generation")
+            self._receive_stop_plan(Deadline(self.timeout + 4 * last_generation_s, "the final plan"))
 
     def play(self, lineups: list[Lineup], budget: int) -> dict[int, _Tally]:
         """Play and learn until the group's summed steps reach `budget` more (at an update)."""

@@ -226,18 +226,12 @@ class Trainer:
                 faults.reached("evaluation")  # rank 0 is evaluating generation 0 and planning
             planned = None
             if sync:
-                t0 = time.perf_counter()
                 # The plan waits for the slowest trainer, however long it takes; meanwhile the server
                 # watches that trainer and sends this one heartbeats (and evaluation jobs, if asked).
-                deadline = ServerWatch(self.comm, self.timeout, "the generation plan")
-                plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline, idle=self.serve_evaluations)
-                self.receive_round(plan)
-                self.wait_s += time.perf_counter() - t0
-                if plan.get("stop"):  # the server's time limit: it will not wait for more
+                planned = self._receive_plan(ServerWatch(self.comm, self.timeout, "the generation plan"), self.rank)
+                if planned is None:  # the server's time limit: it will not wait for more
                     stopped_early = True
-                    self._boundary(final=True)  # rank 0 saved this boundary too: a resume continues here
                     break
-                planned = plan["lineups"][str(self.rank)]
             elif limit is not None and self.checkpoints is None and time.monotonic() - started > limit:
                 break  # with async checkpoints, rank 0 keeps the time limit (a last checkpoint, then stop)
             lineups = self.fetch_lineups(planned)
@@ -256,10 +250,27 @@ class Trainer:
         faults.reached("end")
         self.finish_evaluations()
         if sync and not stopped_early:
-            deadline = ServerWatch(self.comm, self.timeout, "the final plan")
-            plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
-            if not plan.get("stop"):
-                raise RuntimeError(f"rank {self.rank}: expected the server's stop plan after the last generation")
+            self._receive_stop_plan(ServerWatch(self.comm, self.timeout, "the final plan"))
+
+    def _receive_plan(self, deadline: Deadline | ServerWatch, rank: int) -> list[list[object]] | None:
+        """Take a sync generation's plan broadcast (playing evaluation jobs while it waits) and count
+        the wait; the line-ups planned for `rank` (a group's or a learner's rank that speaks for it),
+        or None when the plan says stop, after saving that boundary as every rank does (rank 0 saved
+        it too: a resume continues there)."""
+        t0 = time.perf_counter()
+        plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline, idle=self.serve_evaluations)
+        self.receive_round(plan)
+        self.wait_s += time.perf_counter() - t0
+        if plan.get("stop"):
+            self._boundary(final=True)
+            return None
+        return list(plan["lineups"][str(rank)])
+
+    def _receive_stop_plan(self, deadline: Deadline | ServerWatch) -> None:
+        """After the last generation of a sync run: the server's closing plan, which must say stop."""
+        plan = bcast_json(self.plan_comm, None, SERVER_RANK, deadline)
+        if not plan.get("stop"):
+            raise RuntimeError(f"rank {self.rank}: expected the server's stop plan after the last generation")
 
     def _boundary(self, final: bool = False) -> None:
         """After publishing: with checkpoints on, cut matches, reseed baselines, save when due."""

@@ -237,10 +237,10 @@ def _assert_continues_without_gap_or_duplicate(path: Path) -> None:
 def test_an_async_run_stopped_by_its_time_limit_resumes_from_its_last_cut(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Rank 0 keeps an async run's time limit: every trainer saves a last checkpoint and stops; the
-    next job continues from there to the end. Rank 1 sleeps 1 s after each PPO update in the first
-    job (about 8 updates), so the 3 s limit cuts it however fast the machine; rank 2 may finish
-    first, and then resumes as a finished trainer."""
-    monkeypatch.setenv("MPIMARL_FAULT", "1:training:slow:1")
+    next job continues from there to the end. Rank 1 sleeps 2 s after each PPO update in the first
+    job (one update a generation, 4 generations), so the 3 s limit cuts it however fast the machine;
+    rank 2 may finish first, and then resumes as a finished trainer."""
+    monkeypatch.setenv("MPIMARL_FAULT", "1:training:slow:2")
     out = _train_async(tmp_path, "schedule.time_limit_s=3")
     monkeypatch.delenv("MPIMARL_FAULT")
     assert out.returncode == 0, out.stderr
