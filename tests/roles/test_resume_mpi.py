@@ -10,8 +10,12 @@ nothing lost, nothing recorded twice.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +23,7 @@ import pytest
 
 from mpimarl.analysis import load_run
 from mpimarl.checkpoint import checkpoint_path, newest_complete
-from tests.conftest import CONFIGS, assert_same_runs, run_mpi
+from tests.conftest import CONFIGS, REPO, assert_same_runs, mpiexec, run_mpi
 
 pytestmark = pytest.mark.mpi
 
@@ -109,31 +113,32 @@ def test_resume_with_a_different_config_or_of_a_finished_run_is_a_start_up_error
     assert reference.read_bytes() == before  # refused before anything was written
 
 
-def test_a_run_ended_by_sigterm_resumes_to_the_same_result(reference: Path, tmp_path: Path) -> None:
-    """SIGTERM to mpiexec (a SLURM time limit) at whatever moment it lands, then --resume."""
-    import os
-    import signal
-    import sys
-    import time
-
-    from tests.conftest import REPO, mpiexec
-
-    cmd = [mpiexec(), "-n", "3", sys.executable, "-m", "mpimarl", "train", CONFIG, "--run-dir", str(tmp_path), *ARGS]
+def _signal_once_saved(args: list[str], run_dir: Path, marker: Path, sig: signal.Signals,
+                       wait_s: float) -> tuple[int, str]:
+    """Start the run under mpiexec, send `sig` to mpiexec as soon as `marker` (a checkpoint file)
+    exists, and return the job's exit code and stderr."""
+    cmd = [mpiexec(), "-n", "3", sys.executable, "-m", "mpimarl", "train", CONFIG, "--run-dir", str(run_dir), *args]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
-    # Rank 0 writes its generation-1 checkpoint once generation 0's is whole on every rank.
-    marker = checkpoint_path(tmp_path / "checkpoints", 1, 0)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + wait_s
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be interrupted"
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, err
+    return proc.returncode, err
+
+
+def test_a_run_ended_by_sigterm_resumes_to_the_same_result(reference: Path, tmp_path: Path) -> None:
+    """SIGTERM to mpiexec (a SLURM time limit) at whatever moment it lands, then --resume."""
+    # Rank 0 writes its generation-1 checkpoint once generation 0's is whole on every rank.
+    returncode, err = _signal_once_saved(ARGS, tmp_path, checkpoint_path(tmp_path / "checkpoints", 1, 0),
+                                         signal.SIGTERM, wait_s=240)
+    assert returncode == 143, err
     assert "SIGTERM" in load_run(tmp_path / "run.h5").attrs["failure"]
     out = _train(tmp_path, "--resume")
     assert out.returncode == 0, out.stderr
@@ -263,28 +268,9 @@ def test_an_async_run_stopped_by_its_time_limit_resumes_from_its_last_cut(tmp_pa
 def test_an_async_run_interrupted_by_usr1_resumes_without_gap_or_duplicate(tmp_path: Path) -> None:
     """SIGUSR1 to mpiexec (a SLURM warning before the time limit) at whatever moment it lands, after
     the second cut; --resume continues from the newest cut every rank saved whole."""
-    import os
-    import signal
-    import sys
-    import time
-
-    from tests.conftest import REPO, mpiexec
-
-    cmd = [mpiexec(), "-n", "3", sys.executable, "-m", "mpimarl", "train", CONFIG, "--run-dir", str(tmp_path), *ASYNC]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
-    marker = checkpoint_path(tmp_path / "checkpoints", 2, 0)  # rank 0 saves a cut last
-    try:
-        deadline = time.monotonic() + 400
-        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        proc.send_signal(signal.SIGUSR1)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 138, err
+    returncode, err = _signal_once_saved(ASYNC, tmp_path, checkpoint_path(tmp_path / "checkpoints", 2, 0),
+                                         signal.SIGUSR1, wait_s=400)  # rank 0 saves a cut last
+    assert returncode == 138, err
     assert "SIGUSR1" in load_run(tmp_path / "run.h5").attrs["failure"]
     cut = newest_complete(tmp_path / "checkpoints", 3)
     assert cut is not None and cut >= 2
