@@ -429,6 +429,19 @@ class CheckpointConfig(_Section):
     )
 
 
+def _check_per_role(key: str, value: int | dict[str, int], roles: set[str], minimum: int,
+                    why: str) -> None:
+    """A count given for every role (an int) or per role (a dict): every named role exists and every
+    count is at least `minimum` (else ValueError naming `key` and `why`)."""
+    per_role = value if isinstance(value, dict) else {"*": value}
+    unknown = sorted(set(per_role) - roles - {"*"})
+    if unknown:
+        raise ValueError(f"{key}: unknown roles {unknown}; the roles are {sorted(roles)}")
+    bad = {r: n for r, n in per_role.items() if n < minimum}
+    if bad:
+        raise ValueError(f"{key}: {bad}; {why}")
+
+
 class RunConfig(_Section):
     """One experiment: the environment, the task's roles, the learner, the league and the schedule."""
 
@@ -462,14 +475,8 @@ class RunConfig(_Section):
             raise ValueError(
                 f"matchmaking.baseline_fraction plus the baselines' train_fraction is {shares:g}; at most 1"
             )
-        per_role = self.trainer.ranks_per_policy
-        per_role = per_role if isinstance(per_role, dict) else {"*": per_role}
-        unknown = sorted(set(per_role) - roles - {"*"})
-        if unknown:
-            raise ValueError(f"trainer.ranks_per_policy: unknown roles {unknown}; the roles are {sorted(roles)}")
-        bad = {r: n for r, n in per_role.items() if n < 1}
-        if bad:
-            raise ValueError(f"trainer.ranks_per_policy: {bad}; every group needs at least 1 rank")
+        _check_per_role("trainer.ranks_per_policy", self.trainer.ranks_per_policy, roles, 1,
+                        "every group needs at least 1 rank")
         self._check_actors(roles)
         if self.trainer.straggler_cutoff < 1 and self.schedule.mode == "sync":
             raise ValueError(
@@ -501,13 +508,7 @@ class RunConfig(_Section):
     def _check_actors(self, roles: set[str]) -> None:
         """trainer.actors_per_learner: known roles, counts >= 0, and only where the learner can use them."""
         t = self.trainer
-        per_role = t.actors_per_learner if isinstance(t.actors_per_learner, dict) else {"*": t.actors_per_learner}
-        unknown = sorted(set(per_role) - roles - {"*"})
-        if unknown:
-            raise ValueError(f"trainer.actors_per_learner: unknown roles {unknown}; the roles are {sorted(roles)}")
-        bad = {r: n for r, n in per_role.items() if n < 0}
-        if bad:
-            raise ValueError(f"trainer.actors_per_learner: {bad}; a count of actors is 0 or more")
+        _check_per_role("trainer.actors_per_learner", t.actors_per_learner, roles, 0, "a count of actors is 0 or more")
         if t.vtrace_c_bar > t.vtrace_rho_bar:
             raise ValueError(f"trainer.vtrace_c_bar {t.vtrace_c_bar} > trainer.vtrace_rho_bar {t.vtrace_rho_bar}; "
                              "V-trace needs c_bar <= rho_bar")
