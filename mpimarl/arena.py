@@ -399,16 +399,25 @@ class Arena:
 
     def competitive(self) -> ArenaResult:
         """Every pair that can face each other; two-seat games play each pair once and mirror it."""
-        from mpimarl.league.outcomes import score_class, tally
-
         people = self.participants()
         two_seats = len(self.spec.seats()) == 2
-        records: list[dict[str, Any]] = []
+        pairs = []
         for a, b in itertools.permutations(people, 2):
             if b.role not in self.other_roles(a.role) or (a.entrant is b.entrant and a.role == b.role):
                 continue
             if two_seats and people.index(b) < people.index(a) and a.role in self.other_roles(b.role):
                 continue  # played as (b, a) and mirrored
+            pairs.append((a, b))
+        return self._result(people, self.play_pairs(pairs))
+
+    def play_pairs(self, pairs: Sequence[tuple[Participant, Participant]]) -> list[dict[str, Any]]:
+        """Play each (row, column) pairing of a competitive arena: one CSV record per pairing, plus
+        its mirror image (column against row) in a two-seat game where each can take the other's seat."""
+        from mpimarl.league.outcomes import score_class, tally
+
+        two_seats = len(self.spec.seats()) == 2
+        records: list[dict[str, Any]] = []
+        for a, b in pairs:
             res = self._play(a.entrant.policies[a.role], a.role, self.lineup(a.role, b.entrant))
             scores = [self._episode_score(s, o) for s, o in zip(res.seats, res.occupants)]
             wins, draws, losses = tally(score_class(s) for s in scores)
@@ -416,6 +425,9 @@ class Arena:
             records.append(_record(a.label, b.label, wins, draws, losses, own, other))
             if two_seats and a.role in self.other_roles(b.role):
                 records.append(_record(b.label, a.label, losses, draws, wins, other, own))
+        return records
+
+    def _result(self, people: list[Participant], records: list[dict[str, Any]]) -> ArenaResult:
         labels = [p.label for p in people]
         order = {label: i for i, label in enumerate(labels)}
         frame = pd.DataFrame(records, columns=list(CSV_COLUMNS))

@@ -104,6 +104,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="convergence target for a game (e.g. connect_four=0.8 score vs tactical, kuhn_poker=0.1 "
                    "exploitability, simple_spread=-20 return per agent); repeatable")
     y.add_argument("--seed", type=int, default=0, help="picks the round robin's evaluation seeds (default 0)")
+    y.add_argument("--judge", action="append", default=[], metavar="NAME",
+                   help="a held-out judge of every competitive run's final policies, as `evaluate --vs` names "
+                   "it (tactical, negamax:depth=2, ...); repeatable or comma-separated; results are cached "
+                   "in each run's folder (judges.csv)")
+    y.add_argument("--history", type=float, action="append", default=[], metavar="F",
+                   help="also judge each final policy against its own snapshot at fraction F of its versions "
+                   "(0.5: its halfway self); repeatable")
+    y.add_argument("--judge-episodes", type=int, default=100,
+                   help="episodes per final policy and judge (default 100)")
     return p
 
 
@@ -219,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "study":
             from mpimarl.study import main as study
 
-            return study(args.runs, args.out, args.episodes, args.target, args.seed)
+            return study(args.runs, args.out, args.episodes, args.target, args.seed, args.judge, args.history,
+                         args.judge_episodes)
     except MpimarlError as exc:
         print(f"mpimarl: error: {exc}", file=sys.stderr)
         return exc.exit_code

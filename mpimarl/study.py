@@ -17,6 +17,7 @@ is read with :func:`mpimarl.analysis.load_run`; nothing else about a run is need
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import sys
@@ -29,6 +30,8 @@ import pandas as pd
 
 from mpimarl.analysis import RANDOM_BASELINE, Run, crossplay_matrix, load_run
 from mpimarl.errors import ConfigError, MpimarlError, RunFileError
+from mpimarl.judging import JudgePlan, judge_run
+from mpimarl.stats import difference, mean_interval
 
 TARGETS: dict[str, float] = {
     "connect_four": 0.8,     # score (wins + draws/2) against the one-move tactical player
@@ -53,16 +56,7 @@ def game_of(env_id: str) -> str:
 
 def interval(values: Sequence[float]) -> tuple[float, float, float]:
     """Mean and 95% Student-t interval of finite `values` (NaNs dropped; one value: no width)."""
-    from scipy import stats
-
-    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
-    if len(x) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(x.mean())
-    if len(x) == 1:
-        return mean, mean, mean
-    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return mean, mean - half, mean + half
+    return mean_interval(values)
 
 
 def _bounds(column: str) -> tuple[float, float]:
@@ -306,10 +300,11 @@ def _round_robin(game: str, group: list[StudyRun], episodes: int, seed: int, add
             f"({', '.join(baselines)}), {episodes} episodes per pairing, seed {seed}")
 
 
-def robustness(runs: list[StudyRun], episodes: int, seed: int) -> tuple[pd.DataFrame, list[str]]:
+def robustness(runs: list[StudyRun], episodes: int, seed: int) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """Question 2: per setup, the final policies' scores in one round robin per game (against the
     other setups' final policies and the scripted baselines), cross-play of partners that never
-    trained together, and final exploitability. Returns the table and notes on the round robins."""
+    trained together, and final exploitability. Returns the table, notes on the round robins and
+    the per-run values (`OUTCOME_COLUMNS`)."""
     # setup -> column -> run file -> values (a run's policies are averaged first, then seeds)
     rows: dict[str, dict[str, dict[str, list[float]]]] = {}
 
@@ -330,7 +325,10 @@ def robustness(runs: list[StudyRun], episodes: int, seed: int) -> tuple[pd.DataF
     for setup, cols in rows.items():
         table.append({"setup": setup, "game": info.loc[setup, "game"], "strategy": info.loc[setup, "strategy"],
                       **{k: _cell([float(np.mean(v)) for v in per_run.values()], 3, k) for k, per_run in cols.items()}})
-    return pd.DataFrame(table), notes
+    by_path = {str(r.path): r for r in runs}
+    outcomes = [_outcome(by_path[path], column, float(np.mean(values)))
+                for cols in rows.values() for column, per_run in cols.items() for path, values in per_run.items()]
+    return pd.DataFrame(table), notes, pd.DataFrame(outcomes, columns=list(OUTCOME_COLUMNS))
 
 
 def _effective_support(meta: pd.DataFrame) -> pd.DataFrame:
@@ -359,10 +357,12 @@ def _rating_curve(sr: StudyRun) -> pd.DataFrame:
     return last.groupby("generation").mean().reset_index()
 
 
-def matchmaking(runs: list[StudyRun]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """Question 3: per setup, final rating, diversity and exploitability; and the curves over time."""
+def matchmaking(runs: list[StudyRun]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.DataFrame]:
+    """Question 3: per setup, final rating, diversity and exploitability; the curves over time; and
+    the per-run values (`OUTCOME_COLUMNS`)."""
     cols: dict[str, dict[str, list[float]]] = {}
     curves: dict[str, pd.DataFrame] = {}
+    outcomes: list[dict[str, object]] = []
     for sr in runs:
         steps = _steps_by_generation(sr.run)
         rating = _rating_curve(sr)
@@ -391,11 +391,173 @@ def matchmaking(runs: list[StudyRun]) -> tuple[pd.DataFrame, dict[str, pd.DataFr
         if "exploitability" in curve and curve.exploitability.notna().any():
             c.setdefault("exploitability (final)", []).append(float(curve.exploitability.dropna().iloc[-1]))
             c.setdefault("exploitability (min)", []).append(float(curve.exploitability.min()))
+        if len(support):
+            outcomes.append(_outcome(sr, "effective support (mean)", float(support.support.mean())))
+        if len(rating):
+            outcomes.append(_outcome(sr, "final rating mu", float(rating.mu.iloc[-1])))
     info = _setups(runs)
     table = [{"setup": s, "game": info.loc[s, "game"], "strategy": info.loc[s, "strategy"],
               "seeds": sum(r.setup == s for r in runs), **{k: _cell(v, 3, k) for k, v in c.items()}}
              for s, c in cols.items()]
-    return pd.DataFrame(table), curves
+    return pd.DataFrame(table), curves, pd.DataFrame(outcomes, columns=list(OUTCOME_COLUMNS))
+
+
+# ---- per-run outcomes, held-out judges, and comparisons between setups --------------------------
+
+OUTCOME_COLUMNS = ("setup", "seed", "game", "path", "metric", "value")
+"""Long form of every per-run value a comparison can test: one row per (run, metric)."""
+
+JUDGED = "held-out score vs "
+"""Prefix of the judges' per-run metrics (apart from the round robin's "score vs ...")."""
+
+
+def lower_is_better(metric: str) -> bool:
+    """Exploitability and the steps or time to a target are better when lower; the rest when higher."""
+    return "exploitability" in metric or metric.startswith(("steps to", "time to"))
+
+
+def _outcome(sr: StudyRun, metric: str, value: float) -> dict[str, object]:
+    return {"setup": sr.setup, "seed": sr.seed, "game": sr.game, "path": str(sr.path), "metric": metric,
+            "value": value}
+
+
+def judges(runs: list[StudyRun], plan: JudgePlan) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Held-out judges: every competitive run's final policies against the search/scripted players
+    and own earlier snapshots of `plan` (cached beside each run file, see :mod:`mpimarl.judging`).
+    Returns the per-setup table (mean over seeds of each run's mean over its policies, 95% interval),
+    the per-run outcomes and notes (judges that could not play, runs without judges)."""
+    outcomes: list[dict[str, object]] = []
+    notes: list[str] = []
+    for sr in runs:
+        if sr.kind == "cooperative":
+            continue
+        try:
+            rows, why = judge_run(sr.path, plan, sr.run)
+        except MpimarlError as exc:
+            notes.append(f"{sr.path}: not judged ({exc})")
+            continue
+        notes += why
+        for judge, g in rows.groupby("judge", sort=False):
+            outcomes.append(_outcome(sr, f"{JUDGED}{judge}", float(g.score.mean())))
+    frame = pd.DataFrame(outcomes, columns=list(OUTCOME_COLUMNS))
+    table = []
+    for setup, g in frame.groupby("setup", sort=False):
+        row: dict[str, object] = {"setup": setup, "game": g.game.iloc[0], "seeds": g.seed.nunique()}
+        for name in plan.names:
+            values = g[g.metric == f"{JUDGED}{name}"].value
+            if len(values):
+                row[f"score vs {name}"] = _cell(values.tolist(), 3, "score")
+        table.append(row)
+    return pd.DataFrame(table), frame, notes
+
+
+_NOT_A_FACTOR = ("name", "seed", "server.", "checkpoint.", "schedule.time_limit_s", "trainer.device",
+                 "trainer.torch_threads", "logging.")
+"""Config keys that never make two setups different experiments (labels, logging, bookkeeping)."""
+
+
+def _flatten(value: object, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, inner in value.items():
+            out.update(_flatten(inner, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): repr(value)}
+
+
+def setup_factors(runs: list[StudyRun]) -> dict[str, dict[str, str]]:
+    """Per setup, its flattened config (its first run's) plus its rank count: what setups may differ in."""
+    out: dict[str, dict[str, str]] = {}
+    for sr in runs:
+        if sr.setup not in out:
+            flat = {k: v for k, v in _flatten(sr.run.config).items() if not k.startswith(_NOT_A_FACTOR)}
+            out[sr.setup] = {**flat, "ranks": repr(sr.ranks)}
+    return out
+
+
+def check_setups(runs: list[StudyRun]) -> tuple[list[StudyRun], list[str]]:
+    """Runs fit to aggregate, and one note per problem: a setup label shared by runs of different
+    games (the runs of every game but the setup's most common one are left out, named), runs of one
+    setup whose configs differ beyond the seed (kept, the keys named), a setup with one seed (no
+    interval)."""
+    keep: list[StudyRun] = []
+    notes: list[str] = []
+    by_setup: dict[str, list[StudyRun]] = {}
+    for sr in runs:
+        by_setup.setdefault(sr.setup, []).append(sr)
+    for setup, group in by_setup.items():
+        games = pd.Series([r.game for r in group])
+        main = str(games.value_counts().index[0])
+        odd = [r for r in group if r.game != main]
+        if odd:
+            notes.append(f"setup {setup!r} holds runs of different games: left out "
+                         f"{', '.join(f'{r.path} ({r.game})' for r in odd)}; kept its {main} runs")
+        group = [r for r in group if r.game == main]
+        keep += group
+        flats = [setup_factors([r])[setup] for r in group]
+        differ = sorted({k for f in flats[1:] for k in set(f) | set(flats[0]) if f.get(k) != flats[0].get(k)})
+        if differ:
+            notes.append(f"setup {setup!r}: its runs' configs differ in {', '.join(differ)} "
+                         f"({', '.join(str(r.path) for r in group)})")
+        if len({r.seed for r in group}) < 2:
+            notes.append(f"setup {setup!r} has one seed ({', '.join(str(r.path) for r in group)}): no interval, "
+                         "and no test against it")
+    return keep, notes
+
+
+def _reference_first(a: str, b: str, fa: dict[str, str], fb: dict[str, str], key: str) -> bool:
+    """True when `a` is the reference side: naive self-play, or the smaller number, or first in order."""
+    va, vb = fa.get(key, ""), fb.get(key, "")
+    if "'latest'" in (va, vb):
+        return va == "'latest'"
+    try:
+        return float(va) < float(vb)
+    except ValueError:
+        return True
+
+
+def comparisons(runs: list[StudyRun], outcomes: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+    """Every pair of setups of one game whose configs differ in exactly one setting (the factor), on
+    every per-run metric both have: the means over seeds, the difference (setup minus reference:
+    naive self-play, or the smaller value of the factor), its bootstrap 95% interval and a two-sided
+    permutation p-value (:func:`mpimarl.stats.difference`). Pairs that differ in more than one
+    setting are not compared; the notes name them and the settings."""
+    factors = setup_factors(runs)
+    rows, notes = [], []
+    games: dict[str, list[str]] = {}
+    for sr in runs:
+        games.setdefault(sr.game, [])
+        if sr.setup not in games[sr.game]:
+            games[sr.game].append(sr.setup)
+    for game, setups in games.items():
+        for a, b in itertools.combinations(setups, 2):
+            fa, fb = factors[a], factors[b]
+            keys = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
+            if len(keys) != 1:
+                shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+                notes.append(f"{game}: {a} and {b} differ in {len(keys)} settings ({shown}): not compared")
+                continue
+            key = keys[0]
+            ref, other = (a, b) if _reference_first(a, b, fa, fb, key) else (b, a)
+            mine = outcomes[outcomes.game == game]
+            for metric in dict.fromkeys(mine.metric):
+                x = mine[(mine.setup == other) & (mine.metric == metric)].value.tolist()
+                y = mine[(mine.setup == ref) & (mine.metric == metric)].value.tolist()
+                if not x or not y:
+                    continue
+                d = difference(x, y, seed=seed)
+                if not np.isfinite(d.diff):
+                    continue
+                better = "lower" if lower_is_better(metric) else "higher"
+                rows.append({"game": game, "factor": key, "setup": other, "reference": ref,
+                             "value": fb.get(key) if other == b else fa.get(key),
+                             "reference value": fa.get(key) if other == b else fb.get(key),
+                             "metric": metric, "better": better, "seeds": f"{d.n_a} vs {d.n_b}",
+                             "setup mean": round(d.mean_a, 4), "reference mean": round(d.mean_b, 4),
+                             "difference": round(d.diff, 4), "diff low": round(d.low, 4),
+                             "diff high": round(d.high, 4), "p (permutation)": round(d.p_value, 4),
+                             "resolved": d.resolved})
+    return pd.DataFrame(rows), notes
 
 
 # ---- figures ------------------------------------------------------------------------------------
@@ -508,10 +670,58 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _convergence_outcomes(per_run: pd.DataFrame, runs: list[StudyRun]) -> pd.DataFrame:
+    by_path = {str(r.path): r for r in runs}
+    rows = []
+    for rec in per_run.itertuples(index=False):
+        sr = by_path[rec.path]
+        rows.append(_outcome(sr, f"final {rec.metric}", float(rec.final)))
+        if rec.reached:
+            rows.append(_outcome(sr, "steps to target", float(rec.steps_to_target)))
+    return pd.DataFrame(rows, columns=list(OUTCOME_COLUMNS))
+
+
+def _plot_judges(frame: pd.DataFrame, names: list[str], out: Path) -> Path | None:
+    """Score of each setup's final policies against each judge (mean over seeds, 95% interval)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if frame.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names) + 3), 4.2))
+    for setup, g in frame.groupby("setup", sort=False):
+        means, lows, highs, xs = [], [], [], []
+        for i, name in enumerate(names):
+            mean, low, high = interval(g[g.metric == f"{JUDGED}{name}"].value.tolist())
+            if np.isfinite(mean):
+                xs.append(i)
+                means.append(mean)
+                lows.append(mean - max(low, 0.0))
+                highs.append(min(high, 1.0) - mean)
+        if xs:
+            ax.errorbar(xs, means, yerr=[lows, highs], marker="o", capsize=3, label=f"{setup} ({g.seed.nunique()})")
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("score of the final policies (mean over seeds, 95% CI)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Held-out judges")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def write_study(folder: str | Path, out: str | Path | None = None, episodes: int = 40,
-                targets: dict[str, float] | None = None, seed: int = 0) -> Path:
+                targets: dict[str, float] | None = None, seed: int = 0, plan: JudgePlan | None = None) -> Path:
     """Read the runs below `folder` and write every figure and table of the study into `out`
-    (default FOLDER/study), with a README saying what each shows. Returns the README's path."""
+    (default FOLDER/study), with a README saying what each shows. Returns the README's path.
+
+    `plan` adds held-out judges (search players, own earlier snapshots) of every competitive run's
+    final policies; every per-run value then enters the comparisons between setups that differ in
+    one setting (`comparisons.md`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"study: no such folder: {folder}")
@@ -521,13 +731,21 @@ def write_study(folder: str | Path, out: str | Path | None = None, episodes: int
     if not runs:
         raise ConfigError(f"study: no readable run.h5 below {folder}" + (f" ({len(skipped)} unreadable)"
                                                                         if skipped else ""))
+    runs, problems = check_setups(runs)
     out.mkdir(parents=True, exist_ok=True)
     per_run, q1, q1_curves = convergence(runs, targets)
-    q2, q2_notes = robustness(runs, episodes, seed)
-    q3, q3_curves = matchmaking(runs)
+    q2, q2_notes, q2_outcomes = robustness(runs, episodes, seed)
+    q3, q3_curves, q3_outcomes = matchmaking(runs)
+    judged, judge_outcomes, judge_notes = (judges(runs, plan) if plan and plan.names
+                                           else (pd.DataFrame(), pd.DataFrame(columns=list(OUTCOME_COLUMNS)), []))
+    outcomes = pd.concat([f for f in (_convergence_outcomes(per_run, runs), q2_outcomes, q3_outcomes, judge_outcomes)
+                          if len(f)], ignore_index=True)
+    compared, compare_notes = comparisons(runs, outcomes, seed)
     per_run.to_csv(out / "runs.csv", index=False)
+    outcomes.to_csv(out / "outcomes.csv", index=False)
     figures: list[tuple[Path, str]] = []
-    for name, frame in (("q1_convergence", q1), ("q2_robustness", q2), ("q3_matchmaking", q3)):
+    for name, frame in (("q1_convergence", q1), ("q2_robustness", q2), ("q3_matchmaking", q3),
+                        ("judges", judged), ("comparisons", compared)):
         frame.to_csv(out / f"{name}.csv", index=False)
         (out / f"{name}.md").write_text(_markdown(frame))
     for game in dict.fromkeys(r.game for r in runs):
@@ -547,6 +765,11 @@ def write_study(folder: str | Path, out: str | Path | None = None, episodes: int
             if f:
                 figures.append((f, f"Question 3, {game}: {label} over steps and time, one line per setup "
                                    f"(matchmaking strategy)."))
+        if plan and len(judge_outcomes):
+            f = _plot_judges(judge_outcomes[judge_outcomes.game == game], plan.names, out / f"judges_{game}.png")
+            if f:
+                figures.append((f, f"Held-out judges, {game}: score of each setup's final policies against "
+                                   "each judge (label: seeds)."))
     f = _plot_time_to_target(per_run, out / "q1_time_to_target.png")
     if f:
         figures.insert(0, (f, "Question 1: seconds until each setup first reached its game's target, mean "
@@ -557,6 +780,8 @@ def write_study(folder: str | Path, out: str | Path | None = None, episodes: int
              "seeds. Made by `mpimarl study`.", ""]
     if skipped:
         lines += ["Unreadable run files (left out):", *[f"- {s}" for s in skipped], ""]
+    if problems:
+        lines += ["Problems found in the runs (the rest of the study is written):", *[f"- {p}" for p in problems], ""]
     lines += ["## 1. Convergence speed under distribution (`q1_convergence.csv`, per run: `runs.csv`)", "",
               "Time and environment steps per policy until a run first met its game's target, against ranks, "
               "ranks per policy and population members (`members`).", "", _markdown(q1),
@@ -566,18 +791,44 @@ def write_study(folder: str | Path, out: str | Path | None = None, episodes: int
               "final exploitability (exact games).", "", *[f"- {n}" for n in q2_notes], "", _markdown(q2),
               "## 3. Matchmaking (`q3_matchmaking.csv`)", "",
               "Final ratings, diversity (effective support of the meta-strategy; spread of the payoff table "
-              "between the run's own snapshots) and exploitability per setup.", "", _markdown(q3),
-              "## Figures", ""]
+              "between the run's own snapshots) and exploitability per setup.", "", _markdown(q3)]
+    if plan and plan.names:
+        lines += ["## Held-out judges (`judges.csv`)", "",
+                  f"Every competitive run's final policies against {', '.join(plan.names)} ({plan.episodes} "
+                  f"episodes per pairing, first seat alternating, evaluation seed {plan.seed}; `own@f`: the "
+                  "policy's own snapshot at fraction f of its versions). Cached per run in `judges.csv`.", "",
+                  *[f"- {n}" for n in judge_notes], "", _markdown(judged)]
+    lines += ["## Comparisons (`comparisons.csv`, per-run values: `outcomes.csv`)", "",
+              "Setups of one game that differ in exactly one setting, on every per-run value: difference of the "
+              "means over seeds (setup minus reference), bootstrap 95% interval of it, two-sided permutation "
+              "p-value (exact). `resolved`: the interval excludes 0. With n seeds a side the smallest possible "
+              "p-value is 2 / C(2n, n) (3 seeds: 0.1; 5 seeds: 0.008); p-values are not corrected for the "
+              "number of comparisons.", "", _markdown(compared)]
+    if compare_notes:
+        lines += ["Pairs not compared:", *[f"- {n}" for n in compare_notes], ""]
+    lines += ["## Figures", ""]
     lines += [f"- `{p.name}`: {text}" for p, text in figures]
     readme.write_text("\n".join(lines) + "\n")
     return readme
 
 
-def main(folder: str, out: str | None, episodes: int, targets: Sequence[str], seed: int) -> int:
+def parse_judges(items: Sequence[str], history: Sequence[float], episodes: int, seed: int) -> JudgePlan | None:
+    """The study's judges from `--judge NAME` (repeatable or comma-separated) and `--history F`."""
+    from mpimarl.arena import parse_baselines
+
+    names = parse_baselines([part for item in items for part in item.split(",")])
+    if not names and not history:
+        return None
+    return JudgePlan(tuple(names), tuple(history), episodes, seed)
+
+
+def main(folder: str, out: str | None, episodes: int, targets: Sequence[str], seed: int,
+         judge: Sequence[str] = (), history: Sequence[float] = (), judge_episodes: int = 100) -> int:
     """`mpimarl study DIR`: write the study; exit 2 with one message on bad input."""
     if episodes < 0:
         raise ConfigError(f"--episodes must be >= 0, got {episodes}")
-    readme = write_study(folder, out, episodes, parse_targets(targets), seed)
+    plan = parse_judges(judge, history, judge_episodes, seed)
+    readme = write_study(folder, out, episodes, parse_targets(targets), seed, plan)
     print(readme.read_text())
     print(f"wrote {readme.parent}", file=sys.stderr)
     return 0

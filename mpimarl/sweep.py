@@ -31,8 +31,9 @@ a grid of values to cross, run with every seed::
 
 Each setup's runs carry the setup label as the config's ``name``, which is how ``mpimarl study``
 groups them over seeds. Setups run in file order, grid points in the grid's order (the last key
-varies fastest), seeds innermost; a run whose run file says it finished is skipped, so running a
-sweep again resumes it.
+varies fastest), seeds innermost (a setup may name its own ``seeds``); ``order: seed`` runs every
+setup's first seed before any setup's second one on a workstation (indices stay as above). A run
+whose run file says it finished is skipped, so running a sweep again resumes it.
 """
 
 from __future__ import annotations
@@ -111,8 +112,9 @@ def run_for_index(index: int, configs: Sequence[str], seeds: Sequence[int], root
 
 # ---- sweep files ------------------------------------------------------------------------------
 
-_SWEEP_KEYS = {"name", "root", "seeds", "ranks", "args", "setups"}
-_SETUP_KEYS = {"name", "config", "ranks", "overrides", "grid"}
+_SWEEP_KEYS = {"name", "root", "seeds", "ranks", "args", "setups", "order"}
+_SETUP_KEYS = {"name", "config", "ranks", "overrides", "grid", "seeds"}
+_ORDERS = ("setup", "seed")
 
 
 def _label_value(value: Any) -> str:
@@ -180,6 +182,7 @@ def load_sweep(path: str | Path, root: str | None = None) -> list[SweepRun]:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ConfigError(f"{where}: name {name!r} must be letters, digits, '_', '.' or '-'")
         ranks = _ranks(setup.get("ranks", default_ranks), f"{where}: ranks")
+        setup_seeds = parse_seeds(str(setup["seeds"])) if "seeds" in setup else seeds
         overrides = _strings(setup.get("overrides"), f"{where}: overrides")
         grid = setup.get("grid") or {}
         if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
@@ -194,10 +197,28 @@ def load_sweep(path: str | Path, root: str | None = None) -> list[SweepRun]:
             point_ranks = _ranks(point.pop("ranks"), f"{where}: grid ranks") if "ranks" in point else ranks
             sets = [f"{k}={_yaml_scalar(v)}" for k, v in point.items()]
             args = (*common, *overrides, *sets, f"name={label}")
-            for seed in seeds:
+            for seed in setup_seeds:
                 runs.append(SweepRun(len(runs), str(config), seed, f"{root}/{label}-seed{seed}", label,
                                      point_ranks, args))
     return runs
+
+
+def execution_order(path: str | Path, runs: list[SweepRun]) -> list[SweepRun]:
+    """The order a workstation runs a sweep in: the file's ``order: setup`` (index order, the default)
+    or ``order: seed`` (every setup's first seed, then every setup's second, ...: a sweep cut short still
+    has every setup with as many seeds as possible). Array indices never change."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    order = data.get("order", "setup")
+    if order not in _ORDERS:
+        raise ConfigError(f"sweep file {path}: order {order!r} is not one of {', '.join(_ORDERS)}")
+    if order == "setup":
+        return runs
+    rank_of_seed: dict[str, int] = {}
+    position: list[int] = []
+    for run in runs:
+        position.append(rank_of_seed.get(run.setup, 0))
+        rank_of_seed[run.setup] = position[-1] + 1
+    return [run for _, run in sorted(zip(position, runs, strict=True), key=lambda pair: (pair[0], pair[1].index))]
 
 
 def _yaml_scalar(value: Any) -> str:
@@ -235,7 +256,7 @@ def run_sweep(path: str | Path, root: str | None = None, only: str | None = None
     """Run a sweep file here, one run at a time under mpiexec; finished runs are skipped and
     unfinished ones resumed from their newest checkpoint. Returns 0, or the first failing run's
     exit code (every run is tried with `keep_going`)."""
-    runs = [r for r in load_sweep(path, root) if only is None or re.search(only, r.setup)]
+    runs = [r for r in execution_order(path, load_sweep(path, root)) if only is None or re.search(only, r.setup)]
     if not runs:
         raise ConfigError(f"sweep {path}: no setup matches --only {only!r}")
     failed = 0

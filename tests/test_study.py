@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
 from mpimarl.errors import ConfigError
-from mpimarl.study import game_of, interval, parse_targets
+from mpimarl.study import check_setups, comparisons, game_of, interval, parse_targets
 from mpimarl.sweep import load_sweep
 from tests.conftest import CONFIGS, REPO
 
@@ -30,7 +31,7 @@ setups:
     config: {CONFIGS / "rps_league.yaml"}
     overrides: [schedule.total_steps=4000]
     grid:
-      matchmaking.strategy: [latest]
+      matchmaking.strategy: [latest, uniform]
   - name: kuhn
     config: {CONFIGS / "kuhn_psro.yaml"}
     overrides: [schedule.total_steps=4000, ppo.rollout_steps=512, ppo.num_envs=16]
@@ -88,6 +89,7 @@ def test_study_helpers() -> None:
 
 
 @pytest.mark.mpi
+@pytest.mark.slow
 def test_a_tiny_sweep_runs_resumes_and_makes_the_study(tmp_path: Path) -> None:
     sweep = _write_sweep(tmp_path)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -95,18 +97,20 @@ def test_a_tiny_sweep_runs_resumes_and_makes_the_study(tmp_path: Path) -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     runs = sorted(p.parent.name for p in (tmp_path / "runs").rglob("run.h5"))
-    assert runs == ["kuhn-seed0", "kuhn-seed1", "rps-latest-seed0", "rps-latest-seed1"]
+    assert runs == ["kuhn-seed0", "kuhn-seed1", "rps-latest-seed0", "rps-latest-seed1", "rps-uniform-seed0",
+                    "rps-uniform-seed1"]
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
-    assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 4, again.stdout
+    assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 6, again.stdout
 
     study = tmp_path / "study"
     made = subprocess.run([sys.executable, "-m", "mpimarl", "study", str(tmp_path / "runs"), "--out", str(study),
-                           "--episodes", "4", "--target", "matrix_rps=0.9"],
+                           "--episodes", "4", "--target", "matrix_rps=0.9", "--judge", "random",
+                           "--history", "0.5", "--judge-episodes", "6"],
                           capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert made.returncode == 0, made.stderr[-3000:]
     per_run = pd.read_csv(study / "runs.csv")
-    assert sorted(per_run.setup) == ["kuhn", "kuhn", "rps-latest", "rps-latest"]
+    assert sorted(per_run.setup) == ["kuhn", "kuhn", "rps-latest", "rps-latest", "rps-uniform", "rps-uniform"]
     assert set(per_run.metric) == {"population exploitability"}
     rps = per_run[per_run.setup == "rps-latest"]
     # RPS starts near uniform (exploitability ~0); a trained latest snapshot is pure, so exploitable.
@@ -119,8 +123,56 @@ def test_a_tiny_sweep_runs_resumes_and_makes_the_study(tmp_path: Path) -> None:
     q2 = pd.read_csv(study / "q2_robustness.csv").set_index("setup")
     assert q2.loc[["kuhn", "rps-latest"], "score vs random"].notna().all()
     readme = (study / "README.md").read_text()
-    for name in ("q1_time_to_target.png", "q1_kuhn_poker_curves.png", "q3_matrix_rps_exploitability.png"):
+    for name in ("q1_time_to_target.png", "q1_kuhn_poker_curves.png", "q3_matrix_rps_exploitability.png",
+                 "judges_matrix_rps.png"):
         assert (study / name).stat().st_size > 1000 and f"`{name}`" in readme
+    # held-out judges: every final policy against random and its halfway self, cached beside the run
+    cached = pd.read_csv(tmp_path / "runs" / "rps-uniform-seed0" / "judges.csv")
+    assert set(cached.judge) == {"random", "own@0.5"} and (cached.episodes == 6).all()
+    judged = pd.read_csv(study / "judges.csv").set_index("setup")
+    assert {"kuhn", "rps-latest", "rps-uniform"} <= set(judged.index) and "score vs own@0.5" in judged
+    # rps-uniform and rps-latest differ in the matchmaker alone: compared, self-play as the reference
+    compared = pd.read_csv(study / "comparisons.csv")
+    rows = compared[compared.metric == "final population exploitability"]
+    assert len(rows) == 1 and rows.iloc[0].setup == "rps-uniform" and rows.iloc[0].reference == "rps-latest"
+    assert rows.iloc[0].factor == "matchmaking.strategy" and rows.iloc[0].better == "lower"
+    assert {"held-out score vs random", "held-out score vs own@0.5"} <= set(compared.metric)
+
+    # judged again: nothing is played twice (the cache answers), the numbers are the same
+    before = (tmp_path / "runs" / "rps-uniform-seed0" / "judges.csv").stat().st_mtime_ns
+    again = subprocess.run([sys.executable, "-m", "mpimarl", "study", str(tmp_path / "runs"), "--out", str(study),
+                            "--episodes", "0", "--judge", "random", "--history", "0.5", "--judge-episodes", "6"],
+                           capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "runs" / "rps-uniform-seed0" / "judges.csv").stat().st_mtime_ns == before
+    assert pd.read_csv(study / "judges.csv").set_index("setup").equals(judged)
+
+
+def _fake_run(setup: str, seed: int, game: str, config: dict) -> SimpleNamespace:
+    """What check_setups and comparisons read of a StudyRun (a real one needs a run file)."""
+    return SimpleNamespace(setup=setup, seed=seed, game=game, path=Path(f"runs/{setup}-{game}-seed{seed}/run.h5"),
+                           ranks=3, run=SimpleNamespace(config={"name": setup, "seed": seed, **config}))
+
+
+def test_a_setup_label_over_two_games_or_one_seed_is_named_and_the_rest_compared() -> None:
+    runs = [_fake_run("a", s, "kuhn_poker", {"matchmaking": {"strategy": "latest"}}) for s in (0, 1, 2)]
+    runs += [_fake_run("a", 3, "matrix_rps", {"matchmaking": {"strategy": "latest"}})]
+    runs += [_fake_run("b", s, "kuhn_poker", {"matchmaking": {"strategy": "psro"}}) for s in (0, 1, 2)]
+    runs += [_fake_run("c", 0, "kuhn_poker", {"matchmaking": {"strategy": "psro"}, "ppo": {"epochs": 2}})]
+    kept, notes = check_setups(runs)
+    assert len(kept) == 7 and all(r.game == "kuhn_poker" for r in kept)
+    assert any("'a' holds runs of different games" in n and "a-matrix_rps-seed3" in n for n in notes)
+    assert any("'c' has one seed" in n for n in notes)
+    outcomes = pd.DataFrame([{"setup": r.setup, "seed": r.seed, "game": r.game, "path": str(r.path),
+                              "metric": "final population exploitability",
+                              "value": {"a": 0.3, "b": 0.05, "c": 0.1}[r.setup] + 0.01 * r.seed} for r in kept])
+    compared, not_compared = comparisons(kept, outcomes)
+    row = compared[(compared.setup == "b") & (compared.reference == "a")].iloc[0]
+    assert row.factor == "matchmaking.strategy" and row.difference == pytest.approx(-0.25)
+    assert row.better == "lower" and row.resolved and row["p (permutation)"] == pytest.approx(0.1)
+    # b and c differ in one setting too (ppo.epochs); a and c in two: named, not compared
+    assert set(compared.reference + ">" + compared.setup) == {"a>b", "b>c"}
+    assert any("a and c differ in 2 settings" in n for n in not_compared)
 
 
 def test_study_of_a_folder_without_runs_is_refused(tmp_path: Path) -> None:

@@ -1,0 +1,162 @@
+"""Held-out judges of a run's final policies, for studies (`mpimarl study DIR --judge ...`).
+
+A policy's strength is judged by opponents it never trained against (DESIGN.md, "Judging
+strength"): scripted and search players (``tactical``, ``negamax:depth=4``, any baseline name
+`mpimarl evaluate --vs` takes) and its own earlier snapshots (does the latest beat its past, or does
+the population cycle?). Each final snapshot of a run meets each judge on fresh evaluation seeds,
+the first seat alternating, and its score is ``(wins + draws / 2) / episodes`` with a Wilson 95%
+interval, exactly as in `mpimarl evaluate`.
+
+Judging is the slow part of a study, so results are kept beside the run file in ``judges.csv``
+(one row per final snapshot and judge) and reused whenever the same judge, episode count and seed
+are asked for again: a study interrupted half-way resumes, and adding a judge plays only that judge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mpimarl.analysis import Run, load_run
+from mpimarl.errors import ConfigError
+
+JUDGES_FILE = "judges.csv"
+"""The cache of judge results, in the run's folder."""
+
+JUDGE_COLUMNS = ("policy_id", "version", "role", "judge", "episodes", "seed", "wins", "draws", "losses",
+                 "score", "score_low", "score_high")
+"""One row per (final snapshot, judge) in ``judges.csv`` and in what `judge_run` returns."""
+
+HISTORY_PREFIX = "own@"
+"""Judges named ``own@0.5`` are the policy's own snapshot at that fraction of its published versions."""
+
+
+@dataclass(frozen=True)
+class JudgePlan:
+    """Which judges to play and how many episodes each pairing gets."""
+
+    baselines: tuple[str, ...] = ()
+    """Scripted or search players, as `mpimarl evaluate --vs` names them (``negamax:depth=2``)."""
+    history: tuple[float, ...] = ()
+    """Fractions of a policy's versions whose snapshots the final one meets (0.5: its halfway self)."""
+    episodes: int = 100
+    """Episodes per pairing (first seat alternating)."""
+    seed: int = 0
+    """Evaluation seed: judges play on `mpimarl.arena.evaluation_seeds(seed, episodes)`."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ConfigError(f"judges: episodes must be at least 1, got {self.episodes}")
+        bad = [f for f in self.history if not 0.0 <= f < 1.0]
+        if bad:
+            raise ConfigError(f"judges: history fractions must lie in [0, 1), got {bad}")
+
+    @property
+    def names(self) -> list[str]:
+        """Every judge's label, in the order they are played."""
+        return [*self.baselines, *(f"{HISTORY_PREFIX}{f:g}" for f in self.history)]
+
+
+def _history_version(versions: Sequence[int], fraction: float) -> int:
+    """The stored version at `fraction` of a policy's stored versions (the earliest for 0)."""
+    ordered = sorted(versions)
+    return ordered[min(len(ordered) - 1, int(math.floor(fraction * (len(ordered) - 1) + 0.5)))]
+
+
+def _cached(path: Path) -> pd.DataFrame:
+    cache = path.parent / JUDGES_FILE
+    if not cache.is_file():
+        return pd.DataFrame(columns=list(JUDGE_COLUMNS))
+    frame = pd.read_csv(cache)
+    missing = set(JUDGE_COLUMNS) - set(frame.columns)
+    if missing:  # a file of another layout: judge again rather than trust it
+        return pd.DataFrame(columns=list(JUDGE_COLUMNS))
+    return frame[list(JUDGE_COLUMNS)]
+
+
+def judge_run(path: str | Path, plan: JudgePlan, run: Run | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Every final snapshot of the run at `path` against every judge of `plan`.
+
+    Returns the rows (`JUDGE_COLUMNS`) and notes on judges that could not play (a search player that
+    does not fit the game, a policy with too few snapshots for its history). Results already in the
+    run folder's ``judges.csv`` for the same judge, episodes and seed are reused, new ones added to it.
+    Cooperative runs have no opponents to be judged by: they return no rows and a note.
+    """
+    from mpimarl.arena import Arena, Entrant, Participant, baseline_entrant, stored_entrants
+
+    path = Path(path)
+    run = run or load_run(path)
+    cached = _cached(path)
+    latest = run.latest_versions()
+    have = cached[(cached.episodes == plan.episodes) & (cached.seed == plan.seed)
+                  & cached.apply(lambda r: latest.get(str(r.policy_id)) == int(r.version), axis=1)]
+    todo = [j for j in plan.names if not (have.judge == j).any()]
+    notes: list[str] = []
+    if not todo:
+        return have[have.judge.isin(plan.names)].reset_index(drop=True), notes
+    if run.config.get("task", {}).get("kind") == "cooperative":
+        return have.iloc[0:0], [f"{path}: a cooperative run has no opponents to judge it (judged by cross-play)"]
+    finals = stored_entrants([path], [run], greedy=False)
+    entrants, judges = list(finals), []
+    for i, name in enumerate(j for j in todo if not j.startswith(HISTORY_PREFIX)):
+        try:
+            judge = baseline_entrant(run, name, plan.seed + 1_000 * (i + 1))
+        except ConfigError as exc:
+            notes.append(f"{path}: judge {name!r} cannot play this game ({exc})")
+            continue
+        entrants.append(judge)
+        judges.append((name, judge))
+    history: list[tuple[str, Entrant, Entrant]] = []  # (judge label, final entrant, earlier entrant)
+    stored = run.policies()
+    for final in finals:
+        assert final.stored is not None
+        versions = stored[stored.policy_id == final.stored.policy_id].version.astype(int).tolist()
+        for label in (j for j in todo if j.startswith(HISTORY_PREFIX)):
+            version = _history_version(versions, float(label[len(HISTORY_PREFIX):]))
+            if version == final.stored.version:
+                notes.append(f"{path}: {final.label} has too few snapshots to meet its {label} self")
+                continue
+            snapshot = run.policy(final.stored.policy_id, version)
+            earlier = Entrant(snapshot.label, (snapshot.role,), {snapshot.role: snapshot.acting_policy(False)},
+                              final.run, snapshot)
+            entrants.append(earlier)
+            history.append((label, final, earlier))
+    arena = Arena(run, entrants, plan.episodes, plan.seed)
+    rows = []
+    try:
+        for final in finals:
+            role = final.roles[0]
+            pairs, labels = [], []
+            for name, judge in judges:
+                for other in arena.other_roles(role):
+                    if other in judge.roles:
+                        pairs.append((Participant(final, role, final.label), Participant(judge, other, name)))
+                        labels.append(name)
+                        break
+            for label, owner, earlier in history:
+                if owner is final:
+                    pairs.append((Participant(final, role, final.label),
+                                  Participant(earlier, earlier.roles[0], earlier.label)))
+                    labels.append(label)
+            records = [r for r in arena.play_pairs(pairs) if r["entrant"] == final.label]
+            for label, rec in zip(labels, records, strict=True):
+                rows.append({"policy_id": final.stored.policy_id, "version": final.stored.version,  # type: ignore[union-attr]
+                             "role": role, "judge": label, "seed": plan.seed,
+                             **{k: rec[k] for k in ("episodes", "wins", "draws", "losses", "score", "score_low",
+                                                    "score_high")}})
+    finally:
+        arena.close()
+    new = pd.DataFrame(rows, columns=list(JUDGE_COLUMNS))
+    if len(new):
+        keep = cached[~(cached.judge.isin(new.judge) & (cached.episodes == plan.episodes)
+                        & (cached.seed == plan.seed))]
+        out = pd.concat([keep, new], ignore_index=True) if len(keep) else new
+        tmp = path.parent / (JUDGES_FILE + ".tmp")
+        out.to_csv(tmp, index=False)
+        tmp.replace(path.parent / JUDGES_FILE)  # whole or not at all
+    result = pd.concat([have, new], ignore_index=True) if len(have) else new
+    return result[result.judge.isin(plan.names)].reset_index(drop=True), notes
