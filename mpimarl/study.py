@@ -300,6 +300,32 @@ def _round_robin(game: str, group: list[StudyRun], episodes: int, seed: int, add
             f"({', '.join(baselines)}), {episodes} episodes per pairing, seed {seed}")
 
 
+def _cross_runs(game: str, group: list[StudyRun], episodes: int, seed: int, add: Add) -> str:
+    """Cooperative games: every run's final policies with the final partners of every other run
+    (other seeds, other setups: partners it never trained with); returns a note on it."""
+    from mpimarl.arena import round_robin, run_names
+
+    if len(group) < 2:
+        return f"{game}: one run, no partners from other runs"
+    try:
+        frame = round_robin([r.path for r in group], vs=[], episodes=episodes, seed=seed).results
+    except MpimarlError as exc:
+        return f"{game}: no cross-play between runs ({exc})"
+    names = run_names([r.path for r in group], [r.run for r in group])
+    by_name = dict(zip(names, group, strict=True))
+    frame = frame.assign(row_run=frame.entrant.str.split("/", n=1).str[0],
+                         partner_run=frame.opponent.str.split("/", n=1).str[0])
+    frame = frame[frame.partner_run.isin(by_name) & (frame.row_run != frame.partner_run)]
+    for name, mine in frame.groupby("row_run"):
+        r = by_name[str(name)]
+        add(r.setup, "return with partners from other runs", float(mine.return_mean.mean()), r.path)
+        others = mine[[by_name[p].setup != r.setup for p in mine.partner_run]]
+        if len(others):
+            add(r.setup, "return with partners of other setups", float(others.return_mean.mean()), r.path)
+    return (f"{game}: each of {len(group)} runs' final policies with the final partners of every other run "
+            f"(never trained together), {episodes} episodes per pairing, seed {seed}")
+
+
 def robustness(runs: list[StudyRun], episodes: int, seed: int) -> tuple[pd.DataFrame, list[str], pd.DataFrame]:
     """Question 2: per setup, the final policies' scores in one round robin per game (against the
     other setups' final policies and the scripted baselines), cross-play of partners that never
@@ -317,9 +343,8 @@ def robustness(runs: list[StudyRun], episodes: int, seed: int) -> tuple[pd.DataF
         _own_robustness(r, add)
     notes = []
     if episodes > 0:
-        # cooperative games: cross-play within each run stands for robustness to new partners
-        notes = [_round_robin(game, group, episodes, seed, add) for game, group in by_game.items()
-                 if group[0].kind != "cooperative"]
+        notes = [(_cross_runs if group[0].kind == "cooperative" else _round_robin)(game, group, episodes, seed, add)
+                 for game, group in by_game.items()]
     info = _setups(runs)
     table = []
     for setup, cols in rows.items():
