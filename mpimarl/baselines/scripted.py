@@ -163,6 +163,44 @@ def check_policy_kwargs(name: str, kwargs: Mapping[str, Any] | None) -> dict[str
     return kwargs
 
 
+def parse_policy_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """``'negamax:depth=4'`` -> ('negamax', {'depth': 4}): a scripted policy and its parameters.
+
+    The form is ``NAME[:KEY=VALUE[:KEY=VALUE ...]]``, where NAME is a registered name or an import
+    path ``package.module:name`` (so ``pkg.mod:Player:depth=2`` works too). Values are read as YAML
+    scalars (``4`` an int, ``0.5`` a float, ``true`` a bool, anything else a string). ConfigError for a
+    parameter that is not ``KEY=VALUE`` or is given twice; the parameters themselves are checked when
+    the policy is loaded (`check_policy_kwargs`).
+    """
+    import yaml
+
+    text = text.strip()
+    segments = text.split(":")
+    if segments[0] in REGISTRY:
+        split = 1
+    else:
+        split = next((i for i, seg in enumerate(segments) if i > 0 and "=" in seg), len(segments))
+    name, params = ":".join(segments[:split]), segments[split:]
+    kwargs: dict[str, Any] = {}
+    for item in params:
+        key, eq, raw = (part.strip() for part in item.partition("="))
+        if not eq or not key or not raw:
+            raise ConfigError(f"scripted policy {text!r}: parameter {item!r} is not KEY=VALUE; write e.g. "
+                              f"{name}:depth=4 ({name}:KEY=VALUE[:KEY=VALUE...])")
+        if key in kwargs:
+            raise ConfigError(f"scripted policy {text!r}: parameter {key!r} is given twice")
+        try:
+            kwargs[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            kwargs[key] = raw
+    return name, kwargs
+
+
+def format_policy_spec(name: str, kwargs: Mapping[str, Any] | None) -> str:
+    """The inverse of `parse_policy_spec`: ('negamax', {'depth': 4}) -> 'negamax:depth=4'."""
+    return ":".join([name, *(f"{k}={v}" for k, v in (kwargs or {}).items())])
+
+
 # ---- resolving a name -------------------------------------------------------------------------
 
 
