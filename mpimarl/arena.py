@@ -187,15 +187,23 @@ def stored_entrants(paths: Sequence[Path], runs: Sequence[Run], greedy: bool) ->
     return out
 
 
-def baseline_entrant(run: Run, name: str, seed: int) -> Entrant:
-    """Baseline `name` in every role it can play: random, a baseline of the run's config (in the
+def baseline_entrant(run: Run, spec: str, seed: int) -> Entrant:
+    """Baseline `spec` in every role it can play: random, a baseline of the run's config (in the
     roles it lists), or a scripted policy (registered name or import path) in every role whose
-    spaces it accepts. ConfigError when it fits no role of the run's environment."""
+    spaces it accepts. `spec` may add parameters, ``negamax:depth=4`` (see
+    `mpimarl.baselines.parse_policy_spec`); for a baseline of the config they override its kwargs.
+    ConfigError when the parameters are bad or it fits no role of the run's environment."""
     from mpimarl.algos.networks import RandomPolicy
-    from mpimarl.baselines import load_scripted
+    from mpimarl.baselines import format_policy_spec, load_scripted, parse_policy_spec
 
     ctx = run.context()
     configured = {b.name: b for b in ctx.config.baselines}
+    name, kwargs = parse_policy_spec(spec) if spec != RANDOM_BASELINE else (spec, {})
+    if name == RANDOM_BASELINE and kwargs:
+        raise ConfigError(f"--vs {spec}: the random baseline takes no parameters")
+    policy = configured[name].policy if name in configured else name
+    if name in configured:
+        kwargs = {**configured[name].kwargs, **kwargs}
     policies: dict[str, Any] = {}
     refusals: dict[str, str] = {}
     for i, (role, rs) in enumerate(ctx.spec.roles.items()):
@@ -206,16 +214,16 @@ def baseline_entrant(run: Run, name: str, seed: int) -> Entrant:
         if name in configured and configured[name].roles and role not in configured[name].roles:
             continue
         try:
-            policies[role] = load_scripted(configured[name].policy if name in configured else name,
-                                           rs.action_space, role_seed)
+            policies[role] = load_scripted(policy, rs.action_space, role_seed, kwargs)
         except ConfigError as exc:
             refusals[role] = str(exc)
     if not policies:
         if len(set(refusals.values())) == 1:  # the name itself is bad, not one role's spaces
-            raise ConfigError(f"--vs {name}: {next(iter(refusals.values()))}")
+            raise ConfigError(f"--vs {spec}: {next(iter(refusals.values()))}")
         reasons = "; ".join(f"role {role!r}: {why}" for role, why in refusals.items())
-        raise ConfigError(f"--vs {name}: it plays no role of env {ctx.spec.env_id!r} ({reasons})")
-    return Entrant(name, tuple(policies), policies)
+        raise ConfigError(f"--vs {spec}: it plays no role of env {ctx.spec.env_id!r} ({reasons})")
+    label = name if name in configured and spec == name else format_policy_spec(name, kwargs)
+    return Entrant(label, tuple(policies), policies)
 
 
 def lineup_entrants(spec: Any, own_role: str, opponent: Entrant, fill: Callable[[Entrant, str], Entrant]
@@ -397,22 +405,29 @@ class Arena:
                 out.append(Participant(e, role, label))
         return out
 
-    def competitive(self) -> ArenaResult:
-        """Every pair that can face each other; two-seat games play each pair once and mirror it."""
+    def competitive(self, vs_only: bool = False) -> ArenaResult:
+        """Every pair that can face each other; two-seat games play each pair once and mirror it.
+
+        `vs_only`: only the stored policies against the baselines (rows are stored policies, columns
+        baselines; no baseline plays a baseline and no stored policy another)."""
         people = self.participants()
         two_seats = len(self.spec.seats()) == 2
         pairs = []
         for a, b in itertools.permutations(people, 2):
             if b.role not in self.other_roles(a.role) or (a.entrant is b.entrant and a.role == b.role):
                 continue
-            if two_seats and people.index(b) < people.index(a) and a.role in self.other_roles(b.role):
+            if vs_only and (a.entrant.is_baseline or not b.entrant.is_baseline):
+                continue
+            if not vs_only and two_seats and people.index(b) < people.index(a) and a.role in self.other_roles(b.role):
                 continue  # played as (b, a) and mirrored
             pairs.append((a, b))
-        return self._result(people, self.play_pairs(pairs))
+        return self._result(people, self.play_pairs(pairs, mirror=not vs_only))
 
-    def play_pairs(self, pairs: Sequence[tuple[Participant, Participant]]) -> list[dict[str, Any]]:
+    def play_pairs(self, pairs: Sequence[tuple[Participant, Participant]], mirror: bool = True
+                   ) -> list[dict[str, Any]]:
         """Play each (row, column) pairing of a competitive arena: one CSV record per pairing, plus
-        its mirror image (column against row) in a two-seat game where each can take the other's seat."""
+        (`mirror`) its mirror image, column against row, in a two-seat game where each can take the
+        other's seat."""
         from mpimarl.league.outcomes import score_class, tally
 
         two_seats = len(self.spec.seats()) == 2
@@ -423,7 +438,7 @@ class Arena:
             wins, draws, losses = tally(score_class(s) for s in scores)
             own, other = float(np.mean(res.own)), _nanmean(res.other)
             records.append(_record(a.label, b.label, wins, draws, losses, own, other))
-            if two_seats and a.role in self.other_roles(b.role):
+            if mirror and two_seats and a.role in self.other_roles(b.role):
                 records.append(_record(b.label, a.label, losses, draws, wins, other, own))
         return records
 
@@ -500,8 +515,9 @@ def parse_baselines(vs: str | Sequence[str]) -> list[str]:
 
 
 def round_robin(paths: Sequence[str | Path], vs: str | Sequence[str] = RANDOM_BASELINE, episodes: int = 20,
-                seed: int = 0, greedy: bool = False) -> ArenaResult:
-    """Load the runs, check they share an environment, and play the round robin.
+                seed: int = 0, greedy: bool = False, vs_only: bool = False) -> ArenaResult:
+    """Load the runs, check they share an environment, and play the round robin (`vs_only`: only the
+    final snapshots against the baselines `vs`, as `Arena.competitive`).
 
     Raises MpimarlError subclasses (exit code 2 in the CLI) for a missing or unreadable run file,
     runs that cannot be compared, an unknown or unfit baseline, and bad options.
@@ -523,9 +539,58 @@ def round_robin(paths: Sequence[str | Path], vs: str | Sequence[str] = RANDOM_BA
     stored = stored_entrants(files, runs, greedy)
     arena = Arena(runs[0], [*stored, *baselines], episodes, seed)
     try:
-        return arena.cooperative_arena(baselines) if arena.cooperative else arena.competitive()
+        return arena.cooperative_arena(baselines) if arena.cooperative else arena.competitive(vs_only)
     finally:
         arena.close()
+
+
+def judge(run: str | Path | Run, vs: str | Sequence[str] = "negamax:depth=4", episodes: int = 200, seed: int = 0,
+          policies: Sequence[str] | None = None, greedy: bool = False) -> pd.DataFrame:
+    """Score stored snapshots of one run against fixed opponents, e.g. search players of several depths.
+
+    `run`: a run file or a loaded `Run`. `vs`: baselines as ``mpimarl evaluate --vs`` takes them
+    (``'tactical,negamax:depth=2,negamax:depth=4'`` or a list). `policies`: snapshots as
+    ``'player-0'`` (its latest version) or ``'player-0@240'``; None: every policy's final snapshot.
+    Each pairing plays `episodes` fresh episodes on the arena's evaluation seeds, the first move
+    alternating (competitive tasks), and is scored ``(wins + draws/2) / episodes`` with a Wilson 95%
+    interval. Returns one row per (snapshot, opponent) with the columns of `CSV_COLUMNS`.
+
+    Example::
+
+        from mpimarl.arena import judge
+        judge("runs/x/run.h5", "tactical,negamax:depth=1,negamax:depth=4", episodes=400)
+    """
+    import torch
+
+    if seed < 0:
+        raise ArenaError(f"seed must be >= 0, got {seed}")
+    if episodes < 1:
+        raise ArenaError(f"episodes must be at least 1, got {episodes}")
+    loaded = run if isinstance(run, Run) else load_run(Path(run))
+    torch.manual_seed(seed)
+    names = parse_baselines(vs)
+    if not names:
+        raise ArenaError("name at least one opponent to judge against")
+    if policies is None:
+        stored = stored_entrants([loaded.path], [loaded], greedy)
+    else:
+        stored = []
+        for ref in policies:
+            policy_id, _, version = ref.partition("@")
+            try:
+                number = int(version) if version else None
+            except ValueError:
+                raise ArenaError(f"policy {ref!r}: version {version!r} is not an integer") from None
+            snapshot = loaded.policy(policy_id, number)
+            stored.append(Entrant(snapshot.label, (snapshot.role,), {snapshot.role: snapshot.acting_policy(greedy)},
+                                  0, snapshot))
+    baselines = [baseline_entrant(loaded, name, seed + 1_000 * (i + 1)) for i, name in enumerate(names)]
+    arena = Arena(loaded, [*stored, *baselines], episodes, seed)
+    try:
+        result = arena.cooperative_arena(baselines) if arena.cooperative else arena.competitive(vs_only=True)
+    finally:
+        arena.close()
+    return result.results
 
 
 def write_csv(result: ArenaResult, path: str | Path) -> Path:

@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--episodes", type=int, default=3, help="random episodes to run through the environment")
 
     sub.add_parser("envs", help="list the environments a config can name")
-    sub.add_parser("baselines", help="list the registered scripted baselines a config can name")
+    sub.add_parser("baselines", help="list the registered scripted baselines a config can name, with their parameters")
 
     r = sub.add_parser("summary", help="print a run file's per-policy summary")
     r.add_argument("run", help="path to run.h5")
@@ -62,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("runs", nargs="+", metavar="RUN.h5", help="run files (same environment and roles)")
     e.add_argument("--vs", default="random",
                    help="comma-separated baselines: random, a registered scripted policy (tactical, ...), a "
-                   "baseline of the run's config or an import path package.module:name (default: random)")
+                   "baseline of the run's config or an import path package.module:name, each optionally with "
+                   "parameters NAME:KEY=VALUE[:KEY=VALUE] (e.g. negamax:depth=4; `mpimarl baselines` lists "
+                   "them) (default: random)")
+    e.add_argument("--vs-only", action="store_true",
+                   help="play only the final snapshots against the --vs baselines (no baseline vs baseline, "
+                   "no snapshot vs snapshot)")
     e.add_argument("--episodes", type=int, default=20, help="episodes per pairing (default: 20)")
     e.add_argument("--seed", type=int, default=0, help="picks the evaluation seeds (default: 0)")
     e.add_argument("--csv", metavar="OUT.csv", help="write the long-form results (one row per pairing)")
@@ -140,10 +145,12 @@ def _check(config_path: str, overrides: list[str], episodes: int) -> int:
 
 
 def _baselines() -> int:
-    from mpimarl.baselines import list_baselines
+    from mpimarl.baselines import list_baselines, policy_parameters
 
     for name, doc in list_baselines():
         print(f"{name:20s} {doc}")
+        for parameter in policy_parameters(name):
+            print(f"{'':20s}   {parameter}")
     return 0
 
 
@@ -165,7 +172,7 @@ def _summary(path: str) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from mpimarl.arena import round_robin, write_csv
 
-    result = round_robin(args.runs, args.vs, args.episodes, args.seed, args.greedy)
+    result = round_robin(args.runs, args.vs, args.episodes, args.seed, args.greedy, args.vs_only)
     print(result.text())
     if args.csv:
         print(f"wrote {write_csv(result, args.csv)} ({len(result.results)} rows)")

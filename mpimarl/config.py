@@ -260,15 +260,31 @@ class MatchmakingConfig(_Section):
 class BaselineConfig(_Section):
     """A fixed scripted opponent or partner: an evaluation anchor, optionally in the training mix."""
 
-    name: str = Field(description="Name in run files and tables, e.g. 'tactical'.")
+    name: str = Field(
+        default="",
+        description="Name in run files and tables, e.g. 'tactical' (default: the policy's name and its "
+        "kwargs, e.g. 'negamax_depth2').",
+    )
     policy: str = Field(
         description="A registered scripted policy (`python -m mpimarl baselines` lists them) or an "
         "import path 'package.module:callable' mapping (observation, mask) to an action."
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword parameters for the policy's factory, e.g. {depth: 4} for negamax "
+        "(`python -m mpimarl baselines` lists each policy's parameters); checked at load.",
     )
     roles: list[str] | None = Field(default=None, description="Roles it can play (None: every role).")
     train_fraction: float = Field(
         default=0.0, ge=0, le=1, description="Share of training line-ups in which it fills the other seats."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("name") and isinstance(data.get("policy"), str):
+            return {**data, "name": default_baseline_name(data["policy"], data.get("kwargs"))}
+        return data
 
     @field_validator("name")
     @classmethod
@@ -276,6 +292,20 @@ class BaselineConfig(_Section):
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", value) or value == "random":
             raise ValueError(f"baseline name {value!r} must be letters, digits and '_' and not 'random'")
         return value
+
+
+def default_baseline_name(policy: str, kwargs: Any) -> str:
+    """'negamax' with {depth: 2} -> 'negamax_depth2'; an import path's attribute name for its policy."""
+    base = policy.strip().rpartition(":")[2] or policy.strip()
+    parts = [base, *(f"{k}{v}" for k, v in (kwargs.items() if isinstance(kwargs, dict) else ()))]
+    name = re.sub(r"\W+", "_", "_".join(str(p) for p in parts)).strip("_")
+    return name if re.match(r"[A-Za-z]", name) else f"baseline_{name}"
+
+
+def _registered_baselines() -> tuple[str, ...]:
+    from mpimarl.baselines.scripted import BASELINE_NAMES
+
+    return BASELINE_NAMES
 
 
 class EvaluationConfig(_Section):
@@ -470,6 +500,15 @@ class RunConfig(_Section):
             unknown = sorted(set(b.roles or []) - roles)
             if unknown:
                 raise ValueError(f"baselines[{i}] ({b.name}): unknown roles {unknown}; the roles are {sorted(roles)}")
+            if b.kwargs and b.policy.strip() in _registered_baselines():
+                # Registered policies are mpimarl's own and always importable: check their parameters
+                # now. An import path's are checked when the run starts (RunContext.check_league).
+                from mpimarl.baselines.scripted import check_policy_kwargs
+
+                try:
+                    check_policy_kwargs(b.policy.strip(), b.kwargs)
+                except ConfigError as exc:
+                    raise ValueError(f"baselines[{i}] ({b.name}).kwargs: {exc}") from None
         shares = self.matchmaking.baseline_fraction + sum(b.train_fraction for b in self.baselines)
         if shares > 1.0 + 1e-9:
             raise ValueError(

@@ -109,3 +109,40 @@ def test_bad_inputs_exit_2_with_one_message(
     empty = write_policy_run(tmp_path / "empty.h5", versions={})
     assert main(["evaluate", str(empty)]) == 2
     assert "stores no policy snapshots" in _error_line(capsys)
+
+
+def test_evaluate_against_search_players_of_two_depths(
+    connect_four_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--vs negamax:depth=1,negamax:depth=3 --vs-only`: each final snapshot against each depth, nothing else."""
+    out = tmp_path / "search.csv"
+    argv = ["evaluate", str(connect_four_run), "--vs", "negamax:depth=1,negamax:depth=3", "--vs-only",
+            "--episodes", "6", "--csv", str(out)]
+    assert main(argv) == 0
+    results = pd.read_csv(out)
+    assert set(zip(results.entrant, results.opponent)) == {
+        (p, d) for p in ("player-0@1", "player-1@0") for d in ("negamax:depth=1", "negamax:depth=3")}
+    assert (results.episodes == 6).all() and (results.score_high < 0.5).all()  # untrained vs search
+    assert "negamax:depth=3" in capsys.readouterr().out
+
+
+def test_judge_scores_chosen_snapshots_against_search_players(connect_four_run: Path) -> None:
+    from mpimarl.analysis import load_run
+    from mpimarl.arena import judge
+
+    frame = judge(connect_four_run, "tactical,negamax:depth=2", episodes=4, policies=["player-0@0", "player-1"])
+    assert list(frame.columns) == list(CSV_COLUMNS)
+    assert list(zip(frame.entrant, frame.opponent)) == [
+        ("player-0@0", "tactical"), ("player-0@0", "negamax:depth=2"),
+        ("player-1@0", "tactical"), ("player-1@0", "negamax:depth=2")]
+    assert (frame.episodes == 4).all() and (frame.score_low <= frame.score).all()
+    again = judge(load_run(connect_four_run), ["tactical", "negamax:depth=2"], episodes=4,
+                  policies=["player-0@0", "player-1"])
+    pd.testing.assert_frame_equal(frame, again)
+
+
+def test_bad_search_player_parameters_exit_2(connect_four_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for vs, message in [("negamax:depth=0", "depth=0"), ("negamax:4", "KEY=VALUE"),
+                        ("negamax:dpeth=4", "did you mean 'depth'"), ("random:depth=2", "takes no parameters")]:
+        assert main(["evaluate", str(connect_four_run), "--vs", vs]) == 2
+        assert message in _error_line(capsys)

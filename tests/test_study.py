@@ -35,6 +35,11 @@ setups:
   - name: kuhn
     config: {CONFIGS / "kuhn_psro.yaml"}
     overrides: [schedule.total_steps=4000, ppo.rollout_steps=512, ppo.num_envs=16]
+  - name: sl
+    config: {CONFIGS / "speaker_listener_team.yaml"}
+    ranks: 3
+    overrides: [schedule.total_steps=1000, schedule.steps_per_generation=500, ppo.rollout_steps=128,
+                ppo.num_envs=4, ppo.epochs=1, evaluation.pool_episodes=2, evaluation.par_episodes=8]
 """)
     return sweep
 
@@ -98,10 +103,10 @@ def test_a_tiny_sweep_runs_resumes_and_makes_the_study(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     runs = sorted(p.parent.name for p in (tmp_path / "runs").rglob("run.h5"))
     assert runs == ["kuhn-seed0", "kuhn-seed1", "rps-latest-seed0", "rps-latest-seed1", "rps-uniform-seed0",
-                    "rps-uniform-seed1"]
+                    "rps-uniform-seed1", "sl-seed0", "sl-seed1"]
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
-    assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 6, again.stdout
+    assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 8, again.stdout
 
     study = tmp_path / "study"
     made = subprocess.run([sys.executable, "-m", "mpimarl", "study", str(tmp_path / "runs"), "--out", str(study),
@@ -110,8 +115,9 @@ def test_a_tiny_sweep_runs_resumes_and_makes_the_study(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert made.returncode == 0, made.stderr[-3000:]
     per_run = pd.read_csv(study / "runs.csv")
-    assert sorted(per_run.setup) == ["kuhn", "kuhn", "rps-latest", "rps-latest", "rps-uniform", "rps-uniform"]
-    assert set(per_run.metric) == {"population exploitability"}
+    assert sorted(per_run.setup) == ["kuhn", "kuhn", "rps-latest", "rps-latest", "rps-uniform", "rps-uniform",
+                                     "sl", "sl"]
+    assert set(per_run[per_run.setup != "sl"].metric) == {"population exploitability"}
     rps = per_run[per_run.setup == "rps-latest"]
     # RPS starts near uniform (exploitability ~0); a trained latest snapshot is pure, so exploitable.
     assert (rps.final > 0.1).all() and (rps.target == 0.9).all()
@@ -122,6 +128,8 @@ def test_a_tiny_sweep_runs_resumes_and_makes_the_study(tmp_path: Path) -> None:
     assert q3.loc["kuhn", "strategy"] == "psro" and q3.loc["rps-latest", "strategy"] == "latest"
     q2 = pd.read_csv(study / "q2_robustness.csv").set_index("setup")
     assert q2.loc[["kuhn", "rps-latest"], "score vs random"].notna().all()
+    # cooperative: each run's final policies with the final partners of the other run (never trained together)
+    assert q2.loc["sl", "return with partners from other runs"] != "-"
     readme = (study / "README.md").read_text()
     for name in ("q1_time_to_target.png", "q1_kuhn_poker_curves.png", "q3_matrix_rps_exploitability.png",
                  "judges_matrix_rps.png"):

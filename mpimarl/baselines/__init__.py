@@ -25,17 +25,29 @@ non-finite (Box) action, or an exception inside the policy, raises `ScriptedPoli
 policy, the action and the legal ones. A name that cannot be imported or called raises
 `mpimarl.errors.ConfigError` naming the path, the cause and the nearest registered names.
 `check_scripted` plays a few episodes to surface these errors at start-up rather than mid-run.
+
+**Parameters.** A factory's keyword parameters beyond ``(action_space, rng)`` (a function's beyond
+``(obs, mask)``) can be set: ``kwargs: {depth: 4}`` in a config's baseline, ``negamax:depth=4`` on
+the command line (`parse_policy_spec`). A class may declare them as a pydantic model in its
+``Params`` class attribute (as `mpimarl.baselines.negamax.NegamaxPlayer` does): then every value is
+checked at load, and `policy_parameters` lists them with their descriptions. Otherwise the names are
+checked against the signature. An unknown or bad parameter raises ConfigError naming it and its value.
 """
 
 from mpimarl.baselines.scripted import (
     BASELINE_NAMES,
     REGISTRY,
+    PolicyParameter,
     ScriptedPolicy,
     ScriptedPolicyError,
+    check_policy_kwargs,
     check_scripted,
+    format_policy_spec,
     list_baselines,
     load_scripted,
+    parse_policy_spec,
     policy_factory,
+    policy_parameters,
 )
 
 __all__ = [
@@ -43,8 +55,13 @@ __all__ = [
     "REGISTRY",
     "ScriptedPolicy",
     "ScriptedPolicyError",
+    "PolicyParameter",
+    "check_policy_kwargs",
     "check_scripted",
+    "format_policy_spec",
     "list_baselines",
     "load_scripted",
+    "parse_policy_spec",
     "policy_factory",
+    "policy_parameters",
 ]

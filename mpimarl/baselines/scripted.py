@@ -8,11 +8,13 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import gymnasium
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
 from mpimarl.envs.base import MultiAgentEnv
 from mpimarl.envs.spec import EnvSpec
@@ -20,6 +22,7 @@ from mpimarl.errors import ConfigError
 
 REGISTRY: dict[str, str] = {
     "tactical": "mpimarl.baselines.connect_four:TacticalPlayer",
+    "negamax": "mpimarl.baselines.negamax:NegamaxPlayer",
     "centre": "mpimarl.baselines.connect_four:CentrePlayer",
     "spread_heuristic": "mpimarl.baselines.mpe:SpreadHeuristic",
     "speaker_heuristic": "mpimarl.baselines.mpe:SpeakerHeuristic",
@@ -55,6 +58,147 @@ def list_baselines() -> list[tuple[str, str]]:
         doc = inspect.getdoc(_import_target(name, path)) or ""
         out.append((name, doc.split("\n", 1)[0]))
     return out
+
+
+# ---- parameters -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyParameter:
+    """One keyword parameter a scripted policy's factory accepts."""
+
+    name: str
+    annotation: str
+    """Its type as written (e.g. 'int'), '' when not annotated."""
+    default: Any
+    """Its default; `inspect.Parameter.empty` when it must be given."""
+    description: str
+
+    def __str__(self) -> str:
+        """``depth: int = 4  (Plies searched ...)``."""
+        kind = f": {self.annotation}" if self.annotation else ""
+        default = "" if self.default is inspect.Parameter.empty else f" = {self.default!r}"
+        return f"{self.name}{kind}{default}" + (f"  ({self.description})" if self.description else "")
+
+
+# Leading parameters mpimarl itself passes: (action_space, rng) to a factory, (obs, mask) to a
+# per-observation function (whose `rng` is passed by name).
+_PASSED = {"factory": ("action_space", "rng"), "function": ("obs", "mask", "rng")}
+
+
+def _params_model(target: Any) -> type[BaseModel] | None:
+    """The pydantic model a policy class declares for its parameters (class attribute ``Params``)."""
+    model = getattr(target, "Params", None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _keyword_parameters(target: Any) -> tuple[list[inspect.Parameter], bool]:
+    """The parameters of `target`'s call that mpimarl does not pass itself, and whether it takes **kwargs."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return [], True
+    params = list(signature.parameters.values())
+    is_factory = inspect.isclass(target) or getattr(target, _FACTORY_MARK, False)
+    passed = _PASSED["factory" if is_factory else "function"]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    skip = 2 if len(params) >= 2 and all(p.kind in positional for p in params[:2]) else 0
+    rest = [p for p in params[skip:] if p.name not in passed]
+    var_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest)
+    named = [p for p in rest if p.kind in (*positional, inspect.Parameter.KEYWORD_ONLY)]
+    return named, var_keyword
+
+
+def policy_parameters(name: str) -> list[PolicyParameter]:
+    """The keyword parameters scripted policy `name` accepts (`kwargs` in a config, ``name:key=value``
+    on the command line). ConfigError when the name cannot be resolved."""
+    target = _import_target(name, _resolve_path(name))
+    model = _params_model(target)
+    if model is not None:
+        out = []
+        for key, field in model.model_fields.items():
+            annotation = getattr(field.annotation, "__name__", str(field.annotation))
+            default = inspect.Parameter.empty if field.is_required() else field.default
+            out.append(PolicyParameter(key, annotation, default, field.description or ""))
+        return out
+    named, _ = _keyword_parameters(target)
+    return [
+        PolicyParameter(p.name, "" if p.annotation is inspect.Parameter.empty else
+                        getattr(p.annotation, "__name__", str(p.annotation)), p.default, "")
+        for p in named
+    ]
+
+
+def check_policy_kwargs(name: str, kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate keyword parameters for scripted policy `name`; return them as it will receive them.
+
+    A policy class declaring a pydantic ``Params`` model has every value checked against it; any
+    other factory or function has the names checked against its signature (its values are checked
+    when it is built). Raises ConfigError naming the parameter, its value and what is allowed.
+    """
+    kwargs = dict(kwargs or {})
+    target = _import_target(name, _resolve_path(name))
+    allowed = policy_parameters(name)
+    names = [p.name for p in allowed]
+    listing = "; ".join(str(p) for p in allowed) if allowed else "none"
+    _, var_keyword = _keyword_parameters(target)
+    model = _params_model(target)
+    for key in kwargs:
+        if not isinstance(key, str) or (key not in names and (model is not None or not var_keyword)):
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"scripted policy {name!r} has no parameter {key!r} (given {key}={kwargs[key]!r})"
+                              f"{hint}; its parameters: {listing}")
+    if model is None:
+        return kwargs
+    try:
+        model.model_validate(kwargs)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(p) for p in error["loc"])
+            problems.append(f"{key}={error.get('input')!r}: {error['msg']}")
+        raise ConfigError(f"scripted policy {name!r}: bad parameter {'; '.join(problems)} "
+                          f"(its parameters: {listing})") from None
+    return kwargs
+
+
+def parse_policy_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """``'negamax:depth=4'`` -> ('negamax', {'depth': 4}): a scripted policy and its parameters.
+
+    The form is ``NAME[:KEY=VALUE[:KEY=VALUE ...]]``, where NAME is a registered name or an import
+    path ``package.module:name`` (so ``pkg.mod:Player:depth=2`` works too). Values are read as YAML
+    scalars (``4`` an int, ``0.5`` a float, ``true`` a bool, anything else a string). ConfigError for a
+    parameter that is not ``KEY=VALUE`` or is given twice; the parameters themselves are checked when
+    the policy is loaded (`check_policy_kwargs`).
+    """
+    import yaml
+
+    text = text.strip()
+    segments = text.split(":")
+    if segments[0] in REGISTRY:
+        split = 1
+    else:
+        split = next((i for i, seg in enumerate(segments) if i > 0 and "=" in seg), len(segments))
+    name, params = ":".join(segments[:split]), segments[split:]
+    kwargs: dict[str, Any] = {}
+    for item in params:
+        key, eq, raw = (part.strip() for part in item.partition("="))
+        if not eq or not key or not raw:
+            raise ConfigError(f"scripted policy {text!r}: parameter {item!r} is not KEY=VALUE; write e.g. "
+                              f"{name}:depth=4 ({name}:KEY=VALUE[:KEY=VALUE...])")
+        if key in kwargs:
+            raise ConfigError(f"scripted policy {text!r}: parameter {key!r} is given twice")
+        try:
+            kwargs[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            kwargs[key] = raw
+    return name, kwargs
+
+
+def format_policy_spec(name: str, kwargs: Mapping[str, Any] | None) -> str:
+    """The inverse of `parse_policy_spec`: ('negamax', {'depth': 4}) -> 'negamax:depth=4'."""
+    return ":".join([name, *(f"{k}={v}" for k, v in (kwargs or {}).items())])
 
 
 # ---- resolving a name -------------------------------------------------------------------------
@@ -207,37 +351,39 @@ def _takes_rng(function: Callable[..., Any]) -> bool:
         return False
 
 
-def _per_observation(function: Callable[..., Any], rng: np.random.Generator
+def _per_observation(function: Callable[..., Any], rng: np.random.Generator, kwargs: dict[str, Any]
                      ) -> Callable[[np.ndarray, np.ndarray | None], list[Any]]:
-    if _takes_rng(function):
-        def act_batch(obs: np.ndarray, mask: np.ndarray | None) -> list[Any]:
-            if mask is None:
-                return [function(o, None, rng=rng) for o in obs]
-            return [function(o, m, rng=rng) for o, m in zip(obs, mask)]
-    else:
-        def act_batch(obs: np.ndarray, mask: np.ndarray | None) -> list[Any]:
-            if mask is None:
-                return [function(o, None) for o in obs]
-            return [function(o, m) for o, m in zip(obs, mask)]
+    extra = {**kwargs, "rng": rng} if _takes_rng(function) else kwargs
+
+    def act_batch(obs: np.ndarray, mask: np.ndarray | None) -> list[Any]:
+        if mask is None:
+            return [function(o, None, **extra) for o in obs]
+        return [function(o, m, **extra) for o, m in zip(obs, mask)]
+
     return act_batch
 
 
-def load_scripted(name: str, action_space: gymnasium.spaces.Space, seed: int) -> ScriptedPolicy:
-    """The scripted policy `name` (registered name or 'package.module:name') for `action_space`.
+def load_scripted(name: str, action_space: gymnasium.spaces.Space, seed: int,
+                  kwargs: Mapping[str, Any] | None = None) -> ScriptedPolicy:
+    """The scripted policy `name` (registered name or 'package.module:name') for `action_space`,
+    given the keyword parameters `kwargs` (checked by `check_policy_kwargs`).
 
     Its randomness comes from ``numpy.random.default_rng(seed)``. Raises ConfigError when the name
-    cannot be resolved, imported or built for this action space.
+    cannot be resolved, imported or built for this action space, or a parameter is unknown or bad.
     """
     path = _resolve_path(name)
     label = repr(name) if path == name else f"{name!r} ({path})"
     if not isinstance(action_space, (gymnasium.spaces.Discrete, gymnasium.spaces.Box)):
         raise ConfigError(f"scripted policy {label}: action space {action_space} is neither Discrete nor Box")
     target = _import_target(name, path)
+    params = check_policy_kwargs(name, kwargs)
+    if params:
+        label += " with " + ", ".join(f"{k}={v!r}" for k, v in params.items())
     rng = np.random.default_rng(seed)
     if not (inspect.isclass(target) or getattr(target, _FACTORY_MARK, False)):
-        return ScriptedPolicy(label, _per_observation(target, rng), action_space)
+        return ScriptedPolicy(label, _per_observation(target, rng, params), action_space)
     try:
-        policy = target(action_space, rng)
+        policy = target(action_space, rng, **params)
     except Exception as exc:  # noqa: BLE001 - reported with the policy's name and the space
         raise ConfigError(
             f"scripted policy {label}: building it for action space {action_space} raised "
@@ -258,14 +404,15 @@ SCRIPTED_KEY = "scripted"
 
 
 def check_scripted(name: str, factory: Callable[[], MultiAgentEnv], spec: EnvSpec, role: str, episodes: int = 2,
-                   seed: int = 0, max_steps: int = 10_000) -> list[float]:
+                   seed: int = 0, max_steps: int = 10_000, kwargs: Mapping[str, Any] | None = None) -> list[float]:
     """Play `episodes` episodes with scripted policy `name` on every agent of `role` and uniformly
     random legal actions for every other agent; return the role's mean return per episode.
 
     `factory` is an `mpimarl.envs.EnvFactory` (or any callable building a `MultiAgentEnv`) and
-    `spec` its `mpimarl.envs.build_env_spec` result. An episode longer than `max_steps` steps is
-    cut short. Raises ConfigError if the role is unknown or the policy cannot be loaded for it, and
-    ScriptedPolicyError on the first illegal action; both name the env and the role.
+    `spec` its `mpimarl.envs.build_env_spec` result; `kwargs` are the policy's keyword parameters.
+    An episode longer than `max_steps` steps is cut short. Raises ConfigError if the role is unknown
+    or the policy cannot be loaded for it, and ScriptedPolicyError on the first illegal action; both
+    name the env and the role.
     """
     if role not in spec.roles:
         raise ConfigError(f"scripted policy {name!r}: env {spec.env_id!r} has no role {role!r}; "
@@ -279,7 +426,7 @@ def check_scripted(name: str, factory: Callable[[], MultiAgentEnv], spec: EnvSpe
     env_id = spec.env_id
     returns: list[float] = []
     try:
-        policy = load_scripted(name, role_spec.action_space, seed)
+        policy = load_scripted(name, role_spec.action_space, seed, kwargs)
         rng = np.random.default_rng(seed)
         policies: dict[Any, ActingPolicy] = {SCRIPTED_KEY: policy}
         seating: dict[str, Any] = {}

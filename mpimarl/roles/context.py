@@ -83,7 +83,7 @@ class RunContext:
 
             for b in self.config.baselines:
                 for role in b.roles or list(self.spec.roles):
-                    check_scripted(b.policy, self.factory, self.spec, role)
+                    check_scripted(b.policy, self.factory, self.spec, role, kwargs=b.kwargs)
         ev = self.config.evaluation
         if ev.exact_payoff or ev.exploitability:
             from mpimarl.league.exploitability import supports_exploitability
@@ -171,7 +171,7 @@ class RunContext:
             for j, b in enumerate(self.config.baselines):
                 for role in b.roles or list(self.spec.roles):
                     out[(b.name, role)] = load_scripted(b.policy, self.spec.roles[role].action_space,
-                                                        seed + 1000 * (j + 1))
+                                                        seed + 1000 * (j + 1), b.kwargs)
         return out
 
     def _exact_option(self, value: bool | None) -> bool:
