@@ -236,6 +236,9 @@ class NegamaxParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     depth: int = Field(default=4, ge=1, le=12, description="Plies searched (1-12); 4 plays hundreds of games a minute.")
+    epsilon: float = Field(default=0.0, ge=0.0, le=1.0,
+                           description="Probability of a uniformly random legal column instead of the search's "
+                           "(0: always search): a knob for a ladder of judges between random and full strength.")
 
 
 class NegamaxPlayer:
@@ -248,10 +251,12 @@ class NegamaxPlayer:
 
     Params: ClassVar[type[BaseModel]] = NegamaxParams
 
-    def __init__(self, action_space: gymnasium.spaces.Space, rng: np.random.Generator, depth: int = 4) -> None:
-        """A player for connect_four_v3's Discrete(7) columns, drawing ties from `rng`."""
+    def __init__(self, action_space: gymnasium.spaces.Space, rng: np.random.Generator, depth: int = 4,
+                 epsilon: float = 0.0) -> None:
+        """A player for connect_four_v3's Discrete(7) columns, drawing ties (and `epsilon`'s random
+        columns) from `rng`."""
         _check_space(action_space, "negamax")
-        self.params = NegamaxParams(depth=depth)
+        self.params = NegamaxParams(depth=depth, epsilon=float(epsilon))
         self.rng = rng
         self.search = NegamaxSearch(self.params.depth)
 
@@ -262,6 +267,8 @@ class NegamaxPlayer:
 
     def choose(self, own: int, opponent: int, legal: list[int]) -> int:
         """The column to play among `legal` with `own` to move against `opponent`'s pieces."""
+        if self.params.epsilon > 0 and self.rng.random() < self.params.epsilon:
+            return int(legal[int(self.rng.integers(len(legal)))])
         occupied = own | opponent
         possible = (occupied + BOTTOM) & BOARD
         wins = winning_cells(own, occupied) & possible

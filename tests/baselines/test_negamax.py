@@ -274,6 +274,17 @@ def test_depth_4_beats_depth_1_and_the_tactical_player(factory: Callable[[], obj
     assert random["score"] >= 0.97, random
 
 
+def test_epsilon_grades_the_player_between_random_and_full_strength(factory: Callable[[], object]) -> None:
+    def vs_tactical(epsilon: float, seed: int) -> float:
+        me = load_scripted("negamax", SEVEN, seed, {"depth": 2, "epsilon": epsilon})
+        return connect_four_score(factory, me, load_scripted("tactical", SEVEN, seed + 1), 100, seed=40_000)["score"]
+
+    full, half, noise = vs_tactical(0.0, 5), vs_tactical(0.5, 7), vs_tactical(1.0, 9)
+    assert noise < 0.2 < half < full - 0.15, (full, half, noise)  # epsilon 1 plays uniformly at random
+    with pytest.raises(ConfigError, match="epsilon"):
+        parse_config({**CONFIG, "baselines": [{"policy": "negamax", "kwargs": {"epsilon": 1.5}}]})
+
+
 # ---- parameters --------------------------------------------------------------------------------------
 
 
