@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("target", metavar="TARGET",
                    help="POLICY@VERSION (a snapshot), POLICY (its latest) or population (the run's final "
                    "meta-strategy mixture)")
+    x.add_argument("overrides", nargs="*", metavar="key.path=value",
+                   help="change the exploiters' config (the run's, as the job adapts it), e.g. trainer.device=cpu")
     x.add_argument("--steps", type=int, required=True, help="environment steps per exploiter")
     x.add_argument("--ranks", type=int, help="trainer ranks when it starts mpiexec itself (default: one "
                    "policy unit per exploiting role)")
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             from mpimarl.exploit import main as exploit
 
             return exploit(args.run, args.target, args.steps, args.ranks, args.episodes, args.seed, args.out,
-                           args.run_dir, args.curve_points, args.progress)
+                           args.run_dir, args.curve_points, args.progress, args.overrides)
         if args.command == "sweep":
             from mpimarl.sweep import run_sweep
 
