@@ -368,14 +368,14 @@ class Arena:
         first = next(iter(self.spec.roles))
         n = int(self.ctx.config.evaluation.par_episodes)
         seeds = [s + SEED_STRIDE // 2 for s in evaluation_seeds(self.seed, n)]
-        res = self._play(self.random.policies[first], first, self.lineup(first, None), seeds)
+        res = self.play(self.random.policies[first], first, self.lineup(first, None), seeds)
         by_role: dict[str, list[float]] = {}
         for seats in res.seats:
             for (role, _), value in zip(self.spec.seats(), seats):
                 by_role.setdefault(role, []).append(value)
         return ParReference(by_role)
 
-    def _episode_score(self, seats: Sequence[float], occupants: Sequence[object]) -> float:
+    def episode_score(self, seats: Sequence[float], occupants: Sequence[object]) -> float:
         from mpimarl.league.outcomes import pairwise_score, rank_sides
         from mpimarl.rollout.evaluate import OWN
 
@@ -389,7 +389,7 @@ class Arena:
 
     # ---- playing ---------------------------------------------------------------------------
 
-    def _play(self, own: Any, role: str, lineup: Sequence[Any], seeds: Sequence[int] | None = None) -> Any:
+    def play(self, own: Any, role: str, lineup: Sequence[Any], seeds: Sequence[int] | None = None) -> Any:
         from mpimarl.rollout.evaluate import play_episodes
 
         gen = play_episodes(self.matches, self.spec, own, role, lineup, self.table, seeds or self.seeds)
@@ -433,8 +433,8 @@ class Arena:
         two_seats = len(self.spec.seats()) == 2
         records: list[dict[str, Any]] = []
         for a, b in pairs:
-            res = self._play(a.entrant.policies[a.role], a.role, self.lineup(a.role, b.entrant))
-            scores = [self._episode_score(s, o) for s, o in zip(res.seats, res.occupants)]
+            res = self.play(a.entrant.policies[a.role], a.role, self.lineup(a.role, b.entrant))
+            scores = [self.episode_score(s, o) for s, o in zip(res.seats, res.occupants)]
             wins, draws, losses = tally(score_class(s) for s in scores)
             own, other = float(np.mean(res.own)), _nanmean(res.other)
             records.append(_record(a.label, b.label, wins, draws, losses, own, other))
@@ -468,10 +468,10 @@ class Arena:
                              if not p.is_baseline and p is not e and set(p.roles) & set(others)]
             for label, partner in partners:
                 lineup = self.lineup(role, partner)
-                res = self._play(e.policies[role], role, lineup)
+                res = self.play(e.policies[role], role, lineup)
                 key = (role, lineup)
                 if key not in comparator:
-                    comparator[key] = list(self._play(self.random.policies[role], role, lineup).own)
+                    comparator[key] = list(self.play(self.random.policies[role], role, lineup).own)
                 comp = comparator[key]
                 scores = [pairwise_score(rank_sides([a, b], self.margin), 0) for a, b in zip(res.own, comp)]
                 wins, draws, losses = tally(score_class(s) for s in scores)

@@ -1,4 +1,5 @@
-"""Command line: `mpimarl train | check | envs | baselines | summary | report | evaluate | play | sweep | study`.
+"""Command line: `mpimarl train | check | envs | baselines | summary | report | evaluate | play | exploit |
+sweep | study`.
 
 Also `python -m mpimarl ...`.
 """
@@ -85,6 +86,30 @@ def _parser() -> argparse.ArgumentParser:
                    help="which seat of its role the policy takes (0: the first; connect four: 1 moves second)")
     g.add_argument("--out", help="match.gif (frames) or match.txt (transcript); default: print the transcript")
     g.add_argument("--greedy", action="store_true", help="stored policies take their most likely action")
+
+    x = sub.add_parser("exploit", help="train exploiters (approximate best responses) against a run's policy "
+                       "or population and evaluate them on held-out episodes",
+                       description="Trains a fresh learner with the run's own config against the frozen TARGET "
+                       "only, then plays a held-out evaluation (score [Wilson 95%], alternating seats). Results: "
+                       "RUN.exploit/exploiters.csv and curve.csv beside the run file. Run it plainly (it starts "
+                       "mpiexec with 1 + --ranks processes) or under mpiexec yourself. Example: mpimarl exploit "
+                       "runs/x/run.h5 population --steps 200000")
+    x.add_argument("run", metavar="RUN.h5", help="run file")
+    x.add_argument("target", metavar="TARGET",
+                   help="POLICY@VERSION (a snapshot), POLICY (its latest) or population (the run's final "
+                   "meta-strategy mixture)")
+    x.add_argument("overrides", nargs="*", metavar="key.path=value",
+                   help="change the exploiters' config (the run's, as the job adapts it), e.g. trainer.device=cpu")
+    x.add_argument("--steps", type=int, required=True, help="environment steps per exploiter")
+    x.add_argument("--ranks", type=int, help="trainer ranks when it starts mpiexec itself (default: one "
+                   "policy unit per exploiting role)")
+    x.add_argument("--episodes", type=int, default=200, help="held-out evaluation episodes (default 200)")
+    x.add_argument("--seed", type=int, default=0, help="root seed of the exploiters' training and evaluation")
+    x.add_argument("--out", metavar="DIR", help="results folder (default: RUN.exploit/ beside the run file)")
+    x.add_argument("--curve-points", type=int, default=10,
+                   help="generations the training is cut into: points of the learning curve (default 10)")
+    x.add_argument("--run-dir", help="folder of the job's own run file (default: a new DIR/NNN-TARGET)")
+    x.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto", help="as for train")
 
     w = sub.add_parser("sweep", help="run a sweep file's setups x grid x seeds here, one run at a time",
                        description="Each run is `mpiexec -n RANKS python -m mpimarl train ...`; runs whose run "
@@ -228,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
             return _evaluate(args)
         if args.command == "play":
             return _play(args)
+        if args.command == "exploit":
+            from mpimarl.exploit import main as exploit
+
+            return exploit(args.run, args.target, args.steps, args.ranks, args.episodes, args.seed, args.out,
+                           args.run_dir, args.curve_points, args.progress, args.overrides)
         if args.command == "sweep":
             from mpimarl.sweep import run_sweep
 

@@ -145,6 +145,13 @@ def _entry_id(item: SeatedKey) -> str:
     return item.key.policy_id if item.is_baseline else str(item.key)
 
 
+def _draw_key(weights: dict[SnapshotKey, float], rng: np.random.Generator) -> SnapshotKey:
+    """One key drawn with probability proportional to its weight."""
+    keys = list(weights)
+    p = np.array([weights[k] for k in keys], dtype=np.float64)
+    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
+
+
 def _column_id(lineup: Lineup) -> str:
     return "+".join(_entry_id(i) for i in lineup) if lineup else "-"
 
@@ -156,6 +163,9 @@ class League:
                  exploiters: Sequence[str] = ()) -> None:
         self.cfg = config
         self.exploiters = frozenset(exploiters)  # policy ids of main exploiters (matchmaking.exploiters)
+        # Fixed opponents of the exploiters, per role (an exploit job, mpimarl/exploit.py): every seat
+        # of such a role is drawn from this distribution instead of the latest main policies.
+        self.targets: dict[str, dict[SnapshotKey, float]] = {}
         self.exact = exact  # payoffs between snapshots are exact expected returns (OpenSpiel), not episodes
         self.spec = spec
         self.seed = seed
@@ -462,15 +472,35 @@ class League:
                                         self.payoff) if n > len(fixed) else []
         return fixed + [(tuple(SeatedKey(k, r) for k, r in zip(lu, roles)), self.matchmaker.name) for lu in drawn]
 
+    def add_targets(self, snapshots: Sequence[Snapshot], targets: dict[str, dict[SnapshotKey, float]]) -> None:
+        """Fixed snapshots for the exploiters to train against (an exploit job): `snapshots` enter the
+        pool (never evaluated or rated); a seat of a role in `targets` is drawn from that role's
+        distribution, a seat of another role gets the latest snapshot of one of its main policies."""
+        for snap in snapshots:
+            self.pool.add(snap)
+            self.matchmaker.on_publish(snap)
+        for role, weights in targets.items():
+            missing = [str(k) for k in weights if k not in self.pool]
+            if missing or not weights or min(weights.values()) <= 0:
+                raise ValueError(f"targets of role {role!r} must be positive weights on pool snapshots; "
+                                 f"not in the pool: {missing}")
+        self.targets = {role: dict(weights) for role, weights in targets.items()}
+
     def _exploiter_lineups(self, roles: Sequence[str], n: int) -> list[Lineup]:
         """A main exploiter's line-ups: every seat the latest snapshot of one of its role's main
-        policies, drawn uniformly (AlphaStar's main exploiters train only against the current mains)."""
+        policies, drawn uniformly (AlphaStar's main exploiters train only against the current mains),
+        or, for a role with fixed `targets`, a draw from them."""
         mains = {r: [p for p in self.pool.policy_ids(r) if p not in self.exploiters] for r in set(roles)}
         for r, ids in mains.items():
-            if not ids:
+            if not ids and r not in self.targets:
                 raise ValueError(f"role {r!r} has no main policy in the pool for its exploiters to train against")
-        return [tuple(SeatedKey(self.pool.latest(mains[r][int(self.rng.integers(len(mains[r])))]).key, r)
-                      for r in roles) for _ in range(n)]
+
+        def seat(r: str) -> SeatedKey:
+            if r in self.targets:
+                return SeatedKey(_draw_key(self.targets[r], self.rng), r)
+            return SeatedKey(self.pool.latest(mains[r][int(self.rng.integers(len(mains[r])))]).key, r)
+
+        return [tuple(seat(r) for r in roles) for _ in range(n)]
 
     def record_training(self, learner: SnapshotKey, lineup: Lineup, scores: Sequence[float]) -> None:
         """Training outcomes against a line-up feed the matchmaker (quality scores): each distinct

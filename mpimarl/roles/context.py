@@ -56,6 +56,14 @@ class RunContext:
     _state_spec: StateSpec | None = None
     _units: list[PolicyUnit] | None = None
     _by_rank: dict[int, PolicyUnit] = field(default_factory=dict)
+    learning_roles: tuple[str, ...] = ()
+    """Roles that get trainer ranks, in dealing order (empty: every role of the task). An exploit job
+    (mpimarl/exploit.py) trains only the roles that face its target."""
+    id_prefix: str = ""
+    """Prefix of every trained policy's id ('exploiter-' in an exploit job, so that its learners never
+    share an id with the target snapshots of the run they exploit)."""
+    all_exploiters: bool = False
+    """Every trained policy is an exploiter (an exploit job: all train against fixed targets only)."""
 
     @staticmethod
     def build(config: RunConfig, world_size: int | None) -> RunContext:
@@ -200,12 +208,24 @@ class RunContext:
 
         return ExploitabilityMeter(self)
 
+    @property
+    def unit_roles(self) -> list[str]:
+        """The roles dealt trainer ranks, in order: `learning_roles`, else every role of the task."""
+        return list(self.learning_roles) or self.config.role_names
+
+    def min_world_size(self) -> int:
+        """The server plus one policy (its whole unit of ranks) per role of `unit_roles`, plus each
+        role's exploiters (matchmaking.exploiters)."""
+        if not self.learning_roles:
+            return self.config.min_world_size()
+        return 1 + sum(self.config.trainer.unit_ranks(r) for r in self.learning_roles)
+
     def check_world_size(self) -> None:
         """One server and at least one policy per role; the trainer ranks split into whole units."""
-        need = self.config.min_world_size()
+        need = self.min_world_size()
         if self.world_size < need:
-            roles = ", ".join(self.config.role_names)
-            exploiters = self.config.matchmaking.exploiters
+            roles = ", ".join(self.unit_roles)
+            exploiters = 0 if self.all_exploiters else self.config.matchmaking.exploiters
             raise WorldSizeError(
                 f"world size {self.world_size} is too small for config '{self.config.name}': rank 0 is "
                 f"the server and each role ({roles}) needs at least one {self._unit_words()}"
@@ -238,7 +258,7 @@ class RunContext:
         """
         if self._units is not None:
             return self._units
-        names = self.config.role_names
+        names = self.unit_roles
         units: list[PolicyUnit] = []
         counts = dict.fromkeys(names, 0)
         rank = 1
@@ -258,7 +278,7 @@ class RunContext:
                     f"{', '.join(map(str, self._valid_sizes_near()))}"
                 )
             learners = self.config.trainer.ranks_for(role)
-            units.append(PolicyUnit(f"{role}-{counts[role]}", role, tuple(range(rank, rank + learners)),
+            units.append(PolicyUnit(f"{self.id_prefix}{role}-{counts[role]}", role, tuple(range(rank, rank + learners)),
                                     tuple(range(rank + learners, rank + size))))
             counts[role] += 1
             rank += size
@@ -276,13 +296,13 @@ class RunContext:
         return rank != 0 and rank in self.unit_of(rank).actors
 
     def _valid_sizes_near(self) -> list[int]:
-        names = self.config.role_names
+        names = self.unit_roles
         sizes = [1]
         j = 0
         while sizes[-1] <= self.world_size or len(sizes) < 3:
             sizes.append(sizes[-1] + self._unit_size(names[j % len(names)]))
             j += 1
-        valid = [n for n in sizes if n >= self.config.min_world_size()]
+        valid = [n for n in sizes if n >= self.min_world_size()]
         below = [n for n in valid if n < self.world_size][-2:]
         above = [n for n in valid if n > self.world_size][:2]
         return below + above
@@ -318,7 +338,10 @@ class RunContext:
         return self.unit_of(rank).policy_id
 
     def exploiter_ids(self) -> list[str]:
-        """Policy ids of the main exploiters: the last `matchmaking.exploiters` policies of each role."""
+        """Policy ids of the main exploiters: the last `matchmaking.exploiters` policies of each role
+        (every policy with `all_exploiters`)."""
+        if self.all_exploiters:
+            return [u.policy_id for u in self.units]
         k = self.config.matchmaking.exploiters
         if not k:
             return []

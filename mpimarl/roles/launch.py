@@ -14,9 +14,10 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from mpimarl import __version__
 from mpimarl.config import RunConfig, config_to_dict, load_config
@@ -74,6 +75,26 @@ def _agree(comm: Any, error: BaseException | None) -> None:
         sys.exit(2)
 
 
+class JobHooks(Protocol):
+    """What a job other than plain training (an exploit job, mpimarl/exploit.py) adds to `run_job`."""
+
+    def run_dir(self) -> str:
+        """Rank 0: the folder of the job's run file (asked when `run_job` is given none)."""
+        ...
+
+    def attrs(self) -> dict[str, Any]:
+        """Extra file attributes of the job's run file."""
+        ...
+
+    def prepare(self, server: Any) -> None:
+        """Rank 0, before serving: e.g. put fixed snapshots into the server's league."""
+        ...
+
+    def finish(self, path: Path) -> None:
+        """Rank 0, after the run file is closed (every trainer is done): e.g. a held-out evaluation."""
+        ...
+
+
 def train(config_path: str, overrides: list[str], run_dir: str | None, steps: int | None,
           seed: int | None, progress: str = "auto", resume: bool | str = False,
           stop_after_generation: int | None = None) -> int:
@@ -82,6 +103,22 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     `resume`: True (continue the run in `run_dir`) or the run's folder; see `_resume_folder` for
     when a run is resumed without being asked. `stop_after_generation`: a testing aid that ends the
     job as a SIGTERM would, once every trainer has passed generation K's checkpoint.
+    """
+    from mpimarl.roles.context import RunContext
+
+    def build(world_size: int) -> RunContext:
+        return RunContext.build(load_config(config_path, overrides, steps=steps, seed=seed), world_size)
+
+    return run_job(build, run_dir, progress, resume, stop_after_generation)
+
+
+def run_job(build: Callable[[int], Any], run_dir: str | None, progress: str = "auto",
+            resume: bool | str = False, stop_after_generation: int | None = None,
+            hooks: JobHooks | None = None) -> int:
+    """Run a job on every rank (rank 0 serves, the others train); returns the process exit code.
+
+    `build(world_size)` makes the job's RunContext on every rank (an MpimarlError from it is a
+    start-up error: one message, exit 2 everywhere); `hooks` add to what rank 0 does.
     """
     from mpi4py import MPI
 
@@ -92,8 +129,7 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     ctx: RunContext | None = None
     error: BaseException | None = None
     try:
-        config = load_config(config_path, overrides, steps=steps, seed=seed)
-        ctx = RunContext.build(config, comm.Get_size())
+        ctx = build(comm.Get_size())
         faults.arm(rank, comm.Get_size())  # test-only MPIMARL_FAULT
     except MpimarlError as exc:
         error = exc
@@ -134,7 +170,9 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
                 recorder, path, generation, server_state = _reopen_recorder(ctx, comm, folder)
                 start = {"run_dir": str(path.parent.resolve()), "generation": generation}
             else:
-                recorder, path = _create_recorder(ctx, comm, run_dir)
+                if run_dir is None and hooks is not None:
+                    run_dir = hooks.run_dir()
+                recorder, path = _create_recorder(ctx, comm, run_dir, hooks.attrs() if hooks else None)
                 start = {"run_dir": str(path.parent.resolve()), "generation": None}
         except MpimarlError as exc:
             error = exc
@@ -163,7 +201,8 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     try:
         if rank == 0:
             assert recorder is not None and path is not None
-            return _serve(ctx, comm, plan_comm, recorder, path, progress, server_state, stop_after_generation)
+            return _serve(ctx, comm, plan_comm, recorder, path, progress, server_state, stop_after_generation,
+                          hooks)
         assert trainer is not None
         trainer.run()
         return 0
@@ -187,7 +226,8 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
         return code
 
 
-def _create_recorder(ctx: Any, comm: Any, run_dir: str | None) -> tuple[Any, Path]:
+def _create_recorder(ctx: Any, comm: Any, run_dir: str | None,
+                     extra: dict[str, Any] | None = None) -> tuple[Any, Path]:
     from mpi4py import MPI
 
     from mpimarl.record.recorder import RunRecorder
@@ -209,6 +249,7 @@ def _create_recorder(ctx: Any, comm: Any, run_dir: str | None) -> tuple[Any, Pat
         "env_api": ctx.spec.api,
         "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
         "finished": False,
+        **(extra or {}),
     }
     recorder = RunRecorder(path, attrs)
     return recorder, path
@@ -286,7 +327,8 @@ def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, local_rank: int, group: 
 
 
 def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progress_mode: str,
-           server_state: dict[str, Any] | None = None, stop_after_generation: int | None = None) -> int:
+           server_state: dict[str, Any] | None = None, stop_after_generation: int | None = None,
+           hooks: JobHooks | None = None) -> int:
     from mpimarl.roles.progress import Progress
     from mpimarl.roles.resume import AsyncCut, Checkpoints, checkpoints_enabled, restore_server
     from mpimarl.roles.server import Server
@@ -299,6 +341,8 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progr
     progress = Progress(cfg.schedule.total_steps * ctx.num_policies, cfg.server.progress_interval_s, bar=bar)
     server = Server(ctx, comm, plan_comm, recorder, progress)
     server.stop_after_generation = stop_after_generation
+    if hooks is not None:
+        hooks.prepare(server)
     if checkpoints_enabled(cfg):
         server.checkpoints = Checkpoints(path.parent, cfg, 0)
         if cfg.schedule.mode == "async":
@@ -318,6 +362,8 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progr
     recorder.set_attr("finished", True)
     recorder.close()
     _print_summary(path)
+    if hooks is not None:
+        hooks.finish(path)
     return 0
 
 

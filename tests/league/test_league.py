@@ -262,3 +262,30 @@ def test_exploiters_need_a_main_trainer_per_role() -> None:
     cfg = load_config(CONFIGS / "connect_four_league.yaml", ["matchmaking.exploiters=1"])
     with pytest.raises(WorldSizeError, match="exploiter"):
         RunContext.build(cfg, 2)
+
+
+def test_exploiters_of_fixed_targets_draw_them_by_weight_and_fill_other_roles() -> None:
+    """An exploit job: exploiters only; a targeted role's seats follow the target weights (old
+    snapshots included); targets must be pool snapshots."""
+    cfg = load_config(CONFIGS / "simple_tag_roles.yaml", ["matchmaking.lineups=4000"])
+    ctx = RunContext.build(cfg, None)
+    league = League(cfg, ctx.spec, seed=5, exploiters=["exploiter-prey-0"])
+    targets = [_snap("predator-0", 0, "predator"), _snap("predator-0", 3, "predator")]
+    weights = {SnapshotKey("predator-0", 0): 0.25, SnapshotKey("predator-0", 3): 0.75}
+    league.add_targets(targets, {"predator": weights})
+    league.admit(_snap("exploiter-prey-0", 0, "prey"))
+    drawn = league.training_lineups("exploiter-prey-0", "prey")
+    keys = [lineup[0].key for lineup, _ in drawn]
+    assert {source for _, source in drawn} == {"exploiter"}
+    assert keys.count(SnapshotKey("predator-0", 0)) / len(keys) == pytest.approx(0.25, abs=0.03)
+    with pytest.raises(ValueError, match="not in the pool"):
+        league.add_targets([], {"predator": {SnapshotKey("predator-0", 9): 1.0}})
+
+
+def test_an_exploit_layout_deals_ranks_to_the_exploiting_roles_only() -> None:
+    cfg = load_config(CONFIGS / "simple_tag_roles.yaml")
+    ctx = RunContext.build(cfg, None)
+    job = RunContext(cfg, ctx.factory, ctx.spec, 3, learning_roles=("prey",), id_prefix="exploiter-",
+                     all_exploiters=True)
+    assert [(u.policy_id, u.ranks) for u in job.units] == [("exploiter-prey-0", (1,)), ("exploiter-prey-1", (2,))]
+    assert job.exploiter_ids() == ["exploiter-prey-0", "exploiter-prey-1"] and job.min_world_size() == 2
