@@ -34,6 +34,10 @@ JUDGE_COLUMNS = ("policy_id", "version", "role", "judge", "episodes", "seed", "w
 HISTORY_PREFIX = "own@"
 """Judges named ``own@0.5`` are the policy's own snapshot at that fraction of its published versions."""
 
+EXPLOITER_PREFIX = "exploiter:"
+"""The judge ``exploiter:N`` is a fresh learner trained N steps against the run's final population
+(`mpimarl exploit RUN population --steps N`); its row's score is the population's, 1 - the exploiter's."""
+
 
 @dataclass(frozen=True)
 class JudgePlan:
@@ -47,10 +51,14 @@ class JudgePlan:
     """Episodes per pairing (first seat alternating)."""
     seed: int = 0
     """Evaluation seed: judges play on `mpimarl.arena.evaluation_seeds(seed, episodes)`."""
+    exploit_steps: int = 0
+    """Environment steps of a trained exploiter of the final population (0: none)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ConfigError(f"judges: episodes must be at least 1, got {self.episodes}")
+        if self.exploit_steps < 0:
+            raise ConfigError(f"judges: exploiter steps must be >= 0, got {self.exploit_steps}")
         bad = [f for f in self.history if not 0.0 <= f < 1.0]
         if bad:
             raise ConfigError(f"judges: history fractions must lie in [0, 1), got {bad}")
@@ -58,7 +66,8 @@ class JudgePlan:
     @property
     def names(self) -> list[str]:
         """Every judge's label, in the order they are played."""
-        return [*self.baselines, *(f"{HISTORY_PREFIX}{f:g}" for f in self.history)]
+        exploiter = [f"{EXPLOITER_PREFIX}{self.exploit_steps}"] if self.exploit_steps else []
+        return [*self.baselines, *(f"{HISTORY_PREFIX}{f:g}" for f in self.history), *exploiter]
 
 
 def _history_version(versions: Sequence[int], fraction: float) -> int:
@@ -100,9 +109,10 @@ def judge_run(path: str | Path, plan: JudgePlan, run: Run | None = None) -> tupl
         return have[have.judge.isin(plan.names)].reset_index(drop=True), notes
     if run.config.get("task", {}).get("kind") == "cooperative":
         return have.iloc[0:0], [f"{path}: a cooperative run has no opponents to judge it (judged by cross-play)"]
+    exploited = [_exploiter_row(path, plan)] if f"{EXPLOITER_PREFIX}{plan.exploit_steps}" in todo else []
     finals = stored_entrants([path], [run], greedy=False)
     entrants, judges = list(finals), []
-    for i, name in enumerate(j for j in todo if not j.startswith(HISTORY_PREFIX)):
+    for i, name in enumerate(j for j in todo if not j.startswith((HISTORY_PREFIX, EXPLOITER_PREFIX))):
         try:
             judge = baseline_entrant(run, name, plan.seed + 1_000 * (i + 1))
         except ConfigError as exc:
@@ -125,8 +135,10 @@ def judge_run(path: str | Path, plan: JudgePlan, run: Run | None = None) -> tupl
                               final.run, snapshot)
             entrants.append(earlier)
             history.append((label, final, earlier))
+    rows: list[dict[str, object]] = []
+    if len(entrants) == len(finals):  # nothing left to play here (only the exploiter was new)
+        finals = []
     arena = Arena(run, entrants, plan.episodes, plan.seed)
-    rows = []
     try:
         for final in finals:
             role = final.roles[0]
@@ -150,7 +162,7 @@ def judge_run(path: str | Path, plan: JudgePlan, run: Run | None = None) -> tupl
                                                     "score_high")}})
     finally:
         arena.close()
-    new = pd.DataFrame(rows, columns=list(JUDGE_COLUMNS))
+    new = pd.DataFrame(rows + exploited, columns=list(JUDGE_COLUMNS))
     if len(new):
         keep = cached[~(cached.judge.isin(new.judge) & (cached.episodes == plan.episodes)
                         & (cached.seed == plan.seed))]
@@ -160,3 +172,21 @@ def judge_run(path: str | Path, plan: JudgePlan, run: Run | None = None) -> tupl
         tmp.replace(path.parent / JUDGES_FILE)  # whole or not at all
     result = pd.concat([have, new], ignore_index=True) if len(have) else new
     return result[result.judge.isin(plan.names)].reset_index(drop=True), notes
+
+
+def _exploiter_row(path: Path, plan: JudgePlan) -> dict[str, object]:
+    """Train (or reuse, from the run's ``RUN.exploit/`` results) an exploiter of the final population
+    and return its judge row, scored for the population: 1 - the exploiter's held-out score."""
+    from mpimarl.exploit import POPULATION, exploit, load_exploiters
+
+    table = load_exploiters(path)
+    if len(table):
+        table = table[(table.target == POPULATION) & (table.steps == plan.exploit_steps)
+                      & (table.episodes == plan.episodes) & (table.seed == plan.seed)]
+    if not len(table):
+        table = exploit(path, POPULATION, plan.exploit_steps, episodes=plan.episodes, seed=plan.seed).table
+    row = table.iloc[-1]
+    return {"policy_id": POPULATION, "version": -1, "role": row.exploiter_role,
+            "judge": f"{EXPLOITER_PREFIX}{plan.exploit_steps}", "episodes": int(row.episodes), "seed": plan.seed,
+            "wins": int(row.losses), "draws": int(row.draws), "losses": int(row.wins), "score": 1.0 - float(row.score),
+            "score_low": 1.0 - float(row.score_high), "score_high": 1.0 - float(row.score_low)}

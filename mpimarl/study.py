@@ -821,7 +821,9 @@ def write_study(folder: str | Path, out: str | Path | None = None, episodes: int
         lines += ["## Held-out judges (`judges.csv`)", "",
                   f"Every competitive run's final policies against {', '.join(plan.names)} ({plan.episodes} "
                   f"episodes per pairing, first seat alternating, evaluation seed {plan.seed}; `own@f`: the "
-                  "policy's own snapshot at fraction f of its versions). Cached per run in `judges.csv`.", "",
+                  "policy's own snapshot at fraction f of its versions; `exploiter:N`: a fresh learner trained N steps "
+                  "against the run's final population, scored for the population, i.e. 1 - the exploiter's score). "
+                  "Cached per run in `judges.csv`.", "",
                   *[f"- {n}" for n in judge_notes], "", _markdown(judged)]
     lines += ["## Comparisons (`comparisons.csv`, per-run values: `outcomes.csv`)", "",
               "Setups of one game that differ in exactly one setting, on every per-run value: difference of the "
@@ -837,22 +839,25 @@ def write_study(folder: str | Path, out: str | Path | None = None, episodes: int
     return readme
 
 
-def parse_judges(items: Sequence[str], history: Sequence[float], episodes: int, seed: int) -> JudgePlan | None:
-    """The study's judges from `--judge NAME` (repeatable or comma-separated) and `--history F`."""
+def parse_judges(items: Sequence[str], history: Sequence[float], episodes: int, seed: int,
+                 exploit_steps: int = 0) -> JudgePlan | None:
+    """The study's judges from `--judge NAME` (repeatable or comma-separated), `--history F` and
+    `--exploit-steps N`; None when none is asked for."""
     from mpimarl.arena import parse_baselines
 
     names = parse_baselines([part for item in items for part in item.split(",")])
-    if not names and not history:
+    if not names and not history and not exploit_steps:
         return None
-    return JudgePlan(tuple(names), tuple(history), episodes, seed)
+    return JudgePlan(tuple(names), tuple(history), episodes, seed, exploit_steps)
 
 
 def main(folder: str, out: str | None, episodes: int, targets: Sequence[str], seed: int,
-         judge: Sequence[str] = (), history: Sequence[float] = (), judge_episodes: int = 100) -> int:
+         judge: Sequence[str] = (), history: Sequence[float] = (), judge_episodes: int = 100,
+         exploit_steps: int = 0) -> int:
     """`mpimarl study DIR`: write the study; exit 2 with one message on bad input."""
     if episodes < 0:
         raise ConfigError(f"--episodes must be >= 0, got {episodes}")
-    plan = parse_judges(judge, history, judge_episodes, seed)
+    plan = parse_judges(judge, history, judge_episodes, seed, exploit_steps)
     readme = write_study(folder, out, episodes, parse_targets(targets), seed, plan)
     print(readme.read_text())
     print(f"wrote {readme.parent}", file=sys.stderr)
