@@ -143,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(0.5: its halfway self); repeatable")
     y.add_argument("--judge-episodes", type=int, default=100,
                    help="episodes per final policy and judge (default 100)")
+    y.add_argument("--judge-setups", default="", metavar="REGEX",
+                   help="judge only the setups whose label matches (default: every competitive setup)")
     y.add_argument("--exploit-steps", type=int, default=0, metavar="N",
                    help="also train an exploiter of every competitive run's final population for N environment "
                    "steps (`mpimarl exploit RUN population`) and judge the population by it (default 0: none)")
@@ -269,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             from mpimarl.study import main as study
 
             return study(args.runs, args.out, args.episodes, args.target, args.seed, args.judge, args.history,
-                         args.judge_episodes, args.exploit_steps)
+                         args.judge_episodes, args.exploit_steps, args.judge_setups)
     except MpimarlError as exc:
         print(f"mpimarl: error: {exc}", file=sys.stderr)
         return exc.exit_code

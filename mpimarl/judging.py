@@ -53,6 +53,8 @@ class JudgePlan:
     """Evaluation seed: judges play on `mpimarl.arena.evaluation_seeds(seed, episodes)`."""
     exploit_steps: int = 0
     """Environment steps of a trained exploiter of the final population (0: none)."""
+    setups: str = ""
+    """A study judges only the setups whose label matches this regular expression ('': every one)."""
 
     def __post_init__(self) -> None:
         if self.episodes < 1:

@@ -454,7 +454,7 @@ def judges(runs: list[StudyRun], plan: JudgePlan) -> tuple[pd.DataFrame, pd.Data
     outcomes: list[dict[str, object]] = []
     notes: list[str] = []
     for sr in runs:
-        if sr.kind == "cooperative":
+        if sr.kind == "cooperative" or not re.search(plan.setups, sr.setup):
             continue
         try:
             rows, why = judge_run(sr.path, plan, sr.run)
@@ -819,7 +819,7 @@ def write_study(folder: str | Path, out: str | Path | None = None, episodes: int
               "between the run's own snapshots) and exploitability per setup.", "", _markdown(q3)]
     if plan and plan.names:
         lines += ["## Held-out judges (`judges.csv`)", "",
-                  f"Every competitive run's final policies against {', '.join(plan.names)} ({plan.episodes} "
+                  f"Every competitive run's final policies (setups matching {plan.setups!r}) against {', '.join(plan.names)} ({plan.episodes} "
                   f"episodes per pairing, first seat alternating, evaluation seed {plan.seed}; `own@f`: the "
                   "policy's own snapshot at fraction f of its versions; `exploiter:N`: a fresh learner trained N steps "
                   "against the run's final population, scored for the population, i.e. 1 - the exploiter's score). "
@@ -840,7 +840,7 @@ def write_study(folder: str | Path, out: str | Path | None = None, episodes: int
 
 
 def parse_judges(items: Sequence[str], history: Sequence[float], episodes: int, seed: int,
-                 exploit_steps: int = 0) -> JudgePlan | None:
+                 exploit_steps: int = 0, setups: str = "") -> JudgePlan | None:
     """The study's judges from `--judge NAME` (repeatable or comma-separated), `--history F` and
     `--exploit-steps N`; None when none is asked for."""
     from mpimarl.arena import parse_baselines
@@ -848,16 +848,20 @@ def parse_judges(items: Sequence[str], history: Sequence[float], episodes: int, 
     names = parse_baselines([part for item in items for part in item.split(",")])
     if not names and not history and not exploit_steps:
         return None
-    return JudgePlan(tuple(names), tuple(history), episodes, seed, exploit_steps)
+    try:
+        re.compile(setups)
+    except re.error as exc:
+        raise ConfigError(f"--judge-setups {setups!r} is not a regular expression: {exc}") from None
+    return JudgePlan(tuple(names), tuple(history), episodes, seed, exploit_steps, setups)
 
 
 def main(folder: str, out: str | None, episodes: int, targets: Sequence[str], seed: int,
          judge: Sequence[str] = (), history: Sequence[float] = (), judge_episodes: int = 100,
-         exploit_steps: int = 0) -> int:
+         exploit_steps: int = 0, judge_setups: str = "") -> int:
     """`mpimarl study DIR`: write the study; exit 2 with one message on bad input."""
     if episodes < 0:
         raise ConfigError(f"--episodes must be >= 0, got {episodes}")
-    plan = parse_judges(judge, history, judge_episodes, seed, exploit_steps)
+    plan = parse_judges(judge, history, judge_episodes, seed, exploit_steps, judge_setups)
     readme = write_study(folder, out, episodes, parse_targets(targets), seed, plan)
     print(readme.read_text())
     print(f"wrote {readme.parent}", file=sys.stderr)
