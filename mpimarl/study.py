@@ -819,7 +819,8 @@ def write_study(folder: str | Path, out: str | Path | None = None, episodes: int
               "between the run's own snapshots) and exploitability per setup.", "", _markdown(q3)]
     if plan and plan.names:
         lines += ["## Held-out judges (`judges.csv`)", "",
-                  f"Every competitive run's final policies (setups matching {plan.setups!r}) against {', '.join(plan.names)} ({plan.episodes} "
+                  f"Every competitive run's final policies (setups matching {plan.setups!r}) against "
+                  f"{', '.join(plan.names)} ({plan.episodes} "
                   f"episodes per pairing, first seat alternating, evaluation seed {plan.seed}; `own@f`: the "
                   "policy's own snapshot at fraction f of its versions; `exploiter:N`: a fresh learner trained N steps "
                   "against the run's final population, scored for the population, i.e. 1 - the exploiter's score). "
