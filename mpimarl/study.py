@@ -30,6 +30,7 @@ import pandas as pd
 
 from mpimarl.analysis import RANDOM_BASELINE, Run, crossplay_matrix, load_run
 from mpimarl.errors import ConfigError, MpimarlError, RunFileError
+from mpimarl.exploit import RESULTS_SUFFIX
 from mpimarl.judging import JudgePlan, judge_run
 from mpimarl.stats import difference, mean_interval
 
@@ -199,6 +200,8 @@ def find_runs(folder: Path) -> tuple[list[StudyRun], list[str]]:
     """Every readable run file below `folder`, and one line per file that could not be read."""
     runs, skipped = [], []
     for path in sorted(folder.rglob("run.h5")):
+        if any(part.endswith(RESULTS_SUFFIX) for part in path.relative_to(folder).parts[:-1]):
+            continue  # an exploiter job's own run file (RUN.exploit/<job>/run.h5), not a run of the study
         try:
             run = load_run(path)
             runs.append(describe(path, run))
@@ -700,7 +703,8 @@ def _convergence_outcomes(per_run: pd.DataFrame, runs: list[StudyRun]) -> pd.Dat
     rows = []
     for rec in per_run.itertuples(index=False):
         sr = by_path[rec.path]
-        rows.append(_outcome(sr, f"final {rec.metric}", float(rec.final)))
+        if "exploitability" not in rec.metric:  # robustness has the final exploitability already
+            rows.append(_outcome(sr, f"final {rec.metric}", float(rec.final)))
         if rec.reached:
             rows.append(_outcome(sr, "steps to target", float(rec.steps_to_target)))
     return pd.DataFrame(rows, columns=list(OUTCOME_COLUMNS))
