@@ -334,7 +334,21 @@ class TrainerConfig(_Section):
     """Per-trainer resources."""
 
     device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="auto: the GPU of the node-local rank when CUDA is present, else CPU."
+        default="auto",
+        description="Where learner ranks compute (rank 0 and IMPALA actors always use the CPU). auto: a GPU "
+        "when the rank sees one, else the CPU; cuda: a GPU, and an error where there is none; cpu: never a GPU. "
+        "GPUs are dealt among the learner ranks of each node (docs/devices.md).",
+    )
+    gpu_oversubscription: Literal["warn", "share", "strict"] = Field(
+        default="warn",
+        description="More learner ranks on a node than GPUs: warn (share them round-robin and say so), share "
+        "(the same, silently) or strict (a start-up error; GPUs in exclusive-process mode need it).",
+    )
+    deterministic: bool = Field(
+        default=False,
+        description="Deterministic kernels (torch.use_deterministic_algorithms, cuDNN deterministic, "
+        "CUBLAS_WORKSPACE_CONFIG): with it a sync run on GPUs repeats bit for bit for a seed and layout; "
+        "slower, and an error for an op without a deterministic kernel. CPU runs repeat without it.",
     )
     cache_size: int = Field(default=16, ge=1, description="Opponent weights kept, keyed by (policy, version).")
     torch_threads: int = Field(default=1, ge=1, description="torch threads per rank.")

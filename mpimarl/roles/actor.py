@@ -39,7 +39,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpimarl.algos.impala import VTraceLearner, behaviour_size, behaviour_weights, load_behaviour_weights
-from mpimarl.algos.networks import FrozenPolicy, flat_weights, num_weights
+from mpimarl.algos.networks import FrozenPolicy
 from mpimarl.algos.ppo import PPOLearner, UpdateStats
 from mpimarl.comm.channel import SERVER_RANK, ServerWatch, Tag, bcast_json, send_json
 from mpimarl.comm.segments import HEADER_SIZE, ActorLink, Command, Header
@@ -62,9 +62,9 @@ SEGMENTS_AHEAD = 2
 class ImpalaLearner(Trainer):
     """The learner rank of a policy with actors: talks to rank 0, learns from its actors' segments."""
 
-    def __init__(self, ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, local_rank: int,
+    def __init__(self, ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, device: str,
                  link: ActorLink) -> None:
-        super().__init__(ctx, comm, plan_comm, local_rank)
+        super().__init__(ctx, comm, plan_comm, device)
         cfg = ctx.config
         self.link = link
         self.sync = cfg.schedule.mode == "sync"
@@ -96,12 +96,12 @@ class ImpalaLearner(Trainer):
         msg = {
             "stop": lineups is None, "generation": self.generation,
             "lineups": [] if lineups is None else [[s.to_json() for s in lu] for lu in lineups],
-            "sent": [[k.policy_id, k.version, self.cache[k].shape.layout, num_weights(self.cache[k].net)] for k in new],
+            "sent": [[k.policy_id, k.version, self.cache[k].shape.layout, self.cache[k].weights.size] for k in new],
             "cache": [[k.policy_id, k.version] for k in self.cache],
         }
         control.bcast_json(msg)
         for key in new:
-            control.bcast_weights(flat_weights(self.cache[key].net), num_weights(self.cache[key].net))
+            control.bcast_weights(self.cache[key].weights, self.cache[key].weights.size)
         if lineups is not None:
             self.link.broadcast_weights(self.learner.version, Command.CONTINUE, behaviour_weights(self.learner))
 
@@ -235,10 +235,10 @@ class ActorRank(Trainer):
     It reuses the trainer's acting side (environment copies, seating, opponent cache, baselines) and
     never talks to rank 0. It always runs on the CPU."""
 
-    def __init__(self, ctx: RunContext, comm: MPI.Comm, local_rank: int, link: ActorLink) -> None:
+    def __init__(self, ctx: RunContext, comm: MPI.Comm, link: ActorLink) -> None:
         cfg = ctx.config
         cpu = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"device": "cpu"})})
-        super().__init__(dataclasses.replace(ctx, config=cpu), comm, None, local_rank)
+        super().__init__(dataclasses.replace(ctx, config=cpu), comm, None, "cpu")
         self.link = link
         self.sync = cfg.schedule.mode == "sync"
         self.share = max(1, math.ceil(cfg.ppo.rollout_steps / link.num_actors))
@@ -352,11 +352,11 @@ class ActorRank(Trainer):
         self.learner.rollout = type(self.learner.rollout)(self.shape, self.learner.rollout.capacity)
 
 
-def make_unit_rank(ctx: RunContext, comm: MPI.Comm, plan_comm: Any, local_rank: int, link: ActorLink) -> Trainer:
+def make_unit_rank(ctx: RunContext, comm: MPI.Comm, plan_comm: Any, device: str, link: ActorLink) -> Trainer:
     """The learner or an actor of a policy with actors (this rank's place in its unit decides)."""
     if not link.is_learner:
-        return ActorRank(ctx, comm, local_rank, link)
-    trainer = ImpalaLearner(ctx, comm, plan_comm, local_rank, link)
+        return ActorRank(ctx, comm, link)
+    trainer = ImpalaLearner(ctx, comm, plan_comm, device, link)
     if ctx.config.evaluation.workers == "trainers":
         from mpimarl.roles.evaluation import EvaluationWorker
 
