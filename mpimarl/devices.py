@@ -136,13 +136,15 @@ def set_determinism(on: bool) -> None:
     torch.backends.cudnn.deterministic = True
 
 
-def describe_rank(device: str, mpi_library: str, host: str | None = None) -> dict[str, Any]:
-    """What the run file records about one rank: host, device, GPU name, library versions, threads."""
+def describe_rank(device: str, mpi_library: str, host: str | None = None, local_rank: int = 0) -> dict[str, Any]:
+    """What the run file records about one rank: host, node-local rank, device, GPU name, library
+    versions, threads."""
     dev = torch.device(device)
     cuda = torch.version.cuda
     cudnn = torch.backends.cudnn.version() if cuda is not None and torch.backends.cudnn.is_available() else None
     return {
         "host": host if host is not None else platform.node(),
+        "local_rank": local_rank,
         "device": str(dev),
         "gpu_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
         "torch": torch.__version__,

@@ -104,8 +104,9 @@ def test_learner_group_mixing_cpu_and_cuda_is_refused() -> None:
 
 
 def test_describe_rank_names_host_device_and_versions() -> None:
-    info = describe_rank("cpu", "MPICH Version: 4.3", host="node-a")
-    assert info["host"] == "node-a" and info["device"] == "cpu" and info["gpu_name"] is None
+    info = describe_rank("cpu", "MPICH Version: 4.3", host="node-a", local_rank=2)
+    assert info["host"] == "node-a" and info["local_rank"] == 2
+    assert info["device"] == "cpu" and info["gpu_name"] is None
     assert info["torch"] == torch.__version__ and info["mpi_library"] == "MPICH Version: 4.3"
     assert info["torch_threads"] == torch.get_num_threads()
     assert set(info) >= {"cuda", "cudnn", "deterministic"}

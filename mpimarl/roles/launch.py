@@ -102,7 +102,7 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
 
     # Devices (collective, so every rank takes part): each node deals its GPUs among its learner
     # ranks (mpimarl/devices.py); a bad device setting is reported before any file is created.
-    device, error = _deal_devices(comm, ctx)
+    device, local_rank, error = _deal_devices(comm, ctx)
     _agree(comm, error)
     import torch
 
@@ -112,7 +112,7 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     if rank != 0:
         torch.set_num_threads(ctx.config.trainer.torch_threads)  # as the trainer does, so it is recorded
     mpi_library = MPI.Get_library_version().splitlines()[0].strip()
-    me = describe_rank(device, mpi_library, MPI.Get_processor_name())
+    me = describe_rank(device, mpi_library, MPI.Get_processor_name(), local_rank)
 
     # Rank 0 creates the run folder and file (or, resuming, reopens them); everyone learns whether
     # that worked, then the folder and the checkpoint generation resumed from.
@@ -187,8 +187,9 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
         return code
 
 
-def _deal_devices(comm: Any, ctx: Any) -> tuple[str, BaseException | None]:
-    """This rank's device string, dealt per node (mpimarl/devices.py), and the start-up error, if any:
+def _deal_devices(comm: Any, ctx: Any) -> tuple[str, int, BaseException | None]:
+    """This rank's device string, dealt per node (mpimarl/devices.py), its node-local rank, and the
+    start-up error, if any:
     a device setting the node cannot meet, or a learner group whose ranks mix CPU and CUDA. Also
     switches on trainer.deterministic before any CUDA work. Collective over `comm`."""
     import torch
@@ -220,7 +221,7 @@ def _deal_devices(comm: Any, ctx: Any) -> tuple[str, BaseException | None]:
             check_groups_uniform([u.learners for u in ctx.units if len(u.learners) > 1], devices)
         except MpimarlError as exc:
             error = exc
-    return device, error
+    return device, local_rank, error
 
 
 def _create_recorder(ctx: Any, comm: Any, run_dir: str | None, me: dict[str, Any]) -> tuple[Any, Path]:
