@@ -164,19 +164,23 @@ def resume_checks(device: str, quick: bool, tmp: Path, timeout: float) -> list[d
     from mpimarl.analysis import load_run
 
     args = [*(C4_QUICK if quick else C4_SHORT), "--seed", "5", f"trainer.device={device}", "trainer.deterministic=true"]
-    ref = train(C4, tmp / "ref", 3, args, timeout)
-    stop = train(C4, tmp / "resume", 3, [*args, "--stop-after-generation", "1"], timeout)
-    rows = [_summary(f"interrupted after generation 1 ({device})", stop, expect=143)]
-    if (tmp / "resume").exists():  # a copy of the interrupted run, to resume on the CPU
-        shutil.copytree(tmp / "resume", tmp / "resume_cpu")
-    for name, folder, extra in ((f"resumed on {device}", tmp / "resume", []),
-                                ("checkpoint resumed on cpu", tmp / "resume_cpu", ["trainer.device=cpu"])):
-        res = train(C4, folder, 3, [*args, *extra, "--resume"], timeout)
-        row = _summary(name, res)
-        if res.code == 0 and ref.code == 0:
-            row["same_weights_as_uninterrupted"] = _same_weights(load_run(ref.folder / "run.h5"),
-                                                                 load_run(folder / "run.h5"))
-        rows.append(row)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        ref_job = pool.submit(train, C4, tmp / "ref", 3, args, timeout)
+        stop = train(C4, tmp / "resume", 3, [*args, "--stop-after-generation", "1"], timeout)
+        rows = [_summary(f"interrupted after generation 1 ({device})", stop, expect=143)]
+        if (tmp / "resume").exists():  # a copy of the interrupted run, to resume on the CPU
+            shutil.copytree(tmp / "resume", tmp / "resume_cpu")
+        cases = ((f"resumed on {device}", tmp / "resume", []),
+                 ("checkpoint resumed on cpu", tmp / "resume_cpu", ["trainer.device=cpu"]))
+        jobs = [pool.submit(train, C4, folder, 3, [*args, *extra, "--resume"], timeout) for _, folder, extra in cases]
+        ref = ref_job.result()
+        for (name, folder, _), job in zip(cases, jobs, strict=True):
+            res = job.result()
+            row = _summary(name, res)
+            if res.code == 0 and ref.code == 0:
+                row["same_weights_as_uninterrupted"] = _same_weights(load_run(ref.folder / "run.h5"),
+                                                                     load_run(folder / "run.h5"))
+            rows.append(row)
     return rows
 
 
@@ -191,7 +195,7 @@ def run_speed(device: str, quick: bool, tmp: Path, timeout: float) -> list[dict[
     """Connect four end to end with the learner on `device`: 2 plain trainers (3 ranks), and
     2 learners with 2 actors each (7 ranks); one at a time, so the timings do not share cores."""
     steps = ["--steps", "1200", "schedule.steps_per_generation=600", "ppo.rollout_steps=512"] if quick else \
-        ["--steps", "200000", "schedule.steps_per_generation=50000"]
+        ["--steps", "150000", "schedule.steps_per_generation=50000"]
     rows = []
     for name, ranks, extra in (("connect four, 2 trainers", 3, []),
                                ("connect four, 2 learners x 2 actors (async)", 7,
@@ -240,9 +244,9 @@ UPDATE_CASES: list[tuple[str, str, list[str]]] = [
     ("connect four mlp 256x256 (shipped)", C4, []),
     ("connect four conv 32,64 + 256x256", C4, ["ppo.torso=conv"]),
     ("simple_spread team mlp (shipped)", "simple_spread_team.yaml", []),
-    ("connect four mlp 1024x1024x1024, batch 16384", C4, ["ppo.hidden=[1024,1024,1024]", "ppo.rollout_steps=16384"]),
-    ("connect four conv 64,128,128 + 512x512, batch 16384", C4,
-     ["ppo.torso=conv", "ppo.conv_channels=[64,128,128]", "ppo.hidden=[512,512]", "ppo.rollout_steps=16384"]),
+    ("larger: connect four mlp 512x512x512, batch 8192", C4, ["ppo.hidden=[512,512,512]", "ppo.rollout_steps=8192"]),
+    ("larger: connect four conv 64,64 + 512x512", C4,
+     ["ppo.torso=conv", "ppo.conv_channels=[64,64]", "ppo.hidden=[512,512]"]),
 ]
 
 
@@ -293,9 +297,10 @@ def measure_updates(devices: list[str], quick: bool, seconds: float) -> list[dic
         for device in devices:
             learner = _learner(config, overrides, device, quick)
             n = _fill(learner, rng)
-            learner.update(0.0)  # warm-up (CUDA kernels, allocator)
+            if device != "cpu":
+                learner.update(0.0)  # warm-up (CUDA context, kernels, allocator)
             count, t0 = 0, time.perf_counter()
-            while count < 2 or time.perf_counter() - t0 < seconds:
+            while count < 1 or time.perf_counter() - t0 < seconds:
                 _fill(learner, rng)
                 learner.update(0.0)  # ends with a device-to-host copy: synchronised
                 count += 1

@@ -391,6 +391,14 @@ class TrainerConfig(_Section):
         "Needs trainer.ranks_per_policy 1 and ppo.advantage gae (not COMA) for that role. "
         "An int for every role, or {role: int}.",
     )
+    max_policy_lag: int | None = Field(
+        default=4,
+        ge=0,
+        description="Async IMPALA actors: a segment played with weights more than this many updates older than "
+        "the learner's is discarded, not learned from (its steps still count); the train table's "
+        "segments_dropped says how many. V-trace corrects a small lag, but its truncated importance weights "
+        "(rho_bar, c_bar) cut off most of the correction when the lag is large. None: keep every segment.",
+    )
     vtrace_rho_bar: float = Field(
         default=1.0, gt=0, description="V-trace truncation of the importance weights rho (learners fed by actors).")
     vtrace_c_bar: float = Field(

@@ -36,7 +36,8 @@ Version 2: text columns are variable-length UTF-8 (no width limit: long line-ups
 ``matches`` names the matchmaker that drew each line-up."""
 
 LATER_COLUMNS: dict[str, tuple[str, ...]] = {
-    "train": ("actor_ranks", "policy_lag_mean", "policy_lag_max", "vtrace_rho_mean", "cut_off_ranks"),
+    "train": ("actor_ranks", "policy_lag_mean", "policy_lag_max", "vtrace_rho_mean", "cut_off_ranks",
+              "segments_dropped"),
 }
 """Float columns added to a table after its schema version first shipped: a file written before
 them still loads, and they read NaN ("not recorded") there."""
@@ -153,6 +154,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("vtrace_rho_mean", _F8, "mean truncated importance weight min(rho_bar, pi/mu) of the batch"),
         Column("cut_off_ranks", _F8, "learner group ranks whose rollout the straggler cut-off ended early in "
                "this update (NaN: no cut-off configured)"),
+        Column("segments_dropped", _F8, "async actors: segments discarded since the previous row because their "
+               "policy lag exceeded trainer.max_policy_lag (NaN: no actors)"),
     ),
     "matches": (
         _time(),

@@ -19,9 +19,12 @@ records the policy lag of the batch (learner version minus each segment's behavi
 - **sync**: after each segment an actor waits for the next weights, and the learner trains on one
   segment from every actor, taken in actor order. Nothing depends on timing: the run is
   deterministic for a seed and world size, and the policy lag is always 0.
-- **async**: actors play on while the learner learns, taking new weights when they arrive; an actor
-  sends at most :data:`SEGMENTS_AHEAD` segments with one version before it waits for a newer one,
-  which bounds the lag. The learner trains on whatever segments have arrived.
+- **async**: actors play on while the learner learns, taking the newest weights that have arrived
+  (every broadcast completed so far, not one per step); an actor sends at most
+  :data:`SEGMENTS_AHEAD` segments with one version before it waits for a newer one. That alone does
+  not bound the lag: actors faster than the learner produce more segments per update than a batch
+  takes, and the surplus queues up. The learner trains on the segments in arrival order and
+  discards those more than ``trainer.max_policy_lag`` updates old (their steps still count).
 
 A generation ends at the first update after which the actors' summed environment steps reach its
 budget; that update's broadcast says so, every actor sends a final header and its match tallies, and
@@ -82,6 +85,9 @@ class ImpalaLearner(Trainer):
         self._return_sum = 0.0
         self._return_n = 0
         self._length_sum = 0.0
+        self.max_lag = None if self.sync else cfg.trainer.max_policy_lag  # sync: the lag is always 0
+        self._dropped = 0  # segments discarded for their lag since the last train row
+        self._dropped_steps = 0  # their environment steps, counted at the next update
 
     @property
     def policy_env_steps(self) -> int:
@@ -158,7 +164,12 @@ class ImpalaLearner(Trainer):
         self._return_n += int(header[Header.RETURN_N])
         self._length_sum += float(header[Header.LENGTH_SUM])
         if segment is not None:
-            self.learner.add_segment(segment, int(header[Header.VERSION]), int(self.uncounted[source]))
+            version = int(header[Header.VERSION])
+            if self.max_lag is not None and self.learner.version - version > self.max_lag:
+                self._dropped += 1  # too stale for V-trace: played, counted, not learned from
+                self._dropped_steps += int(self.uncounted[source])
+            else:
+                self.learner.add_segment(segment, version, int(self.uncounted[source]))
             self.uncounted[source] = 0
         return bool(header[Header.FINAL])
 
@@ -180,7 +191,8 @@ class ImpalaLearner(Trainer):
                 while not self.learner.ready:  # whatever has arrived, from any actor
                     self._take(self.link.receive(MPI.ANY_SOURCE, width, self.link.deadline("segments from the actors")))
             stats = self.learner.update(progress=min(1.0, (self.steps_learned + self.learner.queued_env_steps) / total))
-            self.steps_learned += self.learner.last_env_steps
+            self.steps_learned += self.learner.last_env_steps + self._dropped_steps
+            self._dropped_steps = 0
             done = self.policy_env_steps >= target
             self.link.broadcast_weights(self.learner.version, Command.END_GENERATION if done else Command.CONTINUE,
                                         behaviour_weights(self.learner))
@@ -216,7 +228,9 @@ class ImpalaLearner(Trainer):
             "actor_ranks": float(self.link.num_actors),
             "policy_lag_mean": float(np.mean(lags)), "policy_lag_max": float(np.max(lags)),
             "vtrace_rho_mean": self.learner.last_rho_mean,
+            "segments_dropped": float(self._dropped),
         }
+        self._dropped = 0
         send_json(self.comm, _finite(row), SERVER_RANK, Tag.TRAIN_STATS)
         self._return_sum, self._return_n, self._length_sum = 0.0, 0, 0.0
         self.wait_s = 0.0
@@ -334,10 +348,11 @@ class ActorRank(Trainer):
                 if self.sync or self._sent_with_version >= SEGMENTS_AHEAD:
                     command = self._apply(self.link.wait_weights(self.link.deadline("the learner's weights")))
                     continue
-            if not self.sync:
+            if not self.sync:  # take every broadcast that has arrived: act with the newest weights
                 got = self.link.weights_arrived()
-                if got is not None:
+                while got is not None:
                     command = self._apply(got)
+                    got = self.link.weights_arrived() if command == Command.CONTINUE else None
         self.link.send_segment(self._header(0, True), None)
         self.link.drain_sends()
         return tallies
