@@ -114,17 +114,30 @@ def train(config: str, folder: Path, ranks: int, args: list[str], timeout: float
     return RunResult(code, time.monotonic() - t0, folder, err[-1500:])
 
 
+def _why(stderr: str) -> str:
+    """The line of a failed run's stderr that says why (mpimarl's own message first)."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    ours = [ln for ln in lines if ln.startswith("mpimarl:")]
+    return (ours or lines or ["no output"])[0][:300]
+
+
 def _summary(name: str, res: RunResult, expect: int = 0) -> dict[str, Any]:
-    """A row about a finished run: whether it did what was expected, devices, speed."""
+    """A row about a finished run: whether it did what was expected, devices (of its last start:
+    a resume's own), speed."""
     from mpimarl.analysis import load_run
 
     row: dict[str, Any] = {"layout": name, "ok": res.code == expect, "exit": res.code, "wall_s": round(res.wall_s, 1)}
+    if res.code != expect:
+        print(f"--- {name}: exit {res.code}; stderr tail:\n{res.stderr}", flush=True)
     path = res.folder / "run.h5"
     if not path.exists():
-        row["note"] = res.stderr.strip().splitlines()[-1][:200] if res.stderr.strip() else "no run file"
+        row["note"] = _why(res.stderr)
         return row
     run = load_run(path)
     ranks = run.ranks()
+    resumes = run.attrs.get("resumes") or []
+    if resumes and "ranks" in resumes[-1]:
+        ranks = pd.DataFrame(resumes[-1]["ranks"]).assign(rank=range(len(resumes[-1]["ranks"])))
     row["devices"] = " ".join(f"{r}:{d}" for r, d in zip(ranks["rank"], ranks["device"], strict=True))
     gpu = ranks["gpu_name"].dropna()
     row["gpu"] = gpu.iloc[0] if len(gpu) else ""
@@ -137,7 +150,7 @@ def _summary(name: str, res: RunResult, expect: int = 0) -> dict[str, Any]:
     row["steps_per_s_per_policy"] = round(float(np.mean(rates))) if rates else float("nan")
     row["train_rows"] = len(run.train)
     if not row["ok"]:
-        row["note"] = res.stderr.strip().splitlines()[-1][:200] if res.stderr.strip() else ""
+        row["note"] = _why(res.stderr)
     return row
 
 
@@ -230,7 +243,8 @@ def run_determinism(device: str, quick: bool, tmp: Path, jobs: int, timeout: flo
             ta, tb = ra.train.sort_values(["rank", "env_steps"]), rb.train.sort_values(["rank", "env_steps"])
             row["losses_identical"] = bool(np.array_equal(ta.policy_loss.to_numpy(), tb.policy_loss.to_numpy()))
         else:
-            row["note"] = (a.stderr or b.stderr).strip().splitlines()[-1][:200] if (a.stderr or b.stderr) else ""
+            row["note"] = _why(a.stderr if a.code else b.stderr)
+            print(f"--- determinism {flag}: exit {a.code}, {b.code}; stderr tail:\n{a.stderr}\n{b.stderr}", flush=True)
         rows.append(row)
     return rows
 
