@@ -189,9 +189,8 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
 
 def _deal_devices(comm: Any, ctx: Any) -> tuple[str, int, BaseException | None]:
     """This rank's device string, dealt per node (mpimarl/devices.py), its node-local rank, and the
-    start-up error, if any:
-    a device setting the node cannot meet, or a learner group whose ranks mix CPU and CUDA. Also
-    switches on trainer.deterministic before any CUDA work. Collective over `comm`."""
+    start-up error, if any: a device setting the node cannot meet, or a learner group whose ranks
+    mix CPU and CUDA. Also switches on trainer.deterministic before any CUDA work. Collective."""
     import torch
     from mpi4py import MPI
 
