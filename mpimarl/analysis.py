@@ -155,6 +155,18 @@ class Run:
         frame = frame.astype({"version": "int64", "parent_version": "int64", "size": "int64"})
         return frame.sort_values(["policy_id", "version"], ignore_index=True)
 
+    def ranks(self) -> pd.DataFrame:
+        """One row per rank of the run's first start: rank and the fields of
+        :data:`mpimarl.record.schema.RANK_FIELDS` (host, device, GPU, library versions, threads). A
+        file written before they were recorded gives its ``hosts`` and None elsewhere."""
+        from mpimarl.record.schema import RANK_FIELDS
+
+        recorded = self.attrs.get("ranks")
+        if not isinstance(recorded, list):
+            recorded = [{"host": h} for h in self.attrs.get("hosts", [])]
+        rows = [{"rank": r, **{k: info.get(k) for k in RANK_FIELDS}} for r, info in enumerate(recorded)]
+        return pd.DataFrame(rows, columns=["rank", *RANK_FIELDS])
+
     def payoff_table(self) -> pd.DataFrame:
         """The payoff table as it stood at the end: the last (cumulative) row of every (role, row,
         column) pair of the ``payoff`` rows."""

@@ -364,7 +364,21 @@ class TrainerConfig(_Section):
     """Per-trainer resources."""
 
     device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="auto: the GPU of the node-local rank when CUDA is present, else CPU."
+        default="auto",
+        description="Where learner ranks compute (rank 0 and IMPALA actors always use the CPU). auto: a GPU "
+        "when the rank sees one, else the CPU; cuda: a GPU, and an error where there is none; cpu: never a GPU. "
+        "GPUs are dealt among the learner ranks of each node (docs/devices.md).",
+    )
+    gpu_oversubscription: Literal["warn", "share", "strict"] = Field(
+        default="warn",
+        description="More learner ranks on a node than GPUs: warn (share them round-robin and say so), share "
+        "(the same, silently) or strict (a start-up error; GPUs in exclusive-process mode need it).",
+    )
+    deterministic: bool = Field(
+        default=False,
+        description="Deterministic kernels (torch.use_deterministic_algorithms, cuDNN deterministic, "
+        "CUBLAS_WORKSPACE_CONFIG): with it a sync run on GPUs repeats bit for bit for a seed and layout; "
+        "slower, and an error for an op without a deterministic kernel. CPU runs repeat without it.",
     )
     cache_size: int = Field(default=16, ge=1, description="Opponent weights kept, keyed by (policy, version).")
     torch_threads: int = Field(default=1, ge=1, description="torch threads per rank.")
@@ -406,6 +420,14 @@ class TrainerConfig(_Section):
         "targets (trainer.vtrace_rho_bar, trainer.vtrace_c_bar) and does not play itself. 0: no actors. "
         "Needs trainer.ranks_per_policy 1 and ppo.advantage gae (not COMA) for that role. "
         "An int for every role, or {role: int}.",
+    )
+    max_policy_lag: int | None = Field(
+        default=4,
+        ge=0,
+        description="Async IMPALA actors: a segment played with weights more than this many updates older than "
+        "the learner's is discarded, not learned from (its steps still count); the train table's "
+        "segments_dropped says how many. V-trace corrects a small lag, but its truncated importance weights "
+        "(rho_bar, c_bar) cut off most of the correction when the lag is large. None: keep every segment.",
     )
     vtrace_rho_bar: float = Field(
         default=1.0, gt=0, description="V-trace truncation of the importance weights rho (learners fed by actors).")

@@ -60,23 +60,25 @@ def minibatch_slices(n: int, minibatches: int) -> list[slice]:
     return [slice(edges[j], edges[j + 1]) for j in range(minibatches)]
 
 
-def _flat_grads(params: list[nn.Parameter], out: np.ndarray, scale: float) -> None:
-    """Write every parameter's gradient (times `scale`) into `out[:total]` (zeros where missing)."""
-    offset = 0
-    for p in params:
-        n = p.numel()
-        if p.grad is None:
-            out[offset : offset + n] = 0.0
-        else:
-            out[offset : offset + n] = p.grad.detach().reshape(-1).to("cpu", torch.float32).numpy() * scale
-        offset += n
+def _flat_grads(params: list[nn.Parameter], out: np.ndarray, scale: float, terms: tuple[torch.Tensor, ...]) -> None:
+    """Write every parameter's gradient (times `scale`, zeros where missing), then the minibatch size
+    `scale` and the loss `terms` times it, into `out`: flattened on the learner's device and copied
+    to the host once (one transfer per minibatch, not one per parameter and term)."""
+    grads = [torch.zeros(p.numel(), dtype=torch.float32, device=p.device) if p.grad is None
+             else p.grad.detach().reshape(-1).float() for p in params]
+    tail = torch.stack([t.detach() for t in terms]).double() * scale  # rounded to float32 like .item() was
+    vec = torch.cat([torch.cat(grads) * scale, torch.full((1,), scale, device=tail.device), tail.float()])
+    out[:] = vec.cpu().numpy()
 
 
 def _load_grads(params: list[nn.Parameter], flat: np.ndarray) -> None:
+    """Set every parameter's gradient from the flat host buffer (one host-to-device copy)."""
+    device = params[0].device
+    vec = torch.from_numpy(flat).to(device)
     offset = 0
     for p in params:
         n = p.numel()
-        grad = torch.from_numpy(flat[offset : offset + n]).reshape(p.shape).to(p.device, p.dtype)
+        grad = vec[offset : offset + n].view_as(p).to(p.dtype)
         if p.grad is None:
             p.grad = grad.clone()
         else:
@@ -138,8 +140,7 @@ def group_update(learner: PPOLearner, group: GradientGroup, progress: float,
                         mb_adv = (mb_adv - mean) / (std + 1e-8)
                 loss, terms = learner.minibatch_loss(b, mb, mb_adv)
                 loss.backward()
-                _flat_grads(params, flat, float(size))
-                flat[total + 1 :] = [t.item() * size for t in terms]
+                _flat_grads(params, flat, float(size), terms)
             else:  # this rank has no sample in the step; it still takes part in the sum
                 flat[:] = 0.0
             flat[total] = size

@@ -63,6 +63,7 @@ def load_behaviour_weights(learner: PPOLearner, buf: np.ndarray) -> None:
         raise ValueError(f"behaviour buffer of {buf.shape} {buf.dtype}; expected ({behaviour_size(learner)},) float32")
     n = num_weights(learner.net)
     load_flat_weights(learner.net, buf[:n])
+    learner.weights_changed()
     if learner.value_norm is not None:
         learner.value_norm.mean, learner.value_norm.var = float(buf[n]), float(buf[n + 1])
 

@@ -287,7 +287,10 @@ def load_flat_weights(module: nn.Module, weights: np.ndarray) -> None:
 
 
 class FrozenPolicy:
-    """A snapshot used only to act (opponents, partners, evaluation): no critic work, no grads."""
+    """A snapshot used only to act (opponents, partners, evaluation): no critic work, no grads.
+
+    Trainers keep them on the CPU (acting batches are tiny; mpimarl/devices.py). `weights` keeps the
+    flat buffer it was built from, so forwarding it to other ranks needs no re-flattening."""
 
     def __init__(self, shape: PolicyShape, weights: np.ndarray, device: torch.device, greedy: bool = False) -> None:
         # The throwaway initialisation must not draw from the global generator, which samples actions:
@@ -298,6 +301,7 @@ class FrozenPolicy:
         self.net = net.to(device)
         load_flat_weights(self.net, weights)
         self.net.eval()
+        self.weights = weights
         self.device = device
         self.greedy = greedy
         self.shape = shape

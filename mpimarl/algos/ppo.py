@@ -214,7 +214,12 @@ class PPOLearner:
     """One role's learning policy: acts for the rollout and improves itself with clipped PPO.
 
     The critic reads the agent's observation (independent PPO) or, when `shape.central`, a
-    centralised input stored with every transition (MAPPO). With `advantage="coma"` the critic is
+    centralised input stored with every transition (MAPPO).
+
+    Devices: the network learns on `device`; acting (tiny batches, every step) always runs on the
+    CPU: on a GPU the learner acts with a CPU copy of its weights (:attr:`acting_net`), refreshed by
+    :meth:`weights_changed` after every update, so a rollout step makes no host<->device round trip.
+    Actions are sampled from torch's CPU generator on every device. With `advantage="coma"` the critic is
     COMA's Q over the agent's actions, whose input ends with the other agents' actions
     (`others_size` values, filled in by the rollout once every agent has acted).
     """
@@ -242,6 +247,20 @@ class PPOLearner:
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.cfg.learning_rate, eps=1e-5)
         self.rollout = StreamRollout(self.shape, capacity=self.cfg.rollout_steps + 4 * self.cfg.num_envs)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.acting_net = self.net
+        if self.device.type != "cpu":
+            with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten at once
+                self.acting_net = ActorCritic(self.shape)
+            self.acting_net.requires_grad_(False)
+            self.weights_changed()
+
+    def weights_changed(self) -> None:
+        """Refresh the CPU acting copy after the weights changed (an update, a load): one flat
+        device-to-host copy. Nothing to do when the network is on the CPU already."""
+        if self.acting_net is self.net:
+            return
+        flat = torch.nn.utils.parameters_to_vector([p.detach() for p in self.net.parameters()]).cpu()
+        torch.nn.utils.vector_to_parameters(flat, list(self.acting_net.parameters()))
 
     def _denorm(self, values: np.ndarray) -> np.ndarray:
         """The critic's raw outputs as returns (undoing value normalisation)."""
@@ -261,22 +280,23 @@ class PPOLearner:
         Centralised critics value `critic_in`; COMA's values are computed at update time (they
         need the other agents' actions of the same step), so it returns zeros here.
         """
-        o = torch.from_numpy(obs).to(self.device)
-        m = None if mask is None else torch.from_numpy(mask).to(self.device)
+        net = self.acting_net
+        o = torch.from_numpy(obs)
+        m = None if mask is None else torch.from_numpy(mask)
         if not self.central:
-            action, logp, value = self.net.act_with_value(o, m)
-            return action.cpu().numpy(), logp.cpu().numpy(), self._denorm(value.cpu().numpy())
-        action, logp = self.net.act(o, m)
+            action, logp, value = net.act_with_value(o, m)
+            return action.numpy(), logp.numpy(), self._denorm(value.numpy())
+        action, logp = net.act(o, m)
         if self.coma or critic_in is None:
             value_np = np.zeros(len(obs), np.float32)
         else:
-            value_np = self._denorm(self.net.value(torch.from_numpy(critic_in).to(self.device)).cpu().numpy())
-        return action.cpu().numpy(), logp.cpu().numpy(), value_np
+            value_np = self._denorm(net.value(torch.from_numpy(critic_in)).numpy())
+        return action.numpy(), logp.numpy(), value_np
 
     @torch.inference_mode()
     def values(self, obs: np.ndarray) -> np.ndarray:
         """Critic values for a batch of observations (truncation bootstraps, local critic)."""
-        return self._denorm(self.net.value(torch.from_numpy(obs).to(self.device)).cpu().numpy())
+        return self._denorm(self.acting_net.value(torch.from_numpy(obs)).numpy())
 
     @torch.inference_mode()
     def bootstrap(self, streams: Sequence[Hashable], obs: np.ndarray,
@@ -288,15 +308,16 @@ class PPOLearner:
         """
         if not self.central or critic_in is None:
             return self.values(obs)
-        x = torch.from_numpy(np.ascontiguousarray(critic_in, np.float32)).to(self.device)
+        net = self.acting_net
+        x = torch.from_numpy(np.ascontiguousarray(critic_in, np.float32))
         if not self.coma:
-            return self._denorm(self.net.value(x).cpu().numpy())
+            return self._denorm(net.value(x).numpy())
         ro = self.rollout
         rows = [ro.pending[s] for s in streams]
         assert ro.critic_in is not None
-        others = torch.from_numpy(ro.critic_in[rows, self.state_input:]).to(self.device)
-        q = torch.from_numpy(self._denorm(self.net.action_values(torch.cat([x, others], 1)).cpu().numpy()))
-        probs = self.net.probabilities(torch.from_numpy(obs).to(self.device), None).cpu()
+        others = torch.from_numpy(ro.critic_in[rows, self.state_input:])
+        q = torch.from_numpy(self._denorm(net.action_values(torch.cat([x, others], 1)).numpy()))
+        probs = net.probabilities(torch.from_numpy(obs), None)
         return expected_q(q, probs).numpy()
 
     @property
@@ -366,7 +387,7 @@ class PPOLearner:
         b = self._batch()
         batch = b.size
         mb_size = max(1, batch // cfg.minibatches)
-        sums = np.zeros(5)
+        sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # read back once, after the update
         count = 0
         stop = False
         for _ in range(cfg.epochs):
@@ -381,14 +402,14 @@ class PPOLearner:
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
-                sums += [t.item() for t in terms]
+                sums += torch.stack([t.detach() for t in terms]).double()
                 count += 1
-                if cfg.target_kl is not None and terms[3].item() > cfg.target_kl:
+                if cfg.target_kl is not None and terms[3].item() > cfg.target_kl:  # early stop: one sync
                     stop = True
                     break
             if stop:
                 break
-        return self._finish(b, sums / max(count, 1), lr)
+        return self._finish(b, sums.cpu().numpy() / max(count, 1), lr)
 
     def _set_learning_rate(self, progress: float) -> float:
         cfg = self.cfg
@@ -460,7 +481,9 @@ class PPOLearner:
         return loss, (pg_loss, v_loss, entropy, approx_kl, clip_frac)
 
     def _finish(self, b: PPOBatch, m: np.ndarray, lr: float) -> UpdateStats:
-        """Explained variance, carry the open transitions over, and the update's statistics."""
+        """Explained variance, carry the open transitions over, refresh the acting copy, and the
+        update's statistics."""
+        self.weights_changed()
         ret_np = b.returns.cpu().numpy()
         var_ret = float(np.var(ret_np))
         ev = float("nan") if var_ret == 0 else 1.0 - float(np.var(ret_np - b.old_value.cpu().numpy())) / var_ret

@@ -36,10 +36,27 @@ Version 2: text columns are variable-length UTF-8 (no width limit: long line-ups
 ``matches`` names the matchmaker that drew each line-up."""
 
 LATER_COLUMNS: dict[str, tuple[str, ...]] = {
-    "train": ("actor_ranks", "policy_lag_mean", "policy_lag_max", "vtrace_rho_mean", "cut_off_ranks"),
+    "train": ("actor_ranks", "policy_lag_mean", "policy_lag_max", "vtrace_rho_mean", "cut_off_ranks",
+              "segments_dropped"),
 }
 """Float columns added to a table after its schema version first shipped: a file written before
 them still loads, and they read NaN ("not recorded") there."""
+
+RANK_FIELDS: dict[str, str] = {
+    "host": "the rank's host (MPI processor name)",
+    "local_rank": "its rank among the ranks of its node (MPI_COMM_TYPE_SHARED)",
+    "device": "where it computed: 'cpu' or 'cuda:N' (only ranks that learn hold a GPU)",
+    "gpu_name": "the GPU's name, or None on the CPU",
+    "torch": "torch version",
+    "cuda": "the CUDA version torch was built with, or None",
+    "cudnn": "the cuDNN version, or None",
+    "mpi_library": "the MPI library's version line",
+    "torch_threads": "torch's intra-op threads",
+    "deterministic": "whether deterministic kernels were on (trainer.deterministic)",
+}
+"""Keys of each entry of the ``ranks`` file attribute (one per rank, rank order; a resume records its
+own under ``resumes``). Files written before it have only ``hosts``; :meth:`mpimarl.analysis.Run.ranks`
+reads them with the other fields missing."""
 
 FORMAT_NAME = "mpimarl-run"
 """Value of the ``format`` file attribute that marks an HDF5 file as an mpimarl run file."""
@@ -137,6 +154,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("vtrace_rho_mean", _F8, "mean truncated importance weight min(rho_bar, pi/mu) of the batch"),
         Column("cut_off_ranks", _F8, "learner group ranks whose rollout the straggler cut-off ended early in "
                "this update (NaN: no cut-off configured)"),
+        Column("segments_dropped", _F8, "async actors: segments discarded since the previous row because their "
+               "policy lag exceeded trainer.max_policy_lag (NaN: no actors)"),
     ),
     "matches": (
         _time(),

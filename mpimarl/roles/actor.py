@@ -19,9 +19,12 @@ records the policy lag of the batch (learner version minus each segment's behavi
 - **sync**: after each segment an actor waits for the next weights, and the learner trains on one
   segment from every actor, taken in actor order. Nothing depends on timing: the run is
   deterministic for a seed and world size, and the policy lag is always 0.
-- **async**: actors play on while the learner learns, taking new weights when they arrive; an actor
-  sends at most :data:`SEGMENTS_AHEAD` segments with one version before it waits for a newer one,
-  which bounds the lag. The learner trains on whatever segments have arrived.
+- **async**: actors play on while the learner learns, taking the newest weights that have arrived
+  (every broadcast completed so far, not one per step); an actor sends at most
+  :data:`SEGMENTS_AHEAD` segments with one version before it waits for a newer one. That alone does
+  not bound the lag: actors faster than the learner produce more segments per update than a batch
+  takes, and the surplus queues up. The learner trains on the segments in arrival order and
+  discards those more than ``trainer.max_policy_lag`` updates old (their steps still count).
 
 A generation ends at the first update after which the actors' summed environment steps reach its
 budget; that update's broadcast says so, every actor sends a final header and its match tallies, and
@@ -39,7 +42,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpimarl.algos.impala import VTraceLearner, behaviour_size, behaviour_weights, load_behaviour_weights
-from mpimarl.algos.networks import FrozenPolicy, flat_weights, num_weights
+from mpimarl.algos.networks import FrozenPolicy
 from mpimarl.algos.ppo import PPOLearner, UpdateStats
 from mpimarl.comm.channel import SERVER_RANK, ServerWatch, Tag, bcast_json, send_json
 from mpimarl.comm.segments import HEADER_SIZE, ActorLink, Command, Header
@@ -62,9 +65,9 @@ SEGMENTS_AHEAD = 2
 class ImpalaLearner(Trainer):
     """The learner rank of a policy with actors: talks to rank 0, learns from its actors' segments."""
 
-    def __init__(self, ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, local_rank: int,
+    def __init__(self, ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, device: str,
                  link: ActorLink) -> None:
-        super().__init__(ctx, comm, plan_comm, local_rank)
+        super().__init__(ctx, comm, plan_comm, device)
         cfg = ctx.config
         self.link = link
         self.sync = cfg.schedule.mode == "sync"
@@ -82,6 +85,9 @@ class ImpalaLearner(Trainer):
         self._return_sum = 0.0
         self._return_n = 0
         self._length_sum = 0.0
+        self.max_lag = None if self.sync else cfg.trainer.max_policy_lag  # sync: the lag is always 0
+        self._dropped = 0  # segments discarded for their lag since the last train row
+        self._dropped_steps = 0  # their environment steps, counted at the next update
 
     @property
     def policy_env_steps(self) -> int:
@@ -96,12 +102,12 @@ class ImpalaLearner(Trainer):
         msg = {
             "stop": lineups is None, "generation": self.generation,
             "lineups": [] if lineups is None else [[s.to_json() for s in lu] for lu in lineups],
-            "sent": [[k.policy_id, k.version, self.cache[k].shape.layout, num_weights(self.cache[k].net)] for k in new],
+            "sent": [[k.policy_id, k.version, self.cache[k].shape.layout, self.cache[k].weights.size] for k in new],
             "cache": [[k.policy_id, k.version] for k in self.cache],
         }
         control.bcast_json(msg)
         for key in new:
-            control.bcast_weights(flat_weights(self.cache[key].net), num_weights(self.cache[key].net))
+            control.bcast_weights(self.cache[key].weights, self.cache[key].weights.size)
         if lineups is not None:
             self.link.broadcast_weights(self.learner.version, Command.CONTINUE, behaviour_weights(self.learner))
 
@@ -158,7 +164,12 @@ class ImpalaLearner(Trainer):
         self._return_n += int(header[Header.RETURN_N])
         self._length_sum += float(header[Header.LENGTH_SUM])
         if segment is not None:
-            self.learner.add_segment(segment, int(header[Header.VERSION]), int(self.uncounted[source]))
+            version = int(header[Header.VERSION])
+            if self.max_lag is not None and self.learner.version - version > self.max_lag:
+                self._dropped += 1  # too stale for V-trace: played, counted, not learned from
+                self._dropped_steps += int(self.uncounted[source])
+            else:
+                self.learner.add_segment(segment, version, int(self.uncounted[source]))
             self.uncounted[source] = 0
         return bool(header[Header.FINAL])
 
@@ -180,7 +191,8 @@ class ImpalaLearner(Trainer):
                 while not self.learner.ready:  # whatever has arrived, from any actor
                     self._take(self.link.receive(MPI.ANY_SOURCE, width, self.link.deadline("segments from the actors")))
             stats = self.learner.update(progress=min(1.0, (self.steps_learned + self.learner.queued_env_steps) / total))
-            self.steps_learned += self.learner.last_env_steps
+            self.steps_learned += self.learner.last_env_steps + self._dropped_steps
+            self._dropped_steps = 0
             done = self.policy_env_steps >= target
             self.link.broadcast_weights(self.learner.version, Command.END_GENERATION if done else Command.CONTINUE,
                                         behaviour_weights(self.learner))
@@ -216,7 +228,9 @@ class ImpalaLearner(Trainer):
             "actor_ranks": float(self.link.num_actors),
             "policy_lag_mean": float(np.mean(lags)), "policy_lag_max": float(np.max(lags)),
             "vtrace_rho_mean": self.learner.last_rho_mean,
+            "segments_dropped": float(self._dropped),
         }
+        self._dropped = 0
         send_json(self.comm, _finite(row), SERVER_RANK, Tag.TRAIN_STATS)
         self._return_sum, self._return_n, self._length_sum = 0.0, 0, 0.0
         self.wait_s = 0.0
@@ -235,10 +249,10 @@ class ActorRank(Trainer):
     It reuses the trainer's acting side (environment copies, seating, opponent cache, baselines) and
     never talks to rank 0. It always runs on the CPU."""
 
-    def __init__(self, ctx: RunContext, comm: MPI.Comm, local_rank: int, link: ActorLink) -> None:
+    def __init__(self, ctx: RunContext, comm: MPI.Comm, link: ActorLink) -> None:
         cfg = ctx.config
         cpu = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"device": "cpu"})})
-        super().__init__(dataclasses.replace(ctx, config=cpu), comm, None, local_rank)
+        super().__init__(dataclasses.replace(ctx, config=cpu), comm, None, "cpu")
         self.link = link
         self.sync = cfg.schedule.mode == "sync"
         self.share = max(1, math.ceil(cfg.ppo.rollout_steps / link.num_actors))
@@ -334,10 +348,11 @@ class ActorRank(Trainer):
                 if self.sync or self._sent_with_version >= SEGMENTS_AHEAD:
                     command = self._apply(self.link.wait_weights(self.link.deadline("the learner's weights")))
                     continue
-            if not self.sync:
+            if not self.sync:  # take every broadcast that has arrived: act with the newest weights
                 got = self.link.weights_arrived()
-                if got is not None:
+                while got is not None:
                     command = self._apply(got)
+                    got = self.link.weights_arrived() if command == Command.CONTINUE else None
         self.link.send_segment(self._header(0, True), None)
         self.link.drain_sends()
         return tallies
@@ -352,11 +367,11 @@ class ActorRank(Trainer):
         self.learner.rollout = type(self.learner.rollout)(self.shape, self.learner.rollout.capacity)
 
 
-def make_unit_rank(ctx: RunContext, comm: MPI.Comm, plan_comm: Any, local_rank: int, link: ActorLink) -> Trainer:
+def make_unit_rank(ctx: RunContext, comm: MPI.Comm, plan_comm: Any, device: str, link: ActorLink) -> Trainer:
     """The learner or an actor of a policy with actors (this rank's place in its unit decides)."""
     if not link.is_learner:
-        return ActorRank(ctx, comm, local_rank, link)
-    trainer = ImpalaLearner(ctx, comm, plan_comm, local_rank, link)
+        return ActorRank(ctx, comm, link)
+    trainer = ImpalaLearner(ctx, comm, plan_comm, device, link)
     if ctx.config.evaluation.workers == "trainers":
         from mpimarl.roles.evaluation import EvaluationWorker
 

@@ -13,7 +13,8 @@ never got) follows the job point to point, and the server remembers what each wo
 A job is played with its own seeds: the episode seeds the league planned and a torch/NumPy seed
 derived from them, inside a forked torch RNG, so its results do not depend on which rank plays it
 (rank 0 plays leftovers itself the same way once every trainer is done) and playing it does not
-disturb the trainer's own random stream: the sync schedule stays deterministic.
+disturb the trainer's own random streams (CPU, and CUDA on a GPU trainer: only the CPU generator is
+seeded): the sync schedule stays deterministic.
 """
 
 from __future__ import annotations
@@ -61,8 +62,11 @@ def play_job(ctx: RunContext, matches: VectorMatches, snapshot: Any, own: Seated
         return baselines[policy_key(s)] if s.is_baseline else snapshot(s.key)
 
     table: dict[Hashable, ActingPolicy] = {policy_key(s): policy(s) for s in lineup}
+    # The job's snapshots act on the CPU, so only the CPU generator is seeded and restored:
+    # torch.manual_seed would also reseed every CUDA generator, which fork_rng(devices=[]) leaves
+    # unrestored, and a trainer's stream on a GPU would then depend on when jobs arrive.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         res = yield from play_episodes(matches, ctx.spec, policy(own), own.role, lineup, table, seeds)
     return {"own": res.own, "other": [None if np.isnan(x) else x for x in res.other], "length": res.length,
             "seats": res.seats}

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 from mpi4py import MPI
 
 from mpimarl.algos.networks import FrozenPolicy, flat_weights, load_flat_weights, num_weights
@@ -40,9 +41,9 @@ _STEPS, _EPISODES, _RETURN_SUM, _RETURN_N, _LENGTH_SUM, _WAIT = range(6)
 class GroupTrainer(Trainer):
     """One learner rank of a policy trained by a group of ranks."""
 
-    def __init__(self, ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, local_rank: int,
+    def __init__(self, ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, device: str,
                  group: GroupComm) -> None:
-        super().__init__(ctx, comm, plan_comm, local_rank)
+        super().__init__(ctx, comm, plan_comm, device)
         self.group = group
         self.leader = ctx.unit_of(self.rank).leader
         ppo = ctx.config.ppo
@@ -54,6 +55,7 @@ class GroupTrainer(Trainer):
         mine = flat_weights(self.learner.net) if group.is_leader else None
         start = group.bcast_weights(mine, num_weights(self.learner.net))
         load_flat_weights(self.learner.net, start.copy())
+        self.learner.weights_changed()
         self.group_env_steps = 0
         self.group_episodes = 0
         self.checksums: list[int] = []
@@ -83,7 +85,7 @@ class GroupTrainer(Trainer):
             msg = {
                 "stop": stop,
                 "lineups": [[s.to_json() for s in lu] for lu in lineups],
-                "sent": [[k.policy_id, k.version, self.cache[k].shape.layout, num_weights(self.cache[k].net)]
+                "sent": [[k.policy_id, k.version, self.cache[k].shape.layout, self.cache[k].weights.size]
                          for k in new],
                 "cache": [[k.policy_id, k.version] for k in self.cache],
             }
@@ -93,10 +95,10 @@ class GroupTrainer(Trainer):
         for pid, version, layout, size in msg["sent"]:
             key = SnapshotKey(str(pid), int(version))
             shape = self.ctx.shape(roles[layout])  # roles with one layout have one shape
-            mine = flat_weights(self.cache[key].net) if group.is_leader else None
+            mine = self.cache[key].weights if group.is_leader else None
             weights = group.bcast_weights(mine, int(size))
             if not group.is_leader:
-                self.cache[key] = FrozenPolicy(shape, weights, self.device)
+                self.cache[key] = FrozenPolicy(shape, weights, torch.device("cpu"))  # opponents act on the CPU
         if not group.is_leader:
             keep = [SnapshotKey(str(p), int(v)) for p, v in msg["cache"]]
             self.cache = type(self.cache)((k, self.cache[k]) for k in keep)
@@ -244,12 +246,12 @@ class GroupTrainer(Trainer):
 
 
 
-def make_trainer(ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, local_rank: int,
+def make_trainer(ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, device: str,
                  group: GroupComm | None) -> Trainer:
     """The trainer for this rank: a plain Trainer, or a member of a data-parallel learner group.
     With evaluation.workers 'trainers', the rank that speaks to the server also plays evaluation jobs."""
-    trainer = (GroupTrainer(ctx, comm, plan_comm, local_rank, group) if group is not None
-               else Trainer(ctx, comm, plan_comm, local_rank))
+    trainer = (GroupTrainer(ctx, comm, plan_comm, device, group) if group is not None
+               else Trainer(ctx, comm, plan_comm, device))
     rank = comm.Get_rank()
     if ctx.config.evaluation.workers == "trainers" and ctx.unit_of(rank).leader == rank:
         from mpimarl.roles.evaluation import EvaluationWorker

@@ -136,19 +136,19 @@ def run_job(build: Callable[[int], Any], run_dir: str | None, progress: str = "a
     _agree(comm, error)
     assert ctx is not None
 
-    # Node-local rank (collective, so every rank takes part): trainers pick their GPU from it, and
-    # a trainer asked for CUDA on a node without it says so before any file is created.
-    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    local_rank = local.Get_rank()
-    local.Free()
-    if rank != 0 and not ctx.is_actor(rank):  # IMPALA actors always run on the CPU
-        from mpimarl.roles.trainer import select_device
-
-        try:
-            select_device(local_rank, ctx.config.trainer.device)
-        except MpimarlError as exc:
-            error = exc
+    # Devices (collective, so every rank takes part): each node deals its GPUs among its learner
+    # ranks (mpimarl/devices.py); a bad device setting is reported before any file is created.
+    device, local_rank, error = _deal_devices(comm, ctx)
     _agree(comm, error)
+    import torch
+
+    from mpimarl.devices import apply_device, describe_rank
+
+    apply_device(device)  # the current CUDA device, before anything touches CUDA
+    if rank != 0:
+        torch.set_num_threads(ctx.config.trainer.torch_threads)  # as the trainer does, so it is recorded
+    mpi_library = MPI.Get_library_version().splitlines()[0].strip()
+    me = describe_rank(device, mpi_library, MPI.Get_processor_name(), local_rank)
 
     # Rank 0 creates the run folder and file (or, resuming, reopens them); everyone learns whether
     # that worked, then the folder and the checkpoint generation resumed from.
@@ -163,21 +163,21 @@ def run_job(build: Callable[[int], Any], run_dir: str | None, progress: str = "a
             folder = _resume_folder(resume, run_dir)
         except MpimarlError as exc:
             error, folder = exc, None
-            comm.gather(MPI.Get_processor_name(), root=0)  # the trainers wait in the hosts gather
+            comm.gather(me, root=0)  # the trainers wait in the ranks gather
     if rank == 0 and error is None:
         try:
             if folder is not None:
-                recorder, path, generation, server_state = _reopen_recorder(ctx, comm, folder)
+                recorder, path, generation, server_state = _reopen_recorder(ctx, comm, folder, me)
                 start = {"run_dir": str(path.parent.resolve()), "generation": generation}
             else:
                 if run_dir is None and hooks is not None:
                     run_dir = hooks.run_dir()
-                recorder, path = _create_recorder(ctx, comm, run_dir, hooks.attrs() if hooks else None)
+                recorder, path = _create_recorder(ctx, comm, run_dir, me, hooks.attrs() if hooks else None)
                 start = {"run_dir": str(path.parent.resolve()), "generation": None}
         except MpimarlError as exc:
             error = exc
     elif rank != 0:
-        comm.gather(MPI.Get_processor_name(), root=0)
+        comm.gather(me, root=0)
     _agree(comm, error)
     start = bcast_json(comm, start if rank == 0 else None, 0, None)
     plan_comm = comm.Dup()
@@ -191,7 +191,7 @@ def run_job(build: Callable[[int], Any], run_dir: str | None, progress: str = "a
     trainer = None
     if rank != 0:
         try:
-            trainer = _build_trainer(ctx, comm, plan_comm, local_rank, group, start, actor_link)
+            trainer = _build_trainer(ctx, comm, plan_comm, device, group, start, actor_link)
         except Exception as exc:  # noqa: BLE001 - reported collectively, exit 2 on every rank
             error = exc
     _agree(comm, error)
@@ -226,13 +226,50 @@ def run_job(build: Callable[[int], Any], run_dir: str | None, progress: str = "a
         return code
 
 
-def _create_recorder(ctx: Any, comm: Any, run_dir: str | None,
+def _deal_devices(comm: Any, ctx: Any) -> tuple[str, int, BaseException | None]:
+    """This rank's device string, dealt per node (mpimarl/devices.py), its node-local rank, and the
+    start-up error, if any: a device setting the node cannot meet, or a learner group whose ranks
+    mix CPU and CUDA. Also switches on trainer.deterministic before any CUDA work. Collective."""
+    import torch
+    from mpi4py import MPI
+
+    from mpimarl.devices import NodeRank, check_groups_uniform, deal_devices, set_determinism
+
+    trainer = ctx.config.trainer
+    rank = comm.Get_rank()
+    set_determinism(trainer.deterministic)
+    learns = rank != 0 and not ctx.is_actor(rank)  # rank 0 and IMPALA actors always run on the CPU
+    gpus = torch.cuda.device_count() if trainer.device != "cpu" else 0
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    node = local.allgather([learns, gpus, os.environ.get("CUDA_VISIBLE_DEVICES")])
+    local_rank = local.Get_rank()
+    local.Free()
+    device, error = "cpu", None
+    try:
+        dealt = deal_devices([NodeRank(bool(a), int(b), c) for a, b, c in node], trainer.device,
+                             trainer.gpu_oversubscription)
+        device = dealt.devices[local_rank]
+        if dealt.warning is not None and local_rank == 0:
+            print(f"mpimarl: warning: on {MPI.Get_processor_name()}: {dealt.warning}", file=sys.stderr, flush=True)
+    except MpimarlError as exc:
+        error = exc
+    devices = comm.allgather(device)
+    if error is None:
+        try:
+            check_groups_uniform([u.learners for u in ctx.units if len(u.learners) > 1], devices)
+        except MpimarlError as exc:
+            error = exc
+    return device, local_rank, error
+
+
+def _create_recorder(ctx: Any, comm: Any, run_dir: str | None, me: dict[str, Any],
                      extra: dict[str, Any] | None = None) -> tuple[Any, Path]:
     from mpi4py import MPI
 
     from mpimarl.record.recorder import RunRecorder
 
-    hosts = comm.gather(MPI.Get_processor_name(), root=0)
+    ranks = comm.gather(me, root=0)
+    hosts = [r["host"] for r in ranks]
     folder = Path(run_dir) if run_dir else default_run_dir(ctx.config)
     path = folder / "run.h5"
     cfg = ctx.config
@@ -248,6 +285,7 @@ def _create_recorder(ctx: Any, comm: Any, run_dir: str | None,
         "exploiters": ctx.exploiter_ids(),
         "env_api": ctx.spec.api,
         "mpi_library": MPI.Get_library_version().splitlines()[0].strip(),
+        "ranks": ranks,
         "finished": False,
         **(extra or {}),
     }
@@ -278,15 +316,14 @@ def _resume_folder(resume: bool | str, run_dir: str | None) -> str | None:
     return None
 
 
-def _reopen_recorder(ctx: Any, comm: Any, folder: str) -> tuple[Any, Path, int, dict[str, Any]]:
-    from mpi4py import MPI
-
+def _reopen_recorder(ctx: Any, comm: Any, folder: str, me: dict[str, Any]) -> tuple[Any, Path, int, dict[str, Any]]:
     from mpimarl.roles.resume import open_for_resume
 
-    hosts = comm.gather(MPI.Get_processor_name(), root=0)
+    ranks = comm.gather(me, root=0)
     recorder, path, generation, state = open_for_resume(ctx.config, comm.Get_size(), folder)
     history = recorder.get_attr("resumes")
-    history[-1]["hosts"] = hosts
+    history[-1]["hosts"] = [r["host"] for r in ranks]
+    history[-1]["ranks"] = ranks
     recorder.set_attr("resumes", history)
     return recorder, path, generation, state
 
@@ -307,18 +344,18 @@ def _split_for_actors(comm: Any, ctx: Any, plan_comm: Any) -> tuple[Any, Any]:
     return link, plan_comm
 
 
-def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, local_rank: int, group: Any, start: dict[str, Any],
+def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, device: str, group: Any, start: dict[str, Any],
                    actor_link: Any = None) -> Any:
     from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, load_trainer_checkpoint
 
     if actor_link is not None:  # a learner fed by actors, or an actor (mpimarl/roles/actor.py)
         from mpimarl.roles.actor import make_unit_rank
 
-        trainer = make_unit_rank(ctx, comm, plan_comm, local_rank, actor_link)
+        trainer = make_unit_rank(ctx, comm, plan_comm, device, actor_link)
     else:
         from mpimarl.roles.group import make_trainer
 
-        trainer = make_trainer(ctx, comm, plan_comm, local_rank, group)
+        trainer = make_trainer(ctx, comm, plan_comm, device, group)
     if checkpoints_enabled(ctx.config):
         trainer.checkpoints = Checkpoints(start["run_dir"], ctx.config, trainer.rank)
     if start["generation"] is not None:

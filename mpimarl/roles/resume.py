@@ -519,6 +519,7 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
         return
     learner = trainer.learner
     learner.net.load_state_dict(state["net"])
+    learner.weights_changed()  # the CPU acting copy of a GPU learner
     learner.optimizer.load_state_dict(state["optimizer"])
     learner.generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])

@@ -30,7 +30,7 @@ from mpimarl.comm.channel import (
     send_json,
     send_weights,
 )
-from mpimarl.errors import ConfigError
+from mpimarl.devices import apply_device
 from mpimarl.league.outcomes import match_score, tally
 from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles import faults
@@ -38,16 +38,6 @@ from mpimarl.roles.context import RunContext
 from mpimarl.roles.evaluation import EvaluationWorker, receive_round
 from mpimarl.rollout.runner import LEARNER, ActingPolicy, FinishedEpisode, VectorMatches
 from mpimarl.rollout.seating import Lineup, SeatedKey, seating, seats_of_role
-
-
-def select_device(local_rank: int, preference: str) -> torch.device:
-    """The node-local rank picks a GPU when CUDA is present (round-robin over the node's GPUs)."""
-    if preference == "cpu" or not torch.cuda.is_available():
-        if preference == "cuda":
-            raise ConfigError(f"trainer.device is 'cuda' but CUDA is not available on this node "
-                               f"(node-local rank {local_rank})")
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 @dataclass
@@ -83,7 +73,7 @@ def sum_tallies(parts: list[dict[str, list[Any]]]) -> dict[int, _Tally]:
 class Trainer:
     """The learning side of one rank."""
 
-    def __init__(self, ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, local_rank: int) -> None:
+    def __init__(self, ctx: RunContext, comm: MPI.Comm, plan_comm: MPI.Comm, device: str = "cpu") -> None:
         cfg = ctx.config
         self.ctx = ctx
         self.comm = comm
@@ -94,7 +84,8 @@ class Trainer:
         self.seed = ctx.rank_seed(self.rank)
         self.timeout = cfg.server.timeout_s
         torch.set_num_threads(cfg.trainer.torch_threads)
-        self.device = select_device(local_rank, cfg.trainer.device)
+        # Dealt by the launcher (mpimarl/devices.py): a GPU for ranks that learn, when there is one.
+        self.device = apply_device(device)
         self.shape = ctx.shape(self.role)
         self.learner = PPOLearner(self.shape, cfg.ppo, self.device, self.seed, **ctx.learner_options(self.role))
         envs = [ctx.factory() for _ in range(cfg.ppo.num_envs)]
@@ -188,7 +179,7 @@ class Trainer:
             shape = self.ctx.shape(str(role))
             weights = recv_weights(self.comm, SERVER_RANK, int(reply["sizes"][f"{pid}@{version}"]),
                                    self._deadline(f"weights of {key}"))
-            self.cache[key] = FrozenPolicy(shape, weights, self.device)
+            self.cache[key] = FrozenPolicy(shape, weights, torch.device("cpu"))  # opponents act on the CPU
         lineups = [tuple(SeatedKey.from_json(item) for item in lineup) for lineup in reply["lineups"]]
         for lineup in lineups:
             for item in lineup:

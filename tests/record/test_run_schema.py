@@ -18,8 +18,8 @@ def test_tables_have_the_documented_columns() -> None:
         "time", "generation", "rank", "policy_id", "role", "version", "env_steps", "episodes",
         "episode_return_mean", "episode_length_mean",
     ]  # fmt: skip
-    assert names["train"][-8:] == ["steps_per_s", "wait_s", "learner_ranks", "actor_ranks", "policy_lag_mean",
-                                   "policy_lag_max", "vtrace_rho_mean", "cut_off_ranks"]
+    assert names["train"][-9:] == ["steps_per_s", "wait_s", "learner_ranks", "actor_ranks", "policy_lag_mean",
+                                   "policy_lag_max", "vtrace_rho_mean", "cut_off_ranks", "segments_dropped"]
     assert names["matches"] == [
         "time", "generation", "kind", "matchmaker", "rank", "policy_id", "version", "role", "opponent_id",
         "opponent_version", "opponent_role", "episodes", "wins", "draws", "losses", "return_mean",

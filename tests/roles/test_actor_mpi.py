@@ -45,6 +45,22 @@ def test_async_learners_with_an_actor_each_train_connect_four(tmp_path: Path) ->
     assert training["episodes"].sum() > 0
 
 
+def test_async_policy_lag_is_bounded_by_max_policy_lag(tmp_path: Path) -> None:
+    """CartPole's actors outrun a learner that makes 20 epochs per update: without a bound the
+    surplus segments queue up and the lag grows (a mean of 20 was measured). With
+    trainer.max_policy_lag=1 no batch holds a segment older than 1 update; the stale ones are
+    counted in segments_dropped and their steps still count toward the budget."""
+    out = run_mpi(4, ["train", str(CONFIGS / "cartpole.yaml"), "--run-dir", str(tmp_path), "--steps", "6000",
+                      "schedule.steps_per_generation=3000", "schedule.mode=async", "trainer.actors_per_learner=2",
+                      "trainer.max_policy_lag=1", "evaluation.baseline_episodes=4"])
+    assert out.returncode == 0, out.stderr
+    run = load_run(tmp_path / "run.h5")
+    assert (run.train["policy_lag_max"] <= 1).all(), run.train["policy_lag_max"].tolist()
+    dropped = run.train["segments_dropped"]
+    assert dropped.notna().all() and (dropped >= 0).all()
+    assert (run.pool.groupby("policy_id")["env_steps"].max() >= 6000).all()
+
+
 def test_sync_runs_with_actors_are_deterministic_and_have_no_lag(tmp_path: Path) -> None:
     """Same seed twice, a learner with two actors (mpiexec -n 4, sync): identical snapshots and train
     rows; every batch was played with the learner's current weights (lag 0)."""
@@ -58,6 +74,7 @@ def test_sync_runs_with_actors_are_deterministic_and_have_no_lag(tmp_path: Path)
     a, b = runs
     assert len(a.pool) == len(b.pool) == 3
     assert_same_runs(a, b)
+    assert (a.train["segments_dropped"] == 0).all()  # sync: never stale
     assert (a.train["policy_lag_max"] == 0).all() and (a.train["actor_ranks"] == 2).all()
     assert a.pool["env_steps"].max() >= 3000
 

@@ -41,6 +41,11 @@ def test_each_config_produces_a_readable_run(name: str, tmp_path: Path) -> None:
     assert set(run.pool["role"]) == roles
     assert run.attrs["world_size"] == 3
     assert run.config["name"] == name
+    # Every rank says where it ran (no GPU here: the CPU) and with which libraries.
+    ranks = run.ranks()
+    assert list(ranks["rank"]) == [0, 1, 2] and list(ranks["host"]) == run.attrs["hosts"]
+    assert set(ranks["device"]) == {"cpu"} and ranks["torch"].notna().all()
+    assert ranks["mpi_library"].str.contains("MPI").all() and (ranks["torch_threads"] >= 1).all()
     # Both trainers reached their step budget and published versions 0, 1, 2.
     assert sorted(run.pool.groupby("policy_id")["version"].max().unique()) == [2]
     assert (run.pool.groupby("policy_id")["env_steps"].max() >= 3000).all()
