@@ -245,7 +245,7 @@ def finished(run_dir: str | Path) -> bool:
         return False
 
 
-def _mpiexec() -> str:
+def mpiexec_command() -> str:
     """MPIMARL_MPIEXEC, else the mpiexec beside this Python (the `mpich` extra), else the one on PATH."""
     local = Path(sys.executable).parent / "mpiexec"
     return os.environ.get("MPIMARL_MPIEXEC") or (str(local) if local.exists() else "mpiexec")
@@ -265,7 +265,7 @@ def run_sweep(path: str | Path, root: str | None = None, only: str | None = None
         if finished(run.run_dir):
             print(f"{head}: finished before, skipped ({run.run_dir})", flush=True)
             continue
-        cmd = [_mpiexec(), "-n", str(run.ranks), sys.executable, "-m", "mpimarl", "train", *run.train_args()]
+        cmd = [mpiexec_command(), "-n", str(run.ranks), sys.executable, "-m", "mpimarl", "train", *run.train_args()]
         if (Path(run.run_dir) / "run.h5").exists():
             cmd.append("--resume")
         print(f"{head}: {' '.join(cmd)}", flush=True)
