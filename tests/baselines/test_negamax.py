@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpimarl.algos.networks import RandomPolicy
+from mpimarl.analysis import load_run
 from mpimarl.baselines import load_scripted, parse_policy_spec, policy_parameters
 from mpimarl.baselines.connect_four import LINES as LINE_MATRIX
 from mpimarl.baselines.negamax import (
@@ -27,6 +29,7 @@ from mpimarl.baselines.negamax import (
 from mpimarl.config import parse_config
 from mpimarl.envs import resolve_env
 from mpimarl.errors import ConfigError
+from tests.conftest import CONFIGS, run_mpi
 
 from .matches import connect_four_score
 from .test_connect_four import board
@@ -315,3 +318,21 @@ def test_config_baselines_take_checked_kwargs() -> None:
         parse_config({**CONFIG, "baselines": [{"policy": "negamax", "kwargs": {"depth": 0}}]})
     with pytest.raises(ConfigError, match=r"baselines\[0\].*no parameter 'width'"):
         parse_config({**CONFIG, "baselines": [{"name": "n", "policy": "negamax", "kwargs": {"width": 3}}]})
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_negamax_is_a_training_opponent_and_an_evaluation_anchor(tmp_path: Path) -> None:
+    """A config baseline with kwargs: trainers play it in training line-ups, rank 0 evaluates against it."""
+    baselines = "[{policy: negamax, kwargs: {depth: 2}, train_fraction: 0.5}]"
+    out = run_mpi(3, ["train", str(CONFIGS / "connect_four_league.yaml"), "--run-dir", str(tmp_path),
+                      "--steps", "3000", "schedule.steps_per_generation=1500", f"baselines={baselines}",
+                      "ppo.num_envs=4", "ppo.rollout_steps=512", "ppo.hidden=[32]", "evaluation.baseline_episodes=6",
+                      "evaluation.pool_episodes=4", "evaluation.num_envs=4", "evaluation.par_episodes=20"], timeout=600)
+    assert out.returncode == 0, out.stderr
+    run = load_run(tmp_path / "run.h5")
+    assert run.context().config.baselines[0].kwargs == {"depth": 2}
+    against = run.matches[run.matches.opponent_id == "negamax_depth2"]
+    assert {"training", "evaluation"} <= set(against.kind)
+    evaluation = against[against.kind == "evaluation"]
+    assert evaluation.episodes.sum() >= 6 and evaluation.wins.sum() <= evaluation.episodes.sum() // 3
