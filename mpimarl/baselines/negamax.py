@@ -135,9 +135,10 @@ class NegamaxSearch:
         """Position key -> (remaining depth, bound kind, value relative to the node, best move bit)."""
         self.nodes = 0
 
-    def root_values(self, current: int, occupied: int, columns: list[int]) -> dict[int, int]:
-        """Value of each column of `columns` for the side to move, exact for every column whose value
-        is at least the best one's (the others are upper bounds below it)."""
+    def root_values(self, current: int, occupied: int, columns: list[int], margin: int = 0) -> dict[int, int]:
+        """Value of each column of `columns` for the side to move: exact for every column within
+        `margin` of the best one (within 0 when the best is a proven win or loss); the others are
+        upper bounds more than `margin` below it."""
         if len(self.table) > TABLE_LIMIT:
             self.table.clear()
         values: dict[int, int] = {}
@@ -149,8 +150,9 @@ class NegamaxSearch:
             if move & wins:
                 values[column] = best = WIN
                 continue
-            # A window just below the best so far: a move as good as the best gets its exact value.
-            value = -self._search(current ^ occupied, occupied | move, self.depth - 1, -WIN - 1, -(best - 1), 1)
+            # A window just below the best so far (less the margin): a move that good gets its exact value.
+            floor = best - 1 - (margin if -MATE <= best <= MATE else 0)
+            value = -self._search(current ^ occupied, occupied | move, self.depth - 1, -WIN - 1, -floor, 1)
             values[column] = value
             best = max(best, value)
         return values
@@ -236,6 +238,12 @@ class NegamaxParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     depth: int = Field(default=4, ge=1, le=12, description="Plies searched (1-12); 4 plays hundreds of games a minute.")
+    margin: int = Field(
+        default=0,
+        ge=0,
+        description="Moves whose value is within this many evaluation points of the best are equally good "
+        "(one is drawn at random): 0 keeps only exact ties; a few points vary the games more.",
+    )
 
 
 class NegamaxPlayer:
@@ -248,10 +256,11 @@ class NegamaxPlayer:
 
     Params: ClassVar[type[BaseModel]] = NegamaxParams
 
-    def __init__(self, action_space: gymnasium.spaces.Space, rng: np.random.Generator, depth: int = 4) -> None:
+    def __init__(self, action_space: gymnasium.spaces.Space, rng: np.random.Generator, depth: int = 4,
+                 margin: int = 0) -> None:
         """A player for connect_four_v3's Discrete(7) columns, drawing ties from `rng`."""
         _check_space(action_space, "negamax")
-        self.params = NegamaxParams(depth=depth)
+        self.params = NegamaxParams(depth=depth, margin=margin)
         self.rng = rng
         self.search = NegamaxSearch(self.params.depth)
 
@@ -261,15 +270,19 @@ class NegamaxPlayer:
         return self.params.depth
 
     def choose(self, own: int, opponent: int, legal: list[int]) -> int:
-        """The column to play among `legal` with `own` to move against `opponent`'s pieces."""
+        """The column to play among `legal` with `own` to move against `opponent`'s pieces: a random
+        one of the immediate wins, else of the moves within `margin` of the best search value (the
+        best only, when that is a proven win or loss)."""
         occupied = own | opponent
         possible = (occupied + BOTTOM) & BOARD
         wins = winning_cells(own, occupied) & possible
         candidates = [c for c in legal if wins & COLUMN_MASKS[c]]
         if not candidates:
-            values = self.search.root_values(own, occupied, legal)
+            margin = self.params.margin
+            values = self.search.root_values(own, occupied, legal, margin)
             best = max(values.values())
-            candidates = [c for c in legal if values[c] == best]
+            floor = best - (margin if -MATE <= best <= MATE else 0)
+            candidates = [c for c in legal if values[c] >= floor]
         if len(candidates) == 1:
             return candidates[0]
         return int(candidates[int(self.rng.integers(len(candidates)))])
