@@ -20,8 +20,9 @@ The search is plain negamax with alpha-beta pruning over ``depth`` plies, with
   same remaining depth, so a move's value is a function of the position and the depth alone, never
   of what was searched before: a depth-d player is the same player in every game.
 
-Among the root moves of equal value the policy's `numpy.random.Generator` picks one, so games
-against it vary (the empty board alone has several moves of equal value at low depth).
+Among the root moves whose values lie within ``margin`` evaluation points of the best (exactly the
+best when that is a proven win or loss) the policy's `numpy.random.Generator` picks one, so games
+against one opponent vary; ``margin=0`` keeps exact ties only.
 """
 
 from __future__ import annotations
@@ -239,10 +240,11 @@ class NegamaxParams(BaseModel):
 
     depth: int = Field(default=4, ge=1, le=12, description="Plies searched (1-12); 4 plays hundreds of games a minute.")
     margin: int = Field(
-        default=0,
+        default=2,
         ge=0,
-        description="Moves whose value is within this many evaluation points of the best are equally good "
-        "(one is drawn at random): 0 keeps only exact ties; a few points vary the games more.",
+        description="Moves whose value is within this many evaluation points of the best count as equally "
+        "good (one is drawn at random; never for proven wins or losses): 0 keeps exact ties only, the "
+        "default 2 (an open line holding one piece is worth 1) makes games against one opponent vary.",
     )
 
 
@@ -257,7 +259,7 @@ class NegamaxPlayer:
     Params: ClassVar[type[BaseModel]] = NegamaxParams
 
     def __init__(self, action_space: gymnasium.spaces.Space, rng: np.random.Generator, depth: int = 4,
-                 margin: int = 0) -> None:
+                 margin: int = 2) -> None:
         """A player for connect_four_v3's Discrete(7) columns, drawing ties from `rng`."""
         _check_space(action_space, "negamax")
         self.params = NegamaxParams(depth=depth, margin=margin)

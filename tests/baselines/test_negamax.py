@@ -267,6 +267,14 @@ def factory() -> Callable[[], object]:
     return resolve_env("pettingzoo.classic.connect_four_v3", {})
 
 
+def test_depth_2_beats_depth_1_and_the_tactical_player_quickly(factory: Callable[[], object]) -> None:
+    assert match_score(2, 1, 40) >= 0.6
+    tactical = connect_four_score(factory, load_scripted("negamax", SEVEN, 5, {"depth": 2}),
+                                  load_scripted("tactical", SEVEN, 6), 40, seed=40_000)
+    assert tactical["score"] >= 0.85, tactical
+
+
+@pytest.mark.slow
 def test_depth_4_beats_depth_1_and_the_tactical_player(factory: Callable[[], object]) -> None:
     assert match_score(4, 1, 100) >= 0.75
     tactical = connect_four_score(factory, load_scripted("negamax", SEVEN, 1, {"depth": 4}),
@@ -281,8 +289,11 @@ def test_depth_4_beats_depth_1_and_the_tactical_player(factory: Callable[[], obj
 
 
 def test_depth_is_listed_and_validated() -> None:
-    (depth,) = policy_parameters("negamax")
-    assert (depth.name, depth.default) == ("depth", 4) and depth.description
+    listed = {p.name: p for p in policy_parameters("negamax")}
+    assert {name: p.default for name, p in listed.items()} == {"depth": 4, "margin": 2}
+    assert all(p.description for p in listed.values())
+    with pytest.raises(ConfigError, match=r"margin=-1.*greater than or equal to 0"):
+        load_scripted("negamax", SEVEN, 0, {"depth": 2, "margin": -1})
     assert load_scripted("negamax", SEVEN, 0).label.startswith("'negamax'")
     for bad in (0, -2, 2.5, "4", True, None):
         with pytest.raises(ConfigError, match=rf"negamax.*depth={bad!r}"):
