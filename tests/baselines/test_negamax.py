@@ -149,7 +149,7 @@ def test_takes_an_immediate_win_before_blocking(depth: int) -> None:
     assert picks(depth, diagonal) == {3}  # (2, 3) completes the diagonal
 
 
-@pytest.mark.parametrize("depth", [2, 3, 4, 5])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
 def test_blocks_an_immediate_loss(depth: int) -> None:
     vertical = board(own=[(5, 0), (5, 1), (4, 0)], opponent=[(5, 4), (4, 4), (3, 4)])
     assert picks(depth, vertical) == {4}
@@ -207,7 +207,7 @@ def test_random_positions_legal_moves_wins_and_blocks(columns: list[int], depth:
     blocks = {c for c in legal if winning_cells(opponent, occupied) & possible & COLUMN_MASKS[c]}
     if wins:
         assert column in wins
-    elif len(blocks) == 1 and depth >= 2:
+    elif len(blocks) == 1:
         assert column in blocks
 
 
