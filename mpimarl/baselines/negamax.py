@@ -238,7 +238,13 @@ class NegamaxParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    depth: int = Field(default=4, ge=1, le=12, description="Plies searched (1-12); 4 plays hundreds of games a minute.")
+    depth: int = Field(
+        default=4,
+        ge=1,
+        le=12,
+        description="Plies searched (1-12). Against tactical: about 7,400 games per CPU-minute at depth 4, "
+        "2,800 at 5, each further ply about 3 times slower.",
+    )
     margin: int = Field(
         default=2,
         ge=0,
