@@ -74,11 +74,16 @@ class PolicyParameter:
     """Its default; `inspect.Parameter.empty` when it must be given."""
     description: str
 
-    def __str__(self) -> str:
-        """``depth: int = 4  (Plies searched ...)``."""
+    @property
+    def signature(self) -> str:
+        """``depth: int = 4``."""
         kind = f": {self.annotation}" if self.annotation else ""
         default = "" if self.default is inspect.Parameter.empty else f" = {self.default!r}"
-        return f"{self.name}{kind}{default}" + (f"  ({self.description})" if self.description else "")
+        return f"{self.name}{kind}{default}"
+
+    def __str__(self) -> str:
+        """``depth: int = 4  (Plies searched ...)``."""
+        return self.signature + (f"  ({self.description})" if self.description else "")
 
 
 # Leading parameters mpimarl itself passes: (action_space, rng) to a factory, (obs, mask) to a
@@ -140,7 +145,7 @@ def check_policy_kwargs(name: str, kwargs: Mapping[str, Any] | None) -> dict[str
     target = _import_target(name, _resolve_path(name))
     allowed = policy_parameters(name)
     names = [p.name for p in allowed]
-    listing = "; ".join(str(p) for p in allowed) if allowed else "none"
+    listing = ", ".join(p.signature for p in allowed) if allowed else "none"
     _, var_keyword = _keyword_parameters(target)
     model = _params_model(target)
     for key in kwargs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpimarl.algos.networks import RandomPolicy
+from mpimarl.analysis import load_run
 from mpimarl.baselines import load_scripted, parse_policy_spec, policy_parameters
 from mpimarl.baselines.connect_four import LINES as LINE_MATRIX
 from mpimarl.baselines.negamax import (
@@ -27,6 +29,7 @@ from mpimarl.baselines.negamax import (
 from mpimarl.config import parse_config
 from mpimarl.envs import resolve_env
 from mpimarl.errors import ConfigError
+from tests.conftest import CONFIGS, run_mpi
 
 from .matches import connect_four_score
 from .test_connect_four import board
@@ -146,7 +149,7 @@ def test_takes_an_immediate_win_before_blocking(depth: int) -> None:
     assert picks(depth, diagonal) == {3}  # (2, 3) completes the diagonal
 
 
-@pytest.mark.parametrize("depth", [2, 3, 4, 5])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
 def test_blocks_an_immediate_loss(depth: int) -> None:
     vertical = board(own=[(5, 0), (5, 1), (4, 0)], opponent=[(5, 4), (4, 4), (3, 4)])
     assert picks(depth, vertical) == {4}
@@ -204,7 +207,7 @@ def test_random_positions_legal_moves_wins_and_blocks(columns: list[int], depth:
     blocks = {c for c in legal if winning_cells(opponent, occupied) & possible & COLUMN_MASKS[c]}
     if wins:
         assert column in wins
-    elif len(blocks) == 1 and depth >= 2:
+    elif len(blocks) == 1:
         assert column in blocks
 
 
@@ -264,6 +267,14 @@ def factory() -> Callable[[], object]:
     return resolve_env("pettingzoo.classic.connect_four_v3", {})
 
 
+def test_depth_2_beats_depth_1_and_the_tactical_player_quickly(factory: Callable[[], object]) -> None:
+    assert match_score(2, 1, 40) >= 0.6
+    tactical = connect_four_score(factory, load_scripted("negamax", SEVEN, 5, {"depth": 2}),
+                                  load_scripted("tactical", SEVEN, 6), 40, seed=40_000)
+    assert tactical["score"] >= 0.85, tactical
+
+
+@pytest.mark.slow
 def test_depth_4_beats_depth_1_and_the_tactical_player(factory: Callable[[], object]) -> None:
     assert match_score(4, 1, 100) >= 0.75
     tactical = connect_four_score(factory, load_scripted("negamax", SEVEN, 1, {"depth": 4}),
@@ -289,8 +300,11 @@ def test_epsilon_grades_the_player_between_random_and_full_strength(factory: Cal
 
 
 def test_depth_is_listed_and_validated() -> None:
-    (depth,) = policy_parameters("negamax")
-    assert (depth.name, depth.default) == ("depth", 4) and depth.description
+    listed = {p.name: p for p in policy_parameters("negamax")}
+    assert {name: p.default for name, p in listed.items()} == {"depth": 4, "margin": 2, "epsilon": 0.0}
+    assert all(p.description for p in listed.values())
+    with pytest.raises(ConfigError, match=r"margin=-1.*greater than or equal to 0"):
+        load_scripted("negamax", SEVEN, 0, {"depth": 2, "margin": -1})
     assert load_scripted("negamax", SEVEN, 0).label.startswith("'negamax'")
     for bad in (0, -2, 2.5, "4", True, None):
         with pytest.raises(ConfigError, match=rf"negamax.*depth={bad!r}"):
@@ -326,3 +340,21 @@ def test_config_baselines_take_checked_kwargs() -> None:
         parse_config({**CONFIG, "baselines": [{"policy": "negamax", "kwargs": {"depth": 0}}]})
     with pytest.raises(ConfigError, match=r"baselines\[0\].*no parameter 'width'"):
         parse_config({**CONFIG, "baselines": [{"name": "n", "policy": "negamax", "kwargs": {"width": 3}}]})
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_negamax_is_a_training_opponent_and_an_evaluation_anchor(tmp_path: Path) -> None:
+    """A config baseline with kwargs: trainers play it in training line-ups, rank 0 evaluates against it."""
+    baselines = "[{policy: negamax, kwargs: {depth: 2}, train_fraction: 0.5}]"
+    out = run_mpi(3, ["train", str(CONFIGS / "connect_four_league.yaml"), "--run-dir", str(tmp_path),
+                      "--steps", "3000", "schedule.steps_per_generation=1500", f"baselines={baselines}",
+                      "ppo.num_envs=4", "ppo.rollout_steps=512", "ppo.hidden=[32]", "evaluation.baseline_episodes=6",
+                      "evaluation.pool_episodes=4", "evaluation.num_envs=4", "evaluation.par_episodes=20"], timeout=600)
+    assert out.returncode == 0, out.stderr
+    run = load_run(tmp_path / "run.h5")
+    assert run.context().config.baselines[0].kwargs == {"depth": 2}
+    against = run.matches[run.matches.opponent_id == "negamax_depth2"]
+    assert {"training", "evaluation"} <= set(against.kind)
+    evaluation = against[against.kind == "evaluation"]
+    assert evaluation.episodes.sum() >= 6 and evaluation.wins.sum() <= evaluation.episodes.sum() // 3

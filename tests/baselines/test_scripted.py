@@ -13,6 +13,7 @@ from mpimarl.baselines import (
     list_baselines,
     load_scripted,
     policy_factory,
+    policy_parameters,
 )
 from mpimarl.envs import RoleRule, build_env_spec, resolve_env
 from mpimarl.errors import ConfigError
@@ -75,6 +76,21 @@ class Batched:
 @policy_factory
 def make_batched(action_space: gymnasium.spaces.Space, rng: np.random.Generator) -> Batched:
     return Batched(action_space, rng)
+
+
+def nth_legal(obs: np.ndarray, mask: np.ndarray | None, n: int = 0) -> int:
+    """A user's per-observation policy with a parameter."""
+    return int(np.flatnonzero(mask)[n])
+
+
+class Offset:
+    """A user's batched policy with a parameter and no pydantic model: names are checked, values not."""
+
+    def __init__(self, action_space: gymnasium.spaces.Space, rng: np.random.Generator, shift: int = 0) -> None:
+        self.shift = shift
+
+    def act(self, obs: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        return mask.argmax(axis=1) + self.shift
 
 
 class NoAct:
@@ -220,3 +236,30 @@ def test_check_scripted_puts_random_agents_in_the_other_roles() -> None:
         check_scripted("speaker_heuristic", factory, spec, "listener", episodes=1)
     with pytest.raises(ScriptedPolicyError, match="role 'listener'.*'spread_heuristic'.*got shape"):
         check_scripted("spread_heuristic", factory, spec, "listener", episodes=1)
+
+
+# ---- parameters ------------------------------------------------------------------------------------
+
+
+def test_user_policies_take_keyword_parameters_checked_by_name() -> None:
+    mask = _mask(2, 4, 5)
+    assert load_scripted(f"{HERE}:nth_legal", SEVEN, 0, {"n": 2}).act(OBS, mask).tolist() == [5, 5, 5, 5]
+    assert load_scripted(f"{HERE}:Offset", SEVEN, 0, {"shift": 2}).act(OBS, mask).tolist() == [4, 4, 4, 4]
+    assert [p.name for p in policy_parameters(f"{HERE}:Offset")] == ["shift"]
+    assert [p.name for p in policy_parameters(f"{HERE}:nth_legal")] == ["n"]
+    assert policy_parameters("tactical") == []
+    with pytest.raises(ConfigError, match=r"no parameter 'shfit'.*did you mean 'shift'"):
+        load_scripted(f"{HERE}:Offset", SEVEN, 0, {"shfit": 1})
+    with pytest.raises(ConfigError, match=r"'tactical' has no parameter 'depth'.*its parameters: none"):
+        load_scripted("tactical", SEVEN, 0, {"depth": 2})
+    # A bad value of a parameter without a model surfaces as an illegal action, naming the parameter.
+    with pytest.raises(ScriptedPolicyError, match=r"shift=9.*outside Discrete\(7\)"):
+        load_scripted(f"{HERE}:Offset", SEVEN, 0, {"shift": 9}).act(OBS, mask)
+
+
+def test_check_scripted_passes_the_parameters() -> None:
+    factory = resolve_env("pettingzoo.classic.connect_four_v3", {})
+    spec = build_env_spec(factory, [RoleRule("player", "player_.*", False)])
+    assert len(check_scripted("negamax", factory, spec, "player", episodes=1, kwargs={"depth": 1})) == 1
+    with pytest.raises(ConfigError, match=r"env 'pettingzoo.classic.connect_four_v3', role 'player'.*depth=0"):
+        check_scripted("negamax", factory, spec, "player", kwargs={"depth": 0})
