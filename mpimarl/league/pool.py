@@ -235,6 +235,11 @@ class PolicyPool:
         self.cache.discard(key)
         self.dropped_count += 1
 
+    def drawable(self, key: SnapshotKey) -> bool:
+        """Whether `key` is in the pool with its weights (a matchmaker may seat it)."""
+        snap = self._snapshots.get(key)
+        return snap is not None and snap.stored
+
     def versions(self, policy_id: str) -> list[SnapshotKey]:
         """Every published key of `policy_id` (weights dropped or not), oldest first."""
         return list(self._versions.get(policy_id, ()))
