@@ -516,6 +516,8 @@ def _opened(path: Path, locking: bool = True) -> Iterator[h5py.File]:
     try:
         with f:
             yield f
+    except RunFileError:
+        raise  # already names the file (some are KeyErrors too, e.g. WeightsDropped)
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         # h5py reports damaged files with any of these; RunFileError itself passes through.
         raise RunFileError(f"run file {path} cannot be read (truncated or corrupt?): {exc}") from exc
