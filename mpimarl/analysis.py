@@ -68,6 +68,10 @@ POLICY_COLUMNS = (
 )
 """Columns of :meth:`Run.policies`."""
 
+DERIVED_COLUMNS: dict[str, tuple[str, ...]] = {"pool": ("weights_stored",)}
+"""Columns the loader adds to a table's frame after its stored columns: ``pool.weights_stored`` (from the
+``retention`` table: False once the retention policy dropped or archived the snapshot's float32 weights)."""
+
 
 @dataclass
 class Run:

@@ -58,7 +58,7 @@ def baseline_key(name: str) -> SnapshotKey:
     return SnapshotKey(name, 0)
 
 
-@dataclass
+@dataclass(slots=True)
 class Snapshot:
     """One published policy snapshot: its key, role, lineage, provenance and flat weights.
 
