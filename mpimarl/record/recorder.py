@@ -291,6 +291,12 @@ class RunRecorder:
         if live is None:
             self._close_file()
             return
+        try:
+            self._raw.wait()  # a background commit first (the write sequence has one writer at a time)
+        except BaseException:
+            self._raw.close()
+            live.close()
+            raise
         with live.writing():
             self._close_file()
         live.close()
@@ -309,8 +315,9 @@ class RunRecorder:
         self.commits = 0
 
     def configure(self, *, commit_window_s: float = 0.0, compression: str | None = None) -> None:
-        """Group commits within `commit_window_s` seconds (0: commit every change at once) and store
-        new weight snapshots with the HDF5 filter `compression` ('gzip', 'lzf' or None)."""
+        """Group commits within `commit_window_s` seconds (0: commit every change at once and wait for it;
+        more: a writer thread commits each group, so no caller waits for the fsyncs) and store new weight
+        snapshots with the HDF5 filter `compression` ('gzip', 'lzf' or None)."""
         if commit_window_s < 0:
             raise ValueError(f"commit_window_s must be >= 0, got {commit_window_s}")
         if compression not in (None, "none", "gzip", "lzf"):
@@ -322,23 +329,27 @@ class RunRecorder:
 
     @property
     def pending(self) -> bool:
-        """Whether changes wait for a commit (a commit window is open)."""
-        return self._pending_since is not None
+        """Whether changes wait for a commit (a commit window is open, or the writer thread is busy)."""
+        return self._pending_since is not None or self._raw.pending
 
     def commit_due(self) -> bool:
         """Commit the changes waiting longer than the commit window; True if it committed. Call it
         whenever the caller is idle (rank 0's serving loop does)."""
         if self._pending_since is None or time.monotonic() - self._pending_since < self.commit_window_s:
             return False
-        self.commit()
-        return True
+        if self.commit_window_s > 0.0:
+            self._commit_in_background()
+        else:
+            self.commit()
+        return self._pending_since is None
 
     def commit(self) -> None:
-        """Commit every change made so far now (before a checkpoint that counts the rows, at the end)."""
+        """Commit every change made so far now and wait for it (before a checkpoint that counts the rows)."""
         if self._closed:
             return
         self._file.flush()
         self._pending_since = None
+        self._raw.wait()  # a background commit first (the write sequence has one writer at a time)
         if not self._raw.pending:
             return
         live = getattr(self, "_live", None)
@@ -351,16 +362,31 @@ class RunRecorder:
 
     def _commit(self) -> None:
         """Flush HDF5's state into the journaled file and commit it (see mpimarl.record.journal),
-        now or, with a commit window, once the oldest waiting change is that old."""
+        now or, with a commit window, once the oldest waiting change is that old (in the background)."""
         if self._closed:
             return
         if self.commit_window_s > 0.0:
             now = time.monotonic()
             if self._pending_since is None:
                 self._pending_since = now
-            if now - self._pending_since < self.commit_window_s:
-                return
+            if now - self._pending_since >= self.commit_window_s:
+                self._commit_in_background()
+            return
         self.commit()
+
+    def _commit_in_background(self) -> None:
+        """Grouped commits: hand everything so far to the writer thread, unless it is still busy with the
+        previous group (then the changes wait for the next call: they form the next group)."""
+        if self._raw.committing:
+            return
+        self._file.flush()
+        self._pending_since = None
+        self._raw.wait()  # fold the finished commit in (and raise its error)
+        if not self._raw.pending:
+            return
+        live = getattr(self, "_live", None)
+        self._raw.start_commit(live.writing if live is not None else None)
+        self.commits += 1
 
     def __enter__(self) -> RunRecorder:
         return self

@@ -22,7 +22,7 @@ from mpimarl.errors import WeightsDropped
 from mpimarl.record.live import sequence_path
 from mpimarl.record.recorder import RunRecorder
 
-KILLS = 20
+KILLS = 12
 KEEP = 3  # the writer keeps the latest 3 versions' weights, and every 5th
 
 
@@ -56,6 +56,7 @@ def _write_forever(path: Path, ready_fd: int) -> None:
             rec.append("retention", [_retention_row(old)])
             rec.drop_weights("p", old, "none", "dropped")
         rec.commit_due()
+        os.write(ready_fd, b"v")  # one more version written (the test kills after a random number of them)
 
 
 def _fork_writer(path: Path) -> tuple[int, int]:
@@ -84,8 +85,12 @@ def test_kill_9_of_a_writer_with_grouped_commits_and_dropped_weights_leaves_one_
         path = tmp_path / f"run{i}.h5"
         pid, ready = _fork_writer(path)
         try:
-            assert select.select([ready], [], [], 30)[0], "the writer did not start"
-            time.sleep(rng.uniform(0.0, 0.5))
+            target = rng.randrange(1, 25)  # versions to wait for, then a random moment inside the next ones
+            got = 0
+            while got <= target:
+                assert select.select([ready], [], [], 60)[0], "the writer stalled"
+                got += len(os.read(ready, 4096))
+            time.sleep(rng.uniform(0.0, 0.05))
         finally:
             os.kill(pid, signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
