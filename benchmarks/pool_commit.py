@@ -66,8 +66,9 @@ def main() -> None:
         print(row, flush=True)
         rows.append(row)
     save(pd.DataFrame(rows), "pool_commit",
-         "fsync on (a journal commit: write + fsync the journal, apply + fsync the file). Median and 90th "
-         "percentile per publish; a grouped commit is paid by whichever message closes the window.")
+         "Grouped commits (window > 0) run in the writer thread. fsync on (a journal commit: write + fsync the "
+         "journal, apply + fsync the file). Median and 90th "
+         "percentile per publish (the message that closes a window only hands the group to the thread).")
 
 
 if __name__ == "__main__":
