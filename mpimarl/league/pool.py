@@ -318,7 +318,12 @@ class PolicyPool:
             pool._restore(meta, stored)
         for snap in reversed(pool.snapshots()):  # warm the cache with the newest (most used) weights
             before = len(pool.cache)
-            pool.weights(snap.key)
+            try:
+                pool.weights(snap.key)
+            except WeightsDropped:
+                # Dropped after the checkpoint was taken (a resume from an older one): metadata only now.
+                pool.drop_weights(snap.key)
+                continue
             if len(pool.cache) <= before:
                 break  # it evicted one: the cache is full
         return pool

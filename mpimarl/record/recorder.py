@@ -482,6 +482,16 @@ class RunRecorder:
                                  f"policy (pool.keep_latest and the other pool.keep* settings) in {self._path}")
         return np.asarray(ds[()], dtype=np.float32)
 
+    def weights_stored(self, policy_id: str, version: int) -> bool:
+        """Whether the snapshot's float32 weights are stored whole (not dropped by the retention policy)."""
+        self._check_open()
+        group = self._file[POLICIES_GROUP].get(policy_id)
+        name = snapshot_name(int(version))
+        if group is None or name not in group:
+            return False
+        ds = group[name]
+        return bool(ds.attrs.get("complete", False)) and str(ds.attrs.get("stored", "float32")) == "float32"
+
     def get_attr(self, key: str, default: Any = None) -> Any:
         """A file attribute as `set_attr` stored it (JSON ones decoded), or `default`."""
         self._check_open()

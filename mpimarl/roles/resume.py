@@ -300,6 +300,12 @@ def restore_server(server: Server, state: dict[str, Any]) -> None:
 
     recorder = server.recorder
     server.league.load_state(state["league"], lambda key: recorder.read_weights(key.policy_id, key.version))
+    pool = server.league.pool
+    if server.league.retention is not None:  # weights dropped after this checkpoint (an older one resumed)
+        for snap in pool.snapshots():
+            if pool.latest(snap.key.policy_id).key != snap.key and \
+                    not recorder.weights_stored(snap.key.policy_id, snap.key.version):
+                pool.drop_weights(snap.key)
     server.eval_queue = deque(EvalPlan.from_state(p) for p in state["eval_queue"])
     server.eval_job = None
     server.generation = int(state["generation"])

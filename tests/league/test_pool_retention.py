@@ -149,3 +149,20 @@ def test_checkpoint_state_keeps_which_weights_were_dropped_and_kept() -> None:
     assert len(back.cache) == 2  # only the newest were read at once
     np.testing.assert_array_equal(back.weights(SnapshotKey("player-0", 0)), np.zeros(4, np.float32))
     assert back.to_state() == pool.to_state()
+
+
+def test_a_resume_from_an_older_checkpoint_sees_weights_dropped_since_as_metadata() -> None:
+    store = _Store()
+    pool = PolicyPool(store.load)
+    for v in range(4):
+        _publish(pool, store, _big("player-0", v, size=4))
+    state = pool.to_state()  # every weight stored at this checkpoint
+    gone = SnapshotKey("player-0", 2)
+
+    def load(key: SnapshotKey) -> np.ndarray:
+        if key == gone:  # the run dropped it after the checkpoint, then was killed
+            raise WeightsDropped(f"the weights of snapshot {key} were dropped")
+        return store.load(key)
+
+    back = PolicyPool.from_state(state, load)
+    assert [s.key.version for s in back.snapshots()] == [0, 1, 3] and gone in back
