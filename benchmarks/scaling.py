@@ -159,11 +159,13 @@ def actors(seconds: float, configs: list[str], name: str = "scaling_actors",
          "speedup: per-policy env steps/s over the 1-trainer run of the same config.")
 
 
-def capacity(counts: list[int], seconds: float, step_time_s: float | None) -> None:
-    """Rank 0 serving N light trainers, for each N in `counts`."""
+def capacity(counts: list[int], seconds: float, step_time_s: float | None, extra: list[str] | None = None,
+             name: str = "scaling_capacity") -> None:
+    """Rank 0 serving N light trainers, for each N in `counts`; `extra` config overrides (e.g. the pool
+    section's pool.commit_window_s=0.05) and the results' `name`."""
     overrides = ["schedule.mode=async", "matchmaking.strategy=uniform", "evaluation.baseline_episodes=0",
                  "evaluation.pool_opponents=0", "evaluation.pool_episodes=0", "baselines=[]",
-                 "matchmaking.baseline_fraction=0"]
+                 "matchmaking.baseline_fraction=0", *(extra or [])]
     rows = []
     for n in counts:
         with tempfile.TemporaryDirectory() as tmp:
@@ -191,7 +193,11 @@ def capacity(counts: list[int], seconds: float, step_time_s: float | None) -> No
             "requests_per_s": round(len(t.get("REQUEST", [])) / wall, 1),
         })
     table = pd.DataFrame(rows)
-    save(table, "scaling_capacity", _extrapolate(table, step_time_s))
+    table["load_average"] = load_average()
+    notes = _extrapolate(table, step_time_s)
+    if extra:
+        notes += "\nConfig overrides: " + " ".join(extra)
+    save(table, name, notes)
 
 
 def _extrapolate(table: pd.DataFrame, step_time_s: float | None) -> str:
@@ -241,8 +247,9 @@ def main() -> None:
     parser.add_argument("--counts", default="8,32,64", help="capacity: numbers of light trainers")
     parser.add_argument("--configs", default=None, help="configs to run (actors: default cartpole,connect_four_league; "
                         "throughput: all of THROUGHPUT_CASES)")
-    parser.add_argument("--name", default="scaling_actors", help="actors: results file name")
-    parser.add_argument("--set", action="append", default=[], help="actors: a config override for every run")
+    parser.add_argument("--name", default="scaling_actors", help="actors, capacity: results file name "
+                        "(capacity: default scaling_capacity)")
+    parser.add_argument("--set", action="append", default=[], help="actors, capacity: a config override for every run")
     parser.add_argument("--step-time-s", type=float, default=None,
                         help="capacity: a real trainer's seconds per update (default 8.2: 8192 steps at 1k/s)")
     args = parser.parse_args()
@@ -254,7 +261,8 @@ def main() -> None:
     elif args.what == "actors":
         actors(args.seconds or 150.0, args.configs.split(","), args.name, args.set)
     else:
-        capacity([int(x) for x in args.counts.split(",")], args.seconds or 15.0, args.step_time_s)
+        name = args.name if args.name != "scaling_actors" else "scaling_capacity"
+        capacity([int(x) for x in args.counts.split(",")], args.seconds or 15.0, args.step_time_s, args.set, name)
     print(f"({time.monotonic() - t0:.0f} s)")
 
 

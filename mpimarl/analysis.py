@@ -28,13 +28,14 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from mpimarl.errors import RunFileError
+from mpimarl.errors import RunFileError, WeightsDropped
 from mpimarl.record.journal import JournaledFile, read_journal, recover
 from mpimarl.record.live import LiveReadError, live_writer, read_consistent
 from mpimarl.record.schema import (
     COMMITTED_ATTR,
     JSON_ATTRS_ATTR,
     LATER_COLUMNS,
+    OPTIONAL_TABLES,
     POLICIES_GROUP,
     SCHEMA_VERSION,
     TABLES,
@@ -63,8 +64,13 @@ POLICY_COLUMNS = (
     "layout",
     "size",
     "saved",
+    "stored",
 )
 """Columns of :meth:`Run.policies`."""
+
+DERIVED_COLUMNS: dict[str, tuple[str, ...]] = {"pool": ("weights_stored",)}
+"""Columns the loader adds to a table's frame after its stored columns: ``pool.weights_stored`` (from the
+``retention`` table: False once the retention policy dropped or archived the snapshot's float32 weights)."""
 
 
 @dataclass
@@ -84,13 +90,16 @@ class Run:
     ratings: pd.DataFrame = field(repr=False)
     """One row per rating update."""
     pool: pd.DataFrame = field(repr=False)
-    """One row per published policy snapshot."""
+    """One row per published policy snapshot; its column ``weights_stored`` says whether the run file
+    still stores its float32 weights (False once the retention policy dropped or archived them)."""
     payoff: pd.DataFrame = field(repr=False)
     """One row per payoff-table update (cumulative per pair; :meth:`payoff_table` keeps the last)."""
     meta: pd.DataFrame = field(repr=False)
     """Meta-strategy weights, Nash weights and Nash-averaged ratings, one row per snapshot and update."""
     exploitability: pd.DataFrame = field(repr=False)
     """Exact exploitability of latest policies and of the population mixture (OpenSpiel games)."""
+    retention: pd.DataFrame = field(repr=False)
+    """One row per retention decision (``pool.keep*``): which snapshots keep their weights, and why."""
     _context: Any = field(default=None, init=False, repr=False, compare=False)
 
     def weights(self, policy_id: str, version: int) -> np.ndarray:
@@ -115,7 +124,9 @@ class Run:
                     f"run file {self.path}: weights of policy {policy_id!r} version {version} are "
                     "incomplete (the writer stopped while saving them)"
                 )
-            return np.asarray(ds[...])
+            if _text(ds.attrs.get("stored", "float32")) == "none":
+                raise WeightsDropped(_dropped_message(self.path, policy_id, int(version), self.config))
+            return np.asarray(ds[...], dtype=np.float32)  # a float16 archive reads as float32
 
         return _read(self.path, read)
 
@@ -123,7 +134,8 @@ class Run:
         """One row per completely stored weight snapshot, sorted by policy id and version.
 
         Columns: policy_id, version, role, parent_id ('' if none), parent_version (-1 if none),
-        layout, size (number of float32 values) and saved (UTC time it was written).
+        layout, size (number of values stored), saved (UTC time it was written) and stored: 'float32',
+        'float16' (an archive the retention policy kept for analysis) or 'none' (dropped: metadata only).
         """
 
         def names(f: h5py.File) -> list[tuple[str, str]]:
@@ -145,6 +157,7 @@ class Run:
                 "layout": _text(ds.attrs.get("layout", "")),
                 "size": int(ds.size),
                 "saved": _text(ds.attrs.get("saved", "")),
+                "stored": _text(ds.attrs.get("stored", "float32")),
             }
 
         # The snapshot names first, then each snapshot on its own (a complete snapshot never changes),
@@ -224,7 +237,20 @@ class Run:
                 f"{', '.join(str(v) for v in versions)} (latest {max(versions)})"
             )
         row = rows[rows.version == int(version)].iloc[0]
+        if row.stored == "none":
+            raise WeightsDropped(_dropped_message(self.path, policy_id, int(version), self.config))
         return StoredPolicy.build(self, policy_id, int(version), str(row.role), str(row.layout))
+
+
+def _dropped_message(path: Path, policy_id: str, version: int, config: dict[str, Any]) -> str:
+    """What a reader asking for a dropped snapshot is told: the snapshot, and the settings that dropped it."""
+    pool = config.get("pool") or {}
+    settings = ", ".join(f"pool.{k}={pool.get(k)!r}" for k in ("keep_latest", "keep_every", "keep_weight_above")
+                         if pool.get(k) is not None)
+    return (f"run file {path}: the weights of snapshot {policy_id}@{version} were dropped by the retention "
+            f"policy ({settings or 'pool.keep_latest'}); only its metadata and ratings remain. Ask for a version "
+            f"whose 'stored' is 'float32' or 'float16' in Run.policies() (or rerun with pool.keep_latest unset, or "
+            f"pool.keep / pool.keep_every covering it)")
 
 
 class UnknownPolicyError(RunFileError, KeyError):
@@ -413,6 +439,10 @@ def load_run(path: str | Path) -> Run:
     config = attrs.get("config", {})
     if not isinstance(config, dict):
         raise RunFileError(f"run file {path}: the 'config' attribute is not a JSON object")
+    gone = {(p, int(v)) for p, v, w in zip(tables["retention"].policy_id, tables["retention"].version,
+                                          tables["retention"].weights) if w != "float32"}
+    pool = tables["pool"]
+    pool["weights_stored"] = [(p, int(v)) not in gone for p, v in zip(pool.policy_id, pool.version)]
     return Run(path=path, config=config, attrs=attrs, **tables)
 
 
@@ -502,6 +532,8 @@ def _opened(path: Path, locking: bool = True) -> Iterator[h5py.File]:
     try:
         with f:
             yield f
+    except RunFileError:
+        raise  # already names the file (some are KeyErrors too, e.g. WeightsDropped)
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         # h5py reports damaged files with any of these; RunFileError itself passes through.
         raise RunFileError(f"run file {path} cannot be read (truncated or corrupt?): {exc}") from exc
@@ -571,7 +603,9 @@ def _table(path: Path, f: h5py.File, table: str) -> h5py.Dataset:
 
 
 def _committed(path: Path, f: h5py.File, table: str) -> int:
-    """How many rows of ``table`` are whole."""
+    """How many rows of ``table`` are whole (0 for an optional table the file predates)."""
+    if table in OPTIONAL_TABLES and f"{TABLES_GROUP}/{table}" not in f:
+        return 0
     ds = _table(path, f, table)
     committed = int(ds.attrs[COMMITTED_ATTR])
     if not 0 <= committed <= ds.shape[0]:
@@ -585,6 +619,8 @@ def _committed(path: Path, f: h5py.File, table: str) -> int:
 
 def _table_rows(path: Path, f: h5py.File, table: str, rows: int) -> np.ndarray:
     """The first ``rows`` rows of ``table`` (all committed), as a structured array."""
+    if table in OPTIONAL_TABLES and f"{TABLES_GROUP}/{table}" not in f:
+        return np.zeros(0, dtype=table_dtype(table))
     ds = _table(path, f, table)
     if rows > ds.shape[0]:
         raise RunFileError(f"run file {path}: table {table!r} lost committed rows (truncated or corrupt)")

@@ -481,6 +481,101 @@ class CheckpointConfig(_Section):
     )
 
 
+
+class PoolConfig(_Section):
+    """Rank 0's policy pool at scale: the weights it keeps in memory, the snapshots whose weights the run
+    file keeps, how often trainers publish, and how the run file's commits are grouped (docs/pool.md).
+    The defaults keep every snapshot's weights, publish every generation and commit every change at
+    once, so a small run behaves as before; only rank 0's memory is bounded by default."""
+
+    cache_mb: float | None = Field(
+        default=256.0,
+        gt=0,
+        description="Megabytes of snapshot weights rank 0 keeps in memory (least recently used go first; "
+        "the run file serves the rest). None: no limit in megabytes.",
+    )
+    cache_snapshots: int | None = Field(
+        default=None,
+        ge=1,
+        description="At most this many snapshots' weights in rank 0's memory (None: no limit in snapshots).",
+    )
+    keep_latest: int | None = Field(
+        default=None,
+        ge=0,
+        description="Retention: the latest this many snapshots of every policy keep their weights. None (the "
+        "default): every snapshot keeps its weights and the other keep_* settings do not apply.",
+    )
+    keep_every: int | None = Field(
+        default=None,
+        ge=1,
+        description="Retention: also keep forever the weights of every version that is a multiple of this "
+        "(version 0 included). None: none kept for their version.",
+    )
+    keep_weight_above: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Retention: also keep forever a snapshot whose weight in the matchmaker's distribution "
+        "(its meta-strategy: pfsp, psro, ...) is above this when it leaves the latest keep_latest. None: "
+        "not used.",
+    )
+    keep: list[str] = Field(
+        default_factory=list,
+        description="Retention: snapshots that keep their weights forever, as 'policy_id@version' (anchors).",
+    )
+    archive: Literal["none", "float16"] = Field(
+        default="none",
+        description="What a snapshot the retention drops keeps in the run file: 'none' (metadata and ratings "
+        "only) or 'float16' (a half-precision copy for analysis; matchmakers never draw it).",
+    )
+    compression: Literal["none", "gzip", "lzf"] = Field(
+        default="none",
+        description="Lossless compression of stored weights in the run file (HDF5 filters; h5py reads "
+        "them transparently). See docs/pool.md for the measured size and time.",
+    )
+    publish_every: int = Field(
+        default=1,
+        ge=1,
+        description="Async schedule: a trainer publishes a snapshot every this many generations (its last "
+        "generation always publishes). 1: every generation.",
+    )
+    publish_every_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Async schedule: a trainer publishes at most once per this many seconds (its last "
+        "generation always publishes; with publish_every, both must be due). None: no time limit.",
+    )
+    commit_window_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Group the run file's commits: rank 0 commits (journal + fsync) what arrived within this "
+        "many seconds at once. 0: commit every change at once. A kill leaves the last whole commit, so "
+        "at most this window of rows is lost (and recorded again by a resume from a checkpoint).",
+    )
+
+    @property
+    def retention(self) -> bool:
+        """Whether the retention policy drops weights (keep_latest is set)."""
+        return self.keep_latest is not None
+
+    def anchor_keys(self) -> list[tuple[str, int]]:
+        """The `keep` entries as (policy_id, version)."""
+        out = []
+        for item in self.keep:
+            pid, _, version = item.rpartition("@")
+            out.append((pid, int(version)))
+        return out
+
+    @field_validator("keep")
+    @classmethod
+    def _check_keep(cls, value: list[str]) -> list[str]:
+        for item in value:
+            pid, at, version = item.rpartition("@")
+            if not at or not pid or not version.isdigit():
+                raise ValueError(f"pool.keep: {item!r} is not 'policy_id@version' (e.g. 'player-0@120')")
+        return value
+
+
 def _check_per_role(key: str, value: int | dict[str, int], roles: set[str], minimum: int,
                     why: str) -> None:
     """A count given for every role (an int) or per role (a dict): every named role exists and every
@@ -511,6 +606,7 @@ class RunConfig(_Section):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    pool: PoolConfig = Field(default_factory=PoolConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:
@@ -564,7 +660,30 @@ class RunConfig(_Section):
                 "matchmaking.strategy 'pfsp' weighs opponents by the learner's win rate in the payoff "
                 "table: set evaluation.pool_episodes > 0"
             )
+        self._check_pool()
         return self
+
+    def _check_pool(self) -> None:
+        """pool: retention settings that only make sense together, and cadence only where it applies."""
+        p = self.pool
+        if p.keep_latest == 0:
+            raise ValueError(
+                "pool.keep_latest 0 would leave the matchmaker nothing to draw: a policy's latest snapshot is "
+                "what its trainer and the matchmakers use; set pool.keep_latest to 1 or more")
+        if not p.retention:
+            used = [k for k in ("keep_every", "keep_weight_above") if getattr(p, k) is not None]
+            if used or p.keep or p.archive != "none":
+                what = used + (["keep"] if p.keep else []) + (["archive"] if p.archive != "none" else [])
+                raise ValueError(f"pool.{what[0]} is part of the retention policy, which is off: set "
+                                 "pool.keep_latest (e.g. 8) to drop the weights of older snapshots")
+        if (p.publish_every != 1 or p.publish_every_s is not None) and self.schedule.mode == "sync":
+            raise ValueError(
+                f"pool.publish_every {p.publish_every} / pool.publish_every_s {p.publish_every_s} need schedule.mode "
+                "'async': a sync generation is one published snapshot per trainer (use a larger "
+                "schedule.steps_per_generation instead)")
+        if p.keep_weight_above is not None and self.matchmaking.strategy in ("latest",):
+            raise ValueError("pool.keep_weight_above reads the matchmaker's distribution over snapshots; "
+                             "matchmaking.strategy 'latest' draws only the latest snapshots")
 
     def _check_actors(self, roles: set[str]) -> None:
         """trainer.actors_per_learner: known roles, counts >= 0, and only where the learner can use them."""

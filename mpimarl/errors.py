@@ -26,6 +26,15 @@ class RunFileError(MpimarlError):
     """A run file is missing, unreadable, truncated or was written by an incompatible schema."""
 
 
+class WeightsDropped(RunFileError, KeyError):
+    """A snapshot's weights were dropped by the retention policy (``pool.keep*``): only its metadata
+    and ratings remain. The message names the snapshot and the setting."""
+
+    def __str__(self) -> str:
+        # KeyError would print the message with quotes around it.
+        return str(self.args[0]) if self.args else ""
+
+
 class ProtocolError(RuntimeError):
     """A rank received a message it did not expect; this is a bug, not a user error."""
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mpimarl.analysis import load_run, summarize
+from mpimarl.analysis import DERIVED_COLUMNS, load_run, summarize
 from mpimarl.errors import RunFileError
 from mpimarl.record.recorder import RunRecorder
 from mpimarl.record.schema import LATER_COLUMNS, SCHEMA_VERSION, TABLES, rows_to_array
@@ -102,7 +102,7 @@ def test_round_trip_of_every_table_and_the_weights(run_path: Path) -> None:
     assert run.attrs["schema_version"] == SCHEMA_VERSION
     for table in TABLES:
         frame = getattr(run, table)
-        assert list(frame.columns) == [c.name for c in TABLES[table]]
+        assert list(frame.columns) == [c.name for c in TABLES[table]] + list(DERIVED_COLUMNS.get(table, ()))
         for col in TABLES[table]:
             if col.is_text:
                 assert all(isinstance(v, str) for v in frame[col.name])

@@ -24,7 +24,15 @@ from mpimarl.league.matchmaking import Matchmaker, load_matchmaker_state, make_m
 from mpimarl.league.metasolvers import max_entropy_nash
 from mpimarl.league.outcomes import ParReference, pairwise_score, rank_sides, score_class, tally
 from mpimarl.league.payoff import PayoffTable
-from mpimarl.league.pool import RANDOM_KEY, RANDOM_POLICY_ID, PolicyPool, Snapshot, SnapshotKey
+from mpimarl.league.pool import (
+    RANDOM_KEY,
+    RANDOM_POLICY_ID,
+    PolicyPool,
+    Retention,
+    Snapshot,
+    SnapshotKey,
+    WeightLoader,
+)
 from mpimarl.league.ratings import Ratings
 from mpimarl.rollout.seating import (
     Lineup,
@@ -96,6 +104,15 @@ class EvalPlan:
     role: str
     matches: list[PlannedMatch] = field(default_factory=list)
 
+    def seated(self) -> list[SeatedKey]:
+        """Every pool snapshot this plan will seat (its matches' own, line-ups and comparators)."""
+        out = []
+        for m in self.matches:
+            for item in (m.own, *m.lineup, *((m.comparator,) if m.comparator else ()), *m.comparator_lineup):
+                if not item.is_baseline:
+                    out.append(item)
+        return out
+
     def to_state(self) -> dict[str, Any]:
         """This plan as JSON data."""
         return {"key": None if self.key is None else [self.key.policy_id, self.key.version], "role": self.role,
@@ -160,7 +177,7 @@ class League:
     """Rank 0's decisions for one run: pool, matchmaking, evaluation plans, ratings and payoff."""
 
     def __init__(self, config: RunConfig, spec: EnvSpec, seed: int, exact: bool = False,
-                 exploiters: Sequence[str] = ()) -> None:
+                 exploiters: Sequence[str] = (), load: WeightLoader | None = None) -> None:
         self.cfg = config
         self.exploiters = frozenset(exploiters)  # policy ids of main exploiters (matchmaking.exploiters)
         # Fixed opponents of the exploiters, per role (an exploit job, mpimarl/exploit.py): every seat
@@ -174,7 +191,13 @@ class League:
         if outcome == "auto":
             outcome = "par" if self.competitive and len(config.task.roles) > 1 else "returns"
         self.outcome = outcome
-        self.pool = PolicyPool()
+        # Rank 0 passes `load` (the run file): the pool then keeps weights only in a bounded cache.
+        pc = config.pool
+        self._cache_bounds = (None if pc.cache_mb is None else int(pc.cache_mb * 2**20), pc.cache_snapshots)
+        self._load = load
+        self.pool = PolicyPool(load, *self._cache_bounds)
+        self.retention = Retention.from_config(pc.keep_latest, pc.keep_every, pc.keep_weight_above,
+                                               pc.anchor_keys())
         mm = config.matchmaking
         self.matchmaker: Matchmaker = make_matchmaker(
             mm.strategy, latest_fraction=mm.latest_fraction, quality_lr=mm.quality_lr,
@@ -228,7 +251,7 @@ class League:
     def load_state(self, state: dict[str, Any], weights: Callable[[SnapshotKey], np.ndarray]) -> None:
         """Restore what `to_state` described into this league (built from the same config and
         environment); `weights(key)` reads each pool snapshot's weights."""
-        self.pool = PolicyPool.from_state(state["pool"], weights)
+        self.pool = PolicyPool.from_state(state["pool"], weights, *(self._cache_bounds if self._load else (None, None)))
         load_matchmaker_state(self.matchmaker, state["matchmaker"])
         self.ratings = Ratings.from_state(state["ratings"])
         self.payoff = PayoffTable.from_state(state["payoff"])

@@ -329,12 +329,21 @@ class OpenAIFiveMatchmaker:
         except KeyError:
             raise KeyError(f"snapshot {key} has no quality score (never published)") from None
 
-    def probabilities(self, role: str) -> dict[SnapshotKey, float]:
-        """Past-snapshot sampling probabilities softmax(q) of a role's snapshots, publish order."""
-        keys = self._by_role.get(role, [])
+    def probabilities(self, role: str, pool: PolicyPool | None = None) -> dict[SnapshotKey, float]:
+        """Past-snapshot sampling probabilities softmax(q) of a role's snapshots, publish order (only
+        those of `pool` that still have weights, when given)."""
+        keys = self._candidates(role, pool)
         if not keys:
             return {}
         return dict(zip(keys, self._softmax(keys).tolist(), strict=True))
+
+    def _candidates(self, role: str, pool: PolicyPool | None) -> list[SnapshotKey]:
+        """The role's scored snapshots that can be drawn: the retention policy may have dropped some
+        weights (pool.keep*); their scores stay, they are just never drawn."""
+        keys = self._by_role.get(role, [])
+        if pool is None or not pool.dropped_count:
+            return keys
+        return [k for k in keys if pool.drawable(k)]
 
     def _softmax(self, keys: Sequence[SnapshotKey]) -> np.ndarray:
         q = np.array([self._quality[k] for k in keys], dtype=np.float64)
@@ -359,7 +368,7 @@ class OpenAIFiveMatchmaker:
         """latest_fraction on the role's latest snapshots, the rest by softmax(q)."""
         for snapshot in pool.snapshots():
             self.on_publish(snapshot)
-        out = {k: (1.0 - self.latest_fraction) * p for k, p in self.probabilities(role).items()}
+        out = {k: (1.0 - self.latest_fraction) * p for k, p in self.probabilities(role, pool).items()}
         for k, w in _latest_weights(pool, role).items():
             out[k] = out.get(k, 0.0) + self.latest_fraction * w
         return {k: w for k, w in out.items() if w > 0}
@@ -397,7 +406,7 @@ class OpenAIFiveMatchmaker:
         _check_request(pool, learner, learner_role, seat_roles, n)
         for snapshot in pool.snapshots():
             self.on_publish(snapshot)
-        candidates = {role: self._by_role[role] for role in set(seat_roles)}
+        candidates = {role: self._candidates(role, pool) for role in set(seat_roles)}
         probs = {role: self._softmax(keys) for role, keys in candidates.items()}
         out: list[Lineup] = []
         for _ in range(n):

@@ -34,7 +34,10 @@ import fcntl
 import io
 import os
 import struct
+import threading
 import zlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 JOURNAL_SUFFIX = ".journal"
@@ -156,6 +159,9 @@ class JournaledFile(io.RawIOBase):
         self.path = Path(path)
         self.mode = mode
         self._ops: list[Op] = []
+        self._committing: list[Op] = []  # the ops a background commit is writing (still part of the view)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
         self._pos = 0
         flags = {"x": os.O_RDWR | os.O_CREAT | os.O_EXCL, "r+": os.O_RDWR, "r": os.O_RDONLY}[mode]
         if mode == "r+":
@@ -177,7 +183,7 @@ class JournaledFile(io.RawIOBase):
     def _sizes(self) -> tuple[int, int]:
         """(logical size, how far the file's own bytes still show through the pending truncations)."""
         size = limit = self._base_size
-        for kind, where, data in self._ops:
+        for kind, where, data in self._view_ops():
             if kind == b"w":
                 size = max(size, where + len(data))
             else:
@@ -196,7 +202,7 @@ class JournaledFile(io.RawIOBase):
             got = os.preadv(self._fd, [view[:base]], start)
             if got < base:
                 view[got:base] = b"\0" * (base - got)
-        for kind, where, data in self._ops:
+        for kind, where, data in self._view_ops():
             if kind == b"w":
                 lo, hi = max(start, where), min(start + n, where + len(data))
                 if lo < hi:
@@ -263,19 +269,70 @@ class JournaledFile(io.RawIOBase):
 
     # ---------------------------------------------------------------- commit
 
+    def _view_ops(self) -> list[Op]:
+        """The changes on top of the file's bytes: those being committed in the background, then the rest.
+        (A background commit writes only the regions its ops cover, so the file's bytes elsewhere do
+        not change under a reader.)"""
+        return self._committing + self._ops if self._committing else self._ops
+
     @property
     def pending(self) -> bool:
-        """Whether there are changes not committed yet."""
-        return bool(self._ops)
+        """Whether there are changes not committed yet (a background commit still running counts)."""
+        return bool(self._ops) or self._thread is not None
+
+    @property
+    def committing(self) -> bool:
+        """Whether a background commit is still running."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start_commit(self, bracket: Callable[[], AbstractContextManager[None]] | None = None) -> None:
+        """Commit the pending changes in a background writer thread (the fsyncs release the GIL, so the
+        caller goes on); a previous background commit is finished first. `bracket()` wraps the step
+        that changes the run file (the live write sequence). Call :meth:`wait` before relying on it."""
+        self.wait()
+        if not self._ops or self.mode == "r":
+            return
+        ops, self._ops = self._ops, []
+        self._committing = ops
+        self._thread = threading.Thread(target=self._background, args=(ops, bracket), name="run-file-commit",
+                                        daemon=True)
+        self._thread.start()
+
+    def _background(self, ops: list[Op], bracket: Callable[[], AbstractContextManager[None]] | None) -> None:
+        try:
+            self._write_commit(ops, bracket)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        """Finish a background commit (and raise its error, if it had one)."""
+        if self._thread is None:
+            return
+        self._thread.join()
+        self._thread = None
+        self._committing = []
+        self._base_size = os.fstat(self._fd).st_size
+        self._size, self._base_limit = self._sizes()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     def commit(self) -> None:
         """Make the pending changes part of the file, atomically (journal, apply, remove journal).
         Call it only when HDF5 has flushed a whole state (after ``h5py.File.flush`` or ``close``)."""
+        self.wait()
         if not self._ops or self.mode == "r":
             return
+        self._write_commit(self._ops, None)
+        self._ops = []
+        self._base_size = os.fstat(self._fd).st_size
+        self._size, self._base_limit = self._sizes()
+
+    def _write_commit(self, ops: list[Op], bracket: Callable[[], AbstractContextManager[None]] | None) -> None:
+        """Journal, apply, remove the journal: the steps of a commit (in the caller's or a writer thread)."""
         durable = _fsync_wanted()
         journal = journal_path(self.path)
-        blob = _encode(self._ops)
+        blob = _encode(ops)
         fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(blob)
@@ -285,16 +342,18 @@ class JournaledFile(io.RawIOBase):
                 os.fsync(fd)
         finally:
             os.close(fd)
-        _apply(self._fd, self._ops)
+        with bracket() if bracket is not None else nullcontext():
+            _apply(self._fd, ops)
         if durable:
             os.fsync(self._fd)
         journal.unlink()
-        self._ops = []
-        self._base_size = os.fstat(self._fd).st_size
-        self._size, self._base_limit = self._sizes()
 
     def close(self) -> None:
-        """Close the file (uncommitted changes are dropped: commit first)."""
+        """Close the file (uncommitted changes are dropped: commit first; a background commit is finished)."""
+        try:
+            self.wait()
+        except OSError:
+            pass  # closing after a failure: the file holds the previous whole commit
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 import mpimarl
-from mpimarl.errors import RunFileError
+from mpimarl.errors import RunFileError, WeightsDropped
 from mpimarl.record.journal import JournaledFile
 from mpimarl.record.live import WriteSequence
 from mpimarl.record.schema import (
@@ -50,23 +50,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _writes(method: F) -> F:
-    """Bracket a method that changes the file with the write sequence (readers of a live run retry
-    a read that overlapped it), and commit its changes atomically once it succeeded (a method that
-    raises leaves the file as the previous commit left it)."""
+    """Commit a method's changes to the file atomically once it succeeded (a method that raises
+    leaves the file as the previous commit left it). HDF5's writes stay in memory until the commit
+    (:class:`JournaledFile`), so only the commit itself is bracketed with the write sequence that
+    readers of a live run watch. With a commit window the commit may wait (:meth:`RunRecorder.commit_due`)."""
 
     @functools.wraps(method)
-    def bracketed(self: RunRecorder, *args: Any, **kwargs: Any) -> Any:
-        live = getattr(self, "_live", None)
-        if live is None:
-            result = method(self, *args, **kwargs)
-            self._commit()
-            return result
-        with live.writing():
-            result = method(self, *args, **kwargs)
-            self._commit()
-            return result
+    def committed(self: RunRecorder, *args: Any, **kwargs: Any) -> Any:
+        result = method(self, *args, **kwargs)
+        self._commit()
+        return result
 
-    return cast(F, bracketed)
+    return cast(F, committed)
 
 
 def snapshot_name(version: int) -> str:
@@ -109,6 +104,7 @@ class RunRecorder:
         self._json_keys: list[str] = []
         self._closed = False
         self._committed: dict[str, int] = {}
+        self._init_grouping()
         try:
             root = self._file.attrs
             root["format"] = FORMAT_NAME
@@ -206,13 +202,50 @@ class RunRecorder:
             if group[name].attrs.get("complete", False):
                 raise ValueError(f"snapshot {policy_id!r} version {version} is already stored in {self._path}")
             del group[name]  # debris of an interrupted save
-        ds = group.create_dataset(name, data=np.ascontiguousarray(weights, dtype=np.float32))
+        data = np.ascontiguousarray(weights, dtype=np.float32)
+        ds = group.create_dataset(name, data=data, **self._filter(data.size))
         self._file.flush()
         ds.attrs["role"] = str(role)
         ds.attrs["parent_id"] = str(parent_id)
         ds.attrs["parent_version"] = np.int64(parent_version)
         ds.attrs["layout"] = layout
         ds.attrs["saved"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        ds.attrs["complete"] = True
+        self._file.flush()
+
+    def _filter(self, size: int) -> dict[str, Any]:
+        """HDF5 dataset options for a weight array of `size` values under the configured compression."""
+        if self.compression is None or size == 0:
+            return {}
+        chunk = min(size, 1 << 18)  # 1 MB chunks: whole small networks, bounded reads of big ones
+        options: dict[str, Any] = {"compression": self.compression, "chunks": (chunk,), "shuffle": True}
+        if self.compression == "gzip":
+            options["compression_opts"] = 4
+        return options
+
+    @_writes
+    def drop_weights(self, policy_id: str, version: int, archive: str = "none", reason: str = "") -> None:
+        """The retention policy dropped a snapshot's weights: replace its dataset by an empty one
+        (``archive='none'``) or a float16 copy (``'float16'``, for analysis) that keeps its attributes,
+        with ``stored`` saying which. HDF5 reuses the freed space for later snapshots of this session."""
+        self._check_open()
+        if archive not in ("none", "float16"):
+            raise ValueError(f"archive must be 'none' or 'float16', got {archive!r}")
+        group = self._file[POLICIES_GROUP].get(policy_id)
+        name = snapshot_name(int(version))
+        if group is None or name not in group or not group[name].attrs.get("complete", False):
+            raise KeyError(f"snapshot {policy_id}@{version} is not stored in {self._path}")
+        old = group[name]
+        if str(old.attrs.get("stored", "float32")) != "float32":
+            return
+        attrs = {k: old.attrs[k] for k in old.attrs if k != "complete"}
+        data = old[()].astype(np.float16) if archive == "float16" else np.zeros(0, np.float16)
+        del group[name]
+        ds = group.create_dataset(name, data=data, **self._filter(data.size))
+        for key, value in attrs.items():
+            ds.attrs[key] = value
+        ds.attrs["stored"] = "float16" if archive == "float16" else "none"
+        ds.attrs["retention"] = reason or "dropped"
         ds.attrs["complete"] = True
         self._file.flush()
 
@@ -258,6 +291,12 @@ class RunRecorder:
         if live is None:
             self._close_file()
             return
+        try:
+            self._raw.wait()  # a background commit first (the write sequence has one writer at a time)
+        except BaseException:
+            self._raw.close()
+            live.close()
+            raise
         with live.writing():
             self._close_file()
         live.close()
@@ -265,15 +304,89 @@ class RunRecorder:
     def _close_file(self) -> None:
         try:
             self._file.close()
-            self._raw.commit()  # what HDF5 wrote while closing
+            self._raw.commit()  # what HDF5 wrote while closing, and anything a commit window held
         finally:
             self._raw.close()
 
-    def _commit(self) -> None:
-        """Flush HDF5's state into the journaled file and commit it (see mpimarl.record.journal)."""
-        if not self._closed:
-            self._file.flush()
+    def _init_grouping(self) -> None:
+        self.commit_window_s = 0.0
+        self.compression: str | None = None
+        self._pending_since: float | None = None  # monotonic time of the oldest change not committed
+        self.commits = 0
+
+    def configure(self, *, commit_window_s: float = 0.0, compression: str | None = None) -> None:
+        """Group commits within `commit_window_s` seconds (0: commit every change at once and wait for it;
+        more: a writer thread commits each group, so no caller waits for the fsyncs) and store new weight
+        snapshots with the HDF5 filter `compression` ('gzip', 'lzf' or None)."""
+        if commit_window_s < 0:
+            raise ValueError(f"commit_window_s must be >= 0, got {commit_window_s}")
+        if compression not in (None, "none", "gzip", "lzf"):
+            raise ValueError(f"compression must be 'gzip', 'lzf' or None, got {compression!r}")
+        self.commit_window_s = float(commit_window_s)
+        self.compression = None if compression == "none" else compression
+        if self.commit_window_s == 0.0:
+            self.commit()
+
+    @property
+    def pending(self) -> bool:
+        """Whether changes wait for a commit (a commit window is open, or the writer thread is busy)."""
+        return self._pending_since is not None or self._raw.pending
+
+    def commit_due(self) -> bool:
+        """Commit the changes waiting longer than the commit window; True if it committed. Call it
+        whenever the caller is idle (rank 0's serving loop does)."""
+        if self._pending_since is None or time.monotonic() - self._pending_since < self.commit_window_s:
+            return False
+        if self.commit_window_s > 0.0:
+            self._commit_in_background()
+        else:
+            self.commit()
+        return self._pending_since is None
+
+    def commit(self) -> None:
+        """Commit every change made so far now and wait for it (before a checkpoint that counts the rows)."""
+        if self._closed:
+            return
+        self._file.flush()
+        self._pending_since = None
+        self._raw.wait()  # a background commit first (the write sequence has one writer at a time)
+        if not self._raw.pending:
+            return
+        live = getattr(self, "_live", None)
+        if live is None:
             self._raw.commit()
+        else:
+            with live.writing():
+                self._raw.commit()
+        self.commits += 1
+
+    def _commit(self) -> None:
+        """Flush HDF5's state into the journaled file and commit it (see mpimarl.record.journal),
+        now or, with a commit window, once the oldest waiting change is that old (in the background)."""
+        if self._closed:
+            return
+        if self.commit_window_s > 0.0:
+            now = time.monotonic()
+            if self._pending_since is None:
+                self._pending_since = now
+            if now - self._pending_since >= self.commit_window_s:
+                self._commit_in_background()
+            return
+        self.commit()
+
+    def _commit_in_background(self) -> None:
+        """Grouped commits: hand everything so far to the writer thread, unless it is still busy with the
+        previous group (then the changes wait for the next call: they form the next group)."""
+        if self._raw.committing:
+            return
+        self._file.flush()
+        self._pending_since = None
+        self._raw.wait()  # fold the finished commit in (and raise its error)
+        if not self._raw.pending:
+            return
+        live = getattr(self, "_live", None)
+        self._raw.start_commit(live.writing if live is not None else None)
+        self.commits += 1
 
     def __enter__(self) -> RunRecorder:
         return self
@@ -324,6 +437,7 @@ class RunRecorder:
             self._live.close()
             raise RunFileError(f"cannot reopen run file {self._path}: {_reason(exc)}") from None
         self._closed = False
+        self._init_grouping()
         try:
             root = self._file.attrs
             if root.get("format") != FORMAT_NAME or TABLES_GROUP not in self._file:
@@ -362,7 +476,21 @@ class RunRecorder:
         name = snapshot_name(int(version))
         if group is None or name not in group or not group[name].attrs.get("complete", False):
             raise KeyError(f"snapshot {policy_id}@{version} is not stored in {self._path}")
-        return np.asarray(group[name][()], dtype=np.float32)
+        ds = group[name]
+        if str(ds.attrs.get("stored", "float32")) != "float32":
+            raise WeightsDropped(f"the weights of snapshot {policy_id}@{version} were dropped by the retention "
+                                 f"policy (pool.keep_latest and the other pool.keep* settings) in {self._path}")
+        return np.asarray(ds[()], dtype=np.float32)
+
+    def weights_stored(self, policy_id: str, version: int) -> bool:
+        """Whether the snapshot's float32 weights are stored whole (not dropped by the retention policy)."""
+        self._check_open()
+        group = self._file[POLICIES_GROUP].get(policy_id)
+        name = snapshot_name(int(version))
+        if group is None or name not in group:
+            return False
+        ds = group[name]
+        return bool(ds.attrs.get("complete", False)) and str(ds.attrs.get("stored", "float32")) == "float32"
 
     def get_attr(self, key: str, default: Any = None) -> Any:
         """A file attribute as `set_attr` stored it (JSON ones decoded), or `default`."""

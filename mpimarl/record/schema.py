@@ -12,7 +12,9 @@ and read by :func:`mpimarl.analysis.load_run`:
   Its integer attribute ``committed`` is the number of whole rows; it is written after the rows are
   flushed, so rows past it are debris of an interrupted append and readers ignore them.
 - ``/policies/<policy_id>/<version:06d>``: a policy snapshot's flat float32 weights, with attributes
-  ``role``, ``parent_id``, ``parent_version``, ``layout`` and ``complete`` (written last).
+  ``role``, ``parent_id``, ``parent_version``, ``layout`` and ``complete`` (written last). A snapshot
+  whose weights the retention policy dropped keeps its attributes, an empty (or, archived, float16)
+  array and ``stored`` = 'none' (or 'float16'); the ``retention`` table records each decision.
 
 The columns are defined once, here, as data (:data:`TABLES`); the recorder, the loader and the
 README all read them from this module.
@@ -243,8 +245,22 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("exploitability", _F8, "NashConv / number of players (OpenSpiel's convention), exact"),
         Column("nash_conv", _F8, "sum over players of the best response's gain"),
     ),
+    "retention": (
+        _time(),
+        _generation(),
+        Column("policy_id", _ID, "policy id of the snapshot decided"),
+        Column("role", _LABEL, "role of the snapshot"),
+        Column("version", _I8, "version of the snapshot"),
+        Column("weights", _LABEL, "what the run file keeps of its weights from now on: 'float32' (all, "
+               "drawable), 'float16' (an analysis copy, never drawn) or 'none' (metadata and ratings only)"),
+        Column("reason", _LABEL, "why: 'every', 'anchor' or 'weight' (kept forever, pool.keep_every, pool.keep, "
+               "pool.keep_weight_above) or 'dropped' (left the latest pool.keep_latest)"),
+    ),
 }
 """Every table of a run file, in column order. Each row is one event; tables are append-only."""
+
+OPTIONAL_TABLES = frozenset({"retention"})
+"""Tables added after schema version 2 first shipped: a file written before them loads with the table empty."""
 
 
 def columns(table: str) -> tuple[Column, ...]:

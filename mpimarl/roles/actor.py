@@ -143,7 +143,8 @@ class ImpalaLearner(Trainer):
             tallies = self.learn(self.ctx.generation_budget(generation))
             self.report_matches(lineups, tallies)
             self.version += 1
-            self.publish()
+            if self.publish_due(generation):  # async pool cadence (pool.publish_every)
+                self.publish()
             self._boundary()  # checkpoints (mpimarl/roles/resume.py)
         self.forward_lineups(None, [])
         self.link.drain_broadcasts()

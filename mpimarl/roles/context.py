@@ -86,6 +86,7 @@ class RunContext:
                 self.shape(role)
             except ValueError as exc:
                 raise ConfigError(f"ppo.torso {self.config.ppo.torso!r}: {exc}") from None
+        self.check_pool_cache()
         if self.config.baselines:
             from mpimarl.baselines import check_scripted
 
@@ -103,6 +104,22 @@ class RunContext:
                     "whose tree can be walked exactly (use an 'openspiel:' id such as openspiel:kuhn_poker, "
                     "or set it to false)"
                 )
+
+    def check_pool_cache(self) -> None:
+        """pool.cache_mb must hold at least one snapshot of the largest network (rank 0 serves weights
+        from its cache; a snapshot that never fits would be read from the run file at every use)."""
+        mb = self.config.pool.cache_mb
+        if mb is None:
+            return
+        from mpimarl.algos.networks import ActorCritic, num_weights
+
+        sizes = {role: 4 * num_weights(ActorCritic(self.shape(role))) for role in self.spec.roles}
+        role, largest = max(sizes.items(), key=lambda item: item[1])
+        if mb * 2**20 < largest:
+            raise ConfigError(
+                f"pool.cache_mb {mb:g} is smaller than one snapshot of role {role!r} "
+                f"({largest / 2**20:.3f} MB of float32 weights); set it to at least {largest / 2**20:.3f} "
+                "(or null for no limit)")
 
     # -- centralised critics (MAPPO, COMA) -------------------------------------------------------
     def central(self, role: str) -> bool:

@@ -239,12 +239,13 @@ class RemoteEvaluation:
         job_id = self.next_id
         self.next_id += 1
         needed = [s.key for s in (own, *lineup) if not s.is_baseline and s.key not in self.holds[rank]]
-        snaps = [self.server.league.pool.get(k) for k in dict.fromkeys(needed)]
+        pool = self.server.league.pool
+        snaps = [(pool.get(k), pool.weights(k)) for k in dict.fromkeys(needed)]
         job = {"id": job_id, "own": own.to_json(), "lineup": [s.to_json() for s in lineup], "seeds": seeds,
-               "seed": seed, "weights": [[s.key.policy_id, s.key.version, s.role, int(s.weights.size)] for s in snaps]}
+               "seed": seed, "weights": [[s.key.policy_id, s.key.version, s.role, int(w.size)] for s, w in snaps]}
         send_json(self.comm, job, rank, Tag.EVAL_JOB)
-        for s in snaps:
-            self.server.outbox.send_weights(s.weights, rank)
+        for s, w in snaps:
+            self.server.outbox.send_weights(w, rank)
             self.holds[rank].add(s.key)
         self.outstanding[rank] += 1
         self.jobs_sent += 1

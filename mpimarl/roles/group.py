@@ -141,7 +141,8 @@ class GroupTrainer(Trainer):
                                                              f"generation {generation}"))
             self.report_matches(lineups, self._gather_tallies(tallies))
             self.version += 1
-            self.publish()
+            if self.publish_due(generation):  # async pool cadence (pool.publish_every)
+                self.publish()
             self._boundary()  # checkpoints (mpimarl/roles/resume.py)
         if self.group.is_leader:
             send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)

@@ -271,12 +271,14 @@ def server_boundary(server: Server, final: bool) -> None:
     checkpoints = server.checkpoints
     if checkpoints is not None and checkpoints.due(generation, final or generation >= server.ctx.generations):
         checkpoints.save(generation, server_state(server))
+        server.after_checkpoint()
 
 
 def server_state(server: Server) -> dict[str, Any]:
     """Everything rank 0 needs to continue after this boundary (pool weights stay in the run file)."""
     if server.eval_job is not None:
         raise RuntimeError("server: a checkpoint was asked for while an evaluation was being played")
+    server.recorder.commit()  # the rows the checkpoint counts are in the file (pool.commit_window_s)
     return {
         "generation": server.generation,
         "elapsed_s": server.now(),
@@ -298,6 +300,12 @@ def restore_server(server: Server, state: dict[str, Any]) -> None:
 
     recorder = server.recorder
     server.league.load_state(state["league"], lambda key: recorder.read_weights(key.policy_id, key.version))
+    pool = server.league.pool
+    if server.league.retention is not None:  # weights dropped after this checkpoint (an older one resumed)
+        for snap in pool.snapshots():
+            if pool.latest(snap.key.policy_id).key != snap.key and \
+                    not recorder.weights_stored(snap.key.policy_id, snap.key.version):
+                pool.drop_weights(snap.key)
     server.eval_queue = deque(EvalPlan.from_state(p) for p in state["eval_queue"])
     server.eval_job = None
     server.generation = int(state["generation"])
@@ -434,6 +442,7 @@ class AsyncCut:
         state = server_state(server)
         state["async_cut"] = self.to_state()
         self.checkpoints.save(cut, state)  # last: the cut is whole once this file is
+        server.after_checkpoint()
         self.pending = None
         held, self.held = self.held, []
         for trainer, msg in held:
@@ -548,6 +557,7 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
     trainer._last_row_steps = trainer.matches.env_steps
     generation = int(state["generation"])
     trainer.version = generation
+    trainer.last_published = generation  # the parent of its next snapshot (async pool.publish_every: an estimate)
     trainer.generation = generation
     trainer.start_generation = generation
     trainer.restored = True

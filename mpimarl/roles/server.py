@@ -80,7 +80,10 @@ class Server:
         self.progress = progress
         self.sync = cfg.schedule.mode == "sync"
         self.start_time = time.monotonic()
-        self.league = League(cfg, ctx.spec, ctx.rank_seed(0), exact=ctx.exact_payoff, exploiters=ctx.exploiter_ids())
+        # The pool keeps weights in a bounded cache and reads the others back from the run file.
+        self.league = League(cfg, ctx.spec, ctx.rank_seed(0), exact=ctx.exact_payoff, exploiters=ctx.exploiter_ids(),
+                             load=lambda key: self.recorder.read_weights(key.policy_id, key.version))
+        recorder.configure(commit_window_s=cfg.pool.commit_window_s, compression=cfg.pool.compression)
         self.trainers = {
             r: _TrainerState(r, ctx.policy_id(r), ctx.trainer_role(r)) for r in ctx.leader_ranks
         }  # one per policy: a learner group or an IMPALA learner speaks through its leader
@@ -90,6 +93,7 @@ class Server:
         self.final_plan_sent = False
         self.eval_queue: deque[EvalPlan] = deque()
         self.eval_job: Generator[None, None, None] | None = None
+        self.eval_plan: EvalPlan | None = None  # the plan eval_job plays
         self._last_heartbeat = time.monotonic()
         self.eval_matches = VectorMatches([ctx.factory() for _ in range(cfg.evaluation.num_envs)],
                                           seed=ctx.rank_seed(0))
@@ -104,6 +108,9 @@ class Server:
         self.async_cut: Any = None  # async schedule: resume.AsyncCut, rank 0's side of consistent checkpoints
         self.stop_after_generation: int | None = None  # test aid: --stop-after-generation
         self.limit_origin = 0.0  # seconds of now() already spent by earlier jobs of a resumed run
+        # With checkpoints on, dropped weights leave the run file only once a checkpoint that knows
+        # they are dropped is saved: a resume from the previous one still finds every weight it needs.
+        self.pending_drops: list[tuple[SnapshotKey, str]] = []
         start = self.league.start_plan()
         if start is not None:
             self.eval_queue.append(start)
@@ -126,6 +133,7 @@ class Server:
         while True:
             if self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
                 self.handle(status)
+                self.recorder.commit_due()  # a busy rank 0 still commits once per window
                 pause = 5e-5
                 continue
             if self._finished():
@@ -134,6 +142,7 @@ class Server:
                 continue
             self._watchdog()
             self.outbox.poll()
+            self.recorder.commit_due()  # a commit window (pool.commit_window_s) groups the commits
             if self._evaluate_step():
                 continue
             time.sleep(pause)
@@ -143,6 +152,11 @@ class Server:
         self._record_population(self.generation)
         if self.remote is not None:
             self.recorder.set_attr("evaluation_jobs", self.remote.counts())
+        pool = self.league.pool
+        self.recorder.set_attr("pool_memory", {
+            "snapshots": len(pool), "weights_dropped": pool.dropped_count, "cache_snapshots": len(pool.cache),
+            "cache_mb": round(pool.cache.bytes / 2**20, 3), "cache_hits": pool.cache.hits,
+            "cache_misses": pool.cache.misses, "commits": self.recorder.commits})
         self.progress.close(self)
         return self.summary()
 
@@ -233,6 +247,10 @@ class Server:
         key = SnapshotKey(state.policy_id, version)
         parent = SnapshotKey(state.policy_id, version - 1) if version > 0 else None
         snap = Snapshot(key, state.role, parent, state.rank, int(msg["env_steps"]), self.now(), weights)
+        parent_version = int(msg.get("parent_version", version - 1))
+        if version > 0 and parent_version != version - 1:  # async pool.publish_every: versions skipped
+            parent = SnapshotKey(state.policy_id, parent_version) if parent_version >= 0 else None
+            snap.parent = parent
         state.published = version
         state.env_steps = snap.env_steps
         self.recorder.save_weights(state.policy_id, version, state.role, weights,
@@ -248,6 +266,7 @@ class Server:
                 self._close_round()
         else:
             self._admit(snap)
+            self._retain(snap.key.policy_id)
             if self.async_cut is not None:
                 self.async_cut.after_publish(self)
             if self.deferred and self._all_published():
@@ -269,6 +288,41 @@ class Server:
         if plan is not None:
             self.eval_queue.append(plan)
 
+    def _retain(self, policy_id: str) -> None:
+        """The retention policy (pool.keep*) after a publish of `policy_id`: drop the weights of the
+        snapshots that left its latest pool.keep_latest and are not kept forever; record each decision.
+        Snapshots a queued evaluation will seat are decided at a later publish."""
+        retention = self.league.retention
+        if retention is None:
+            return
+        league = self.league
+        pinned = {m.key for plan in [*self.eval_queue, *([self.eval_plan] if self.eval_plan else [])]
+                  for m in plan.seated()}
+        decisions = retention.apply(league.pool, policy_id,
+                                    lambda role: league.matchmaker.meta_strategy(league.pool, role, league.payoff),
+                                    pinned)
+        if not decisions:
+            return
+        archive = self.cfg.pool.archive
+        rows = []
+        for key, reason in decisions:
+            if reason == "dropped":
+                self.pending_drops.append((key, archive))
+                self.frozen.pop(key, None)
+            rows.append({"time": self.now(), "generation": self.generation, "policy_id": key.policy_id,
+                         "role": league.pool.get(key).role, "version": key.version,
+                         "weights": (archive if archive != "none" else "none") if reason == "dropped" else "float32",
+                         "reason": reason})
+        self.recorder.append("retention", rows)
+        if self.checkpoints is None:
+            self.after_checkpoint()
+
+    def after_checkpoint(self) -> None:
+        """A checkpoint is saved (or there are none): remove the dropped weights from the run file."""
+        for key, archive in self.pending_drops:
+            self.recorder.drop_weights(key.policy_id, key.version, archive, "dropped")
+        self.pending_drops.clear()
+
     def _close_round(self) -> None:
         """Sync: every trainer published `generation`; admit in rank order, then broadcast the plan.
 
@@ -288,6 +342,8 @@ class Server:
         admitted = [self.round_.snapshots[rank] for rank in sorted(self.round_.snapshots)]
         for snap in admitted:
             self._admit(snap)
+        for snap in admitted:
+            self._retain(snap.key.policy_id)
         self.round_ = _Round()
         self._record_population(self.generation)
         time_up = self._time_up()
@@ -324,6 +380,7 @@ class Server:
 
     def _drain_evaluations(self) -> None:
         while self._evaluate_step():
+            self.recorder.commit_due()
             if self.remote is not None:
                 self.remote.poll()  # results of jobs out at the trainers
             self._heartbeat(time.monotonic())
@@ -355,16 +412,17 @@ class Server:
             for item in lineup:
                 if not item.is_baseline and item.key not in cached:
                     needed[item.key] = item.role
-        snaps = [self.league.pool.get(k) for k in needed]
+        pool = self.league.pool
+        snaps = [(pool.get(k), pool.weights(k)) for k in needed]
         reply = {
             "lineups": [[s.to_json() for s in lu] for lu in lineups],
-            "sent": [[s.key.policy_id, s.key.version, s.role] for s in snaps],
-            "sizes": {str(s.key): int(s.weights.size) for s in snaps},
+            "sent": [[s.key.policy_id, s.key.version, s.role] for s, _ in snaps],
+            "sizes": {str(s.key): int(w.size) for s, w in snaps},
             **checkpoint,
         }
         send_json(self.comm, reply, state.rank, Tag.ASSIGN)
-        for snap in snaps:
-            self.outbox.send_weights(snap.weights, state.rank)  # nonblocking: a slow receiver stalls no one
+        for _, weights in snaps:
+            self.outbox.send_weights(weights, state.rank)  # nonblocking: a slow receiver stalls no one
 
     def on_train_stats(self, state: _TrainerState, msg: dict[str, Any]) -> None:
         """One train-table row."""
@@ -437,12 +495,14 @@ class Server:
             if not self.eval_queue:
                 return False
             plan = self.eval_queue.popleft()
+            self.eval_plan = plan
             remote = self.remote is not None and plan.key is not None
             self.eval_job = self.remote.evaluate(plan) if remote else self._evaluate(plan)  # type: ignore[union-attr]
         try:
             next(self.eval_job)
         except StopIteration:
             self.eval_job = None
+            self.eval_plan = None
         return True
 
     def _policy(self, seated: SeatedKey) -> ActingPolicy:
@@ -450,7 +510,8 @@ class Server:
             return self.baseline_policies[policy_key(seated)]
         if seated.key not in self.frozen:
             snap = self.league.pool.get(seated.key)
-            self.frozen[seated.key] = FrozenPolicy(self.ctx.shape(snap.role), snap.weights, self.device,
+            weights = self.league.pool.weights(seated.key)
+            self.frozen[seated.key] = FrozenPolicy(self.ctx.shape(snap.role), weights, self.device,
                                                    greedy=self.cfg.evaluation.greedy)
             while len(self.frozen) > 64:
                 self.frozen.pop(next(iter(self.frozen)))

@@ -107,6 +107,8 @@ class Trainer:
         self.checkpoints: Any = None
         self.start_generation = 0  # the checkpoint's generation when restored
         self.restored = False  # restored from a checkpoint: version `start_generation` is already published
+        self.last_published = -1  # the version of the last snapshot sent (the next one's parent)
+        self.last_publish_time = time.monotonic()
 
     # -- evaluation jobs (evaluation.workers: trainers; mpimarl/roles/evaluation.py) -----------------
     evaluator: EvaluationWorker | None = None  # set on the ranks that play evaluation jobs
@@ -143,7 +145,7 @@ class Trainer:
             "policy_id": self.policy_id,
             "role": self.role,
             "version": self.version,
-            "parent_version": self.version - 1 if self.version > 0 else -1,
+            "parent_version": self.last_published if self.version > 0 else -1,
             "env_steps": self.policy_env_steps,
             "size": int(weights.size),
             "layout": self.shape.layout,
@@ -151,6 +153,18 @@ class Trainer:
         }
         send_json(self.comm, header, SERVER_RANK, Tag.PUBLISH)
         send_weights(self.comm, weights, SERVER_RANK)
+        self.last_published = self.version
+        self.last_publish_time = time.monotonic()
+
+    def publish_due(self, generation: int) -> bool:
+        """Async pool cadence (pool.publish_every generations, pool.publish_every_s seconds): whether
+        this generation's snapshot goes to the pool. The last generation always publishes."""
+        pc = self.ctx.config.pool
+        if generation + 1 >= self.ctx.generations:
+            return True
+        if (generation + 1) % pc.publish_every:
+            return False
+        return pc.publish_every_s is None or time.monotonic() - self.last_publish_time >= pc.publish_every_s
 
     def fetch_lineups(self, planned: list[list[object]] | None) -> list[Lineup] | None:
         """Ask the server for line-ups (or the planned ones) and the weights missing from the cache;
@@ -232,7 +246,8 @@ class Trainer:
             tallies = self.play(lineups, self.ctx.generation_budget(generation))
             self.report_matches(lineups, tallies)
             self.version += 1
-            self.publish()
+            if self.publish_due(generation):
+                self.publish()
             self._boundary()
         done = {"env_steps": self.policy_env_steps}
         if self.checkpoints is not None:

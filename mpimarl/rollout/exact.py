@@ -73,7 +73,7 @@ class ExploitabilityMeter:
         # holds (empty after a resume) must not change later evaluation episodes.
         with torch.random.fork_rng(devices=[]):
             net = ActorCritic(self.ctx.shape(snap.role))
-        load_flat_weights(net, snap.weights)
+        load_flat_weights(net, league.pool.weights(key))
         net.eval()
         fn = probabilities_fn(net)
         players = [fn if role == snap.role else None for role in self.role_of_player]

@@ -42,7 +42,7 @@ def test_publish_order_lookups_and_roles(make_snapshot: SnapshotFactory) -> None
     assert pool.role_of("predator-0") == "predator"
     got = pool.get(SnapshotKey("prey-0", 1))
     assert got.parent == SnapshotKey("prey-0", 0)
-    np.testing.assert_array_equal(got.weights, np.full(4, 1, dtype=np.float32))
+    np.testing.assert_array_equal(pool.weights(got.key), np.full(4, 1, dtype=np.float32))
     assert SnapshotKey("prey-0", 1) in pool
     assert SnapshotKey("prey-0", 2) not in pool
     assert RANDOM_KEY not in pool

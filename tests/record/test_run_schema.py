@@ -12,7 +12,7 @@ from mpimarl.record.schema import TABLES, columns, rows_to_array, table_dtype
 
 
 def test_tables_have_the_documented_columns() -> None:
-    assert list(TABLES) == ["train", "matches", "ratings", "pool", "payoff", "meta", "exploitability"]
+    assert list(TABLES) == ["train", "matches", "ratings", "pool", "payoff", "meta", "exploitability", "retention"]
     names = {table: [c.name for c in cols] for table, cols in TABLES.items()}
     assert names["train"][:10] == [
         "time", "generation", "rank", "policy_id", "role", "version", "env_steps", "episodes",
@@ -41,6 +41,7 @@ def test_tables_have_the_documented_columns() -> None:
         "time", "generation", "policy_id", "role", "version", "parent_id", "parent_version", "rank",
         "env_steps",
     ]  # fmt: skip
+    assert names["retention"] == ["time", "generation", "policy_id", "role", "version", "weights", "reason"]
     for table, cols in TABLES.items():
         assert len(set(names[table])) == len(cols), f"duplicate column in {table}"
         assert all(c.description for c in cols), f"undocumented column in {table}"

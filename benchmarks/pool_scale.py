@@ -1,0 +1,147 @@
+"""Rank 0's memory and the run file's size against the number of snapshots in the pool.
+
+    python -m benchmarks.pool_scale [--counts 1000,10000,100000] [--size 1000] [--setups before,after]
+
+Each (setup, count) runs in a fresh process that publishes `count` small synthetic snapshots (`size`
+float32 values, two policies of one role) the way rank 0 does: the weights into the run file
+(RunRecorder.save_weights), a pool row, the snapshot into the PolicyPool, then the retention
+decision. It records the process's resident memory (RSS, from /proc/self/status) every 10% of the
+way, the run file's size at the end and the wall time.
+
+Setups:
+- before: the pool as it was (every snapshot's weights on the heap: no store to read them back),
+  every snapshot's weights kept in the file, every change committed at once.
+- cache: the weights in a bounded cache (pool.cache_mb 16), everything kept in the file.
+- after: the cache, plus the retention policy pool.keep_latest 8, keep_every 100, and commits grouped
+  in 50 ms windows (pool.commit_window_s 0.05).
+- after_f16: `after` with pool.archive float16 (dropped snapshots keep a half-precision copy).
+- after_gzip: `after` with pool.compression gzip.
+
+fsync is off (MPIMARL_RUN_FILE_FSYNC=0) so that the count of snapshots, not the disk, sets the pace;
+the commit cost with fsync is what `benchmarks.scaling capacity` measures.
+Results: benchmarks/results/pool_scale.md (+csv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.common import REPO, save
+from benchmarks.scaling import load_average
+
+SETUPS = {
+    "before": {"cache_mb": None, "keep_latest": None, "window": 0.0, "archive": "none", "compression": "none"},
+    "cache": {"cache_mb": 16.0, "keep_latest": None, "window": 0.0, "archive": "none", "compression": "none"},
+    "after": {"cache_mb": 16.0, "keep_latest": 8, "window": 0.05, "archive": "none", "compression": "none"},
+    "after_f16": {"cache_mb": 16.0, "keep_latest": 8, "window": 0.05, "archive": "float16", "compression": "none"},
+    "after_gzip": {"cache_mb": 16.0, "keep_latest": 8, "window": 0.05, "archive": "none", "compression": "gzip"},
+}
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _worker(setup: str, count: int, size: int, folder: str) -> dict[str, object]:
+    """One (setup, count): publish `count` synthetic snapshots as rank 0 does; return the measurements."""
+    import numpy as np
+
+    from mpimarl.league.pool import PolicyPool, Retention, Snapshot, SnapshotKey
+    from mpimarl.record.recorder import RunRecorder
+
+    s = SETUPS[setup]
+    path = Path(folder) / "run.h5"
+    rec = RunRecorder(path, {"config": {}})
+    rec.configure(commit_window_s=s["window"], compression=s["compression"])
+    cache = None if s["cache_mb"] is None else int(float(s["cache_mb"]) * 2**20)  # type: ignore[arg-type]
+    load = None if cache is None else (lambda k: rec.read_weights(k.policy_id, k.version))
+    pool = PolicyPool(load, cache_bytes=cache)
+    retention = None if s["keep_latest"] is None else Retention(int(s["keep_latest"]), keep_every=100)  # type: ignore[arg-type]
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(size).astype(np.float32)
+    rss: list[float] = [_rss_mb()]
+    t0 = time.perf_counter()
+    reads = 0
+    for i in range(count):
+        pid, version = f"player-{i % 2}", i // 2
+        weights = base + np.float32(i * 1e-3)  # a real network drifts a little each version
+        rec.save_weights(pid, version, "player", weights, parent=None, layout="flat")
+        rec.append("pool", [{"time": float(i), "generation": version, "policy_id": pid, "role": "player",
+                             "version": version, "parent_id": "", "parent_version": -1, "rank": 1,
+                             "env_steps": i}])
+        key = SnapshotKey(pid, version)
+        pool.add(Snapshot(key, "player", None, 1, i, float(i), weights))
+        if retention is not None:
+            rows = []
+            for old, reason in retention.apply(pool, pid):
+                rows.append({"time": float(i), "generation": version, "policy_id": old.policy_id, "role": "player",
+                             "version": old.version, "weights": s["archive"] if reason == "dropped" else "float32",
+                             "reason": reason})
+                if reason == "dropped":
+                    rec.drop_weights(old.policy_id, old.version, str(s["archive"]), reason)
+            if rows:
+                rec.append("retention", rows)
+        if i % 50 == 0 and i:  # a trainer or an evaluation asks for an old snapshot now and then
+            drawable = pool.snapshots()
+            pool.weights(drawable[int(rng.integers(len(drawable)))].key)
+            reads += 1
+        rec.commit_due()
+        if (i + 1) % max(1, count // 10) == 0:
+            rss.append(_rss_mb())
+    rec.close()
+    wall = time.perf_counter() - t0
+    return {"setup": setup, "snapshots": count, "floats_per_snapshot": size,
+            "rss_start_mb": round(rss[0], 1), "rss_end_mb": round(rss[-1], 1), "rss_max_mb": round(max(rss), 1),
+            "rss_growth_mb": round(rss[-1] - rss[1], 1),
+            "file_mb": round(path.stat().st_size / 2**20, 2),
+            "weights_kept": sum(1 for s in pool.all_snapshots() if s.stored),
+            "cache_snapshots": len(pool.cache), "cache_hits": pool.cache.hits, "cache_misses": pool.cache.misses,
+            "wall_s": round(wall, 1), "us_per_snapshot": round(1e6 * wall / count, 1), "commits": rec.commits}
+
+
+def main() -> None:
+    """Run every (setup, count) in its own process; write the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--counts", default="1000,10000,100000")
+    parser.add_argument("--size", type=int, default=1000, help="float32 values per synthetic snapshot")
+    parser.add_argument("--setups", default=",".join(SETUPS))
+    parser.add_argument("--name", default="pool_scale")
+    parser.add_argument("--worker", nargs=3, metavar=("SETUP", "COUNT", "FOLDER"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        setup, count, folder = args.worker
+        print(json.dumps(_worker(setup, int(count), args.size, folder)))
+        return
+    rows = []
+    for count in [int(c) for c in args.counts.split(",")]:
+        for setup in args.setups.split(","):
+            with tempfile.TemporaryDirectory() as tmp:
+                cmd = [sys.executable, "-m", "benchmarks.pool_scale", "--size", str(args.size),
+                       "--worker", setup, str(count), tmp]
+                out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False,
+                                     env=dict(os.environ, MPIMARL_RUN_FILE_FSYNC="0"))
+                if out.returncode != 0:
+                    raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+                row = json.loads(out.stdout.strip().splitlines()[-1])
+                row["load_average"] = load_average()
+                print(row, flush=True)
+                rows.append(row)
+    notes = ("RSS: resident memory of the process (Python, numpy, h5py and the pool); rss_growth_mb from 10% to "
+             "100% of the snapshots. fsync off: commits cost CPU only here.")
+    save(pd.DataFrame(rows), args.name, notes)
+
+
+if __name__ == "__main__":
+    main()
