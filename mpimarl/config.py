@@ -429,6 +429,23 @@ class CheckpointConfig(_Section):
     )
 
 
+class LoggingConfig(_Section):
+    """Views of the run besides its run file (the run file stays the record)."""
+
+    tensorboard: bool = Field(
+        default=False,
+        description="Rank 0 also writes TensorBoard event files while the run goes (returns, losses, steps/s "
+        "and wait per policy; ratings, scores against baselines and exploitability per role; effective "
+        "support and pool size per role), into tensorboard_dir. Needs the extra: pip install -e "
+        "'.[tensorboard]'. `mpimarl tensorboard RUN.h5` writes the same files afterwards.",
+    )
+    tensorboard_dir: str = Field(
+        default="tensorboard",
+        min_length=1,
+        description="Folder of the live event files, relative to the run folder (or absolute).",
+    )
+
+
 def _check_per_role(key: str, value: int | dict[str, int], roles: set[str], minimum: int,
                     why: str) -> None:
     """A count given for every role (an int) or per role (a dict): every named role exists and every
@@ -459,6 +476,7 @@ class RunConfig(_Section):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

@@ -93,6 +93,7 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
     error: BaseException | None = None
     try:
         config = load_config(config_path, overrides, steps=steps, seed=seed)
+        _check_extras(config)
         ctx = RunContext.build(config, comm.Get_size())
         faults.arm(rank, comm.Get_size())  # test-only MPIMARL_FAULT
     except MpimarlError as exc:
@@ -136,6 +137,7 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
             else:
                 recorder, path = _create_recorder(ctx, comm, run_dir)
                 start = {"run_dir": str(path.parent.resolve()), "generation": None}
+            _attach_views(ctx.config, recorder, path, resumed=folder is not None)
         except MpimarlError as exc:
             error = exc
     elif rank != 0:
@@ -185,6 +187,22 @@ def train(config_path: str, overrides: list[str], run_dir: str | None, steps: in
             _tell_server(comm, rank, exc)
         comm.Abort(code)
         return code
+
+
+def _check_extras(config: RunConfig) -> None:
+    """ConfigError when the config asks for an optional extra that is not installed (before any file)."""
+    if config.logging.tensorboard:
+        from mpimarl.record.tensorboard import require_tensorboard
+
+        require_tensorboard()
+
+
+def _attach_views(config: RunConfig, recorder: Any, path: Path, resumed: bool) -> None:
+    """Rank 0: the live views of the run file the config asks for (logging.tensorboard)."""
+    if config.logging.tensorboard:
+        from mpimarl.record.tensorboard import attach_live_view
+
+        attach_live_view(recorder, path.parent / config.logging.tensorboard_dir, resumed)
 
 
 def _create_recorder(ctx: Any, comm: Any, run_dir: str | None) -> tuple[Any, Path]:
