@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -47,27 +48,40 @@ def train(run_dir: Path, strategy: str, seed: int, steps: int) -> float:
 
 
 def play(run_path: Path, episodes: int, greedy: bool) -> dict[str, float]:
-    """The two final policies of a run priced against each other: mean prices and profits."""
+    """The two final policies of a run priced against each other: mean prices and profits.
+
+    The episodes run side by side (one environment per episode, each firm's network called once per
+    period on all of them), so an evaluation costs 2 x 100 forward passes."""
     run = load_run(run_path)
     latest = run.latest_versions()
-    firms = [run.policy(pid, latest[pid]) for pid in ("firm-0", "firm-1")]
-    env = BertrandEnv()
+    firms = [run.policy(pid, latest[pid]).acting_policy(greedy) for pid in ("firm-0", "firm-1")]
+    torch.manual_seed(0)
+    envs = [BertrandEnv() for _ in range(episodes)]
+    obs = [env.reset(seed=10_000 + i)[0] for i, env in enumerate(envs)]
+    agents = envs[0].possible_agents
     prices, profits = [], []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=10_000 + episode)
-        for t in range(env.horizon):
-            actions = {a: firms[i].act(obs[a], greedy=greedy) for i, a in enumerate(env.possible_agents)}
-            obs, _, _, _, infos = env.step(actions)
-            if t >= env.horizon - TAIL:
-                prices.append([infos[a]["price"] for a in env.possible_agents])
-                profits.append([infos[a]["profit"] for a in env.possible_agents])
+    for t in range(envs[0].horizon):
+        actions = [firm.act(np.stack([o[a] for o in obs]), None) for firm, a in zip(firms, agents)]
+        steps = [env.step({a: int(actions[k][i]) for k, a in enumerate(agents)}) for i, env in enumerate(envs)]
+        obs = [s[0] for s in steps]
+        if t >= envs[0].horizon - TAIL:
+            prices += [[s[4][a]["price"] for a in agents] for s in steps]
+            profits += [[s[4][a]["profit"] for a in agents] for s in steps]
     p, pi = np.array(prices), np.array(profits)
-    market = env.market
+    market = envs[0].market
     return {"price_firm0": p[:, 0].mean(), "price_firm1": p[:, 1].mean(), "price": p.mean(),
             "profit": pi.mean(), "delta": market.collusion_index(pi.mean()),
             "at_or_above_pM": float((p >= market.monopoly_price - 1e-9).mean()),
             "at_or_below_pN": float((p <= market.nash_price + 1e-9).mean()),
             "versions": f"{latest['firm-0']}/{latest['firm-1']}"}
+
+
+def _finished(path: Path) -> bool:
+    """A run file that says it finished (its runs are reused: the script can be run again)."""
+    try:
+        return bool(load_run(path).attrs.get("finished"))
+    except Exception:  # noqa: BLE001 - missing or broken: train it
+        return False
 
 
 def main() -> None:
@@ -78,17 +92,17 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=["latest", "pfsp"])
     parser.add_argument("--episodes", type=int, default=20, help="evaluation episodes per run")
     parser.add_argument("--runs", default=str(REPO / "runs" / "bertrand"))
-    parser.add_argument("--reuse", action="store_true", help="evaluate existing runs, train none")
+    parser.add_argument("--retrain", action="store_true", help="train again where a finished run exists")
     args = parser.parse_args()
 
     env = BertrandEnv()
     rows = []
-    for strategy in args.strategies:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: stopping early leaves every strategy with the same seeds
+        for strategy in args.strategies:
             name = f"{strategy}-seed{seed}"
             run_dir = Path(args.runs) / name
             wall = float("nan")
-            if not args.reuse:
+            if args.retrain or not _finished(run_dir / "run.h5"):
                 wall = train(fresh_run_dir(Path(args.runs), name), strategy, seed, args.steps)
             for greedy in (False, True):
                 rows.append({"strategy": strategy, "seed": seed, "actions": "greedy" if greedy else "sampled",
