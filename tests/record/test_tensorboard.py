@@ -146,3 +146,20 @@ def test_a_trained_run_shows_the_same_curves_live_and_converted(tmp_path: Path) 
         (int(g), pytest.approx(v)) for g, v in zip(population.generation, population.exploitability)]
     assert [v for _, v, _ in live["population/player/pool_size"]] == list(range(1, len(run.pool) + 1))
     assert len(live["population/player/effective_support"]) == run.meta.groupby(["time", "generation"]).ngroups
+
+
+def test_a_resumed_run_rewrites_its_view_without_the_cut_rows(tmp_path: Path) -> None:
+    """Resuming cuts the tables back to the checkpoint; the live view then shows no point twice."""
+    path = tmp_path / "run.h5"
+    _record_small_run(path).close()
+    rec = RunRecorder.reopen(path, {"train": 1, "pool": 2}, max_version=0)  # the checkpoint saw fewer rows
+    attach_live_view(rec, tmp_path / "live", resumed=True)
+    rec.append("train", [_row(time=5.0, rank=1, policy_id="player-0", role="player", version=2, env_steps=1024,
+                              episodes=20, episode_return_mean=0.3)])
+    rec.close()
+    live = read_events(tmp_path / "live")
+    assert [(s, v) for s, v, _ in live["policy/player-0/return"]] == [(512, 0.0), (1024, pytest.approx(0.3))]
+    assert [v for _, v, _ in live["population/player/pool_size"]] == [1, 2]
+    assert "rating/player/player-0/mu" not in live  # the ratings rows were after the checkpoint
+    assert main(["tensorboard", str(path), "--out", str(tmp_path / "conv")]) == 0
+    assert read_events(tmp_path / "conv") == live
