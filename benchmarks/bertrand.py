@@ -96,18 +96,23 @@ def main() -> None:
     args = parser.parse_args()
 
     env = BertrandEnv()
-    rows = []
+    rows: list[dict] = []
     for seed in args.seeds:  # seed-major: stopping early leaves every strategy with the same seeds
         for strategy in args.strategies:
             name = f"{strategy}-seed{seed}"
             run_dir = Path(args.runs) / name
-            wall = float("nan")
             if args.retrain or not _finished(run_dir / "run.h5"):
-                wall = train(fresh_run_dir(Path(args.runs), name), strategy, seed, args.steps)
+                train(fresh_run_dir(Path(args.runs), name), strategy, seed, args.steps)
+            wall = float(load_run(run_dir / "run.h5").attrs.get("wall_time_s", float("nan")))
             for greedy in (False, True):
                 rows.append({"strategy": strategy, "seed": seed, "actions": "greedy" if greedy else "sampled",
-                             **play(run_dir / "run.h5", args.episodes, greedy), "train_wall_s": round(wall)})
+                             **play(run_dir / "run.h5", args.episodes, greedy), "train_wall_s": wall})
             print(rows[-2], rows[-1], flush=True)
+        _tabulate(env, rows, args)  # after every seed: a stopped benchmark still leaves its table
+
+
+def _tabulate(env: BertrandEnv, rows: list[dict], args: argparse.Namespace) -> None:
+    """Write benchmarks/results/bertrand.{csv,md} from the rows so far."""
     table = pd.DataFrame(rows)
     summary = (table.groupby(["strategy", "actions"])
                .agg(price=("price", "mean"), price_sd=("price", "std"), delta=("delta", "mean"),
@@ -116,8 +121,7 @@ def main() -> None:
                .reset_index().round(3))
     random_prices = env.grid.mean()
     rng = np.random.default_rng(0)
-    random_profit = np.mean([env.market.profits(env.grid[rng.integers(0, len(env.grid), 2)]).mean()
-                             for _ in range(20_000)])
+    random_profit = env.market.profits(env.grid[rng.integers(0, len(env.grid), (20_000, 2))]).mean()
     notes = (f"Two firms, logit demand, Calvano et al. (2020) parameters: p_N = {env.market.nash_price:.3f}, "
              f"p_M = {env.market.monopoly_price:.3f}, grid of {len(env.grid)} prices from {env.grid[0]:.3f} to "
              f"{env.grid[-1]:.3f}. {args.steps} environment steps per firm ({args.steps // env.horizon} episodes), "
