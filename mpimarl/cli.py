@@ -1,5 +1,5 @@
 """Command line: `mpimarl train | check | envs | baselines | summary | report | evaluate | play | exploit |
-sweep | study`.
+sweep | study | tensorboard | export`.
 
 Also `python -m mpimarl ...`.
 """
@@ -148,7 +148,28 @@ def _parser() -> argparse.ArgumentParser:
     y.add_argument("--exploit-steps", type=int, default=0, metavar="N",
                    help="also train an exploiter of every competitive run's final population for N environment "
                    "steps (`mpimarl exploit RUN population`) and judge the population by it (default 0: none)")
+    _add_view_commands(sub)
     return p
+
+
+def _add_view_commands(sub: argparse._SubParsersAction) -> None:
+    """`tensorboard` and `export`: views of a run file outside this package."""
+    b = sub.add_parser("tensorboard", help="write a run file's curves as TensorBoard event files",
+                       description="Converts a finished or running run file into TensorBoard event files (the "
+                       "same scalars logging.tensorboard writes live). Example: mpimarl tensorboard "
+                       "runs/x/run.h5 && tensorboard --logdir runs/x/tensorboard")
+    b.add_argument("run", metavar="RUN.h5", help="run file")
+    b.add_argument("--out", help="folder for the event files (default: tensorboard/ beside the run file); "
+                   "event files already there are replaced")
+
+    x = sub.add_parser("export", help="export a stored policy as ONNX or TorchScript, with a JSON sidecar",
+                       description="Writes the policy's actor: encoded observation (and action mask) in, action "
+                       "logits (Discrete) or means (Box) out, plus OUT.json describing the observation "
+                       "encoding, the action space and the layout. Example: mpimarl export runs/x/run.h5 "
+                       "player-0@12 --out player.onnx")
+    x.add_argument("run", metavar="RUN.h5", help="run file")
+    x.add_argument("policy", metavar="POLICY[@VERSION]", help="stored policy (default version: the latest)")
+    x.add_argument("--out", required=True, help="policy.onnx (ONNX) or policy.pt (TorchScript)")
 
 
 def _check(config_path: str, overrides: list[str], episodes: int) -> int:
@@ -267,6 +288,18 @@ def main(argv: list[str] | None = None) -> int:
             from mpimarl.sweep import run_sweep
 
             return run_sweep(args.sweep, args.root, args.only, args.dry_run, args.keep_going)
+        if args.command == "tensorboard":
+            from mpimarl.record.tensorboard import convert
+
+            folder, points = convert(args.run, args.out)
+            print(f"wrote {points} points to {folder} (view: tensorboard --logdir {folder})")
+            return 0
+        if args.command == "export":
+            from mpimarl.export import export_policy
+
+            written = export_policy(args.run, args.policy, args.out)
+            print("wrote " + " and ".join(str(p) for p in written))
+            return 0
         if args.command == "study":
             from mpimarl.study import main as study
 

@@ -575,6 +575,22 @@ class PoolConfig(_Section):
                 raise ValueError(f"pool.keep: {item!r} is not 'policy_id@version' (e.g. 'player-0@120')")
         return value
 
+class LoggingConfig(_Section):
+    """Views of the run besides its run file (the run file stays the record)."""
+
+    tensorboard: bool = Field(
+        default=False,
+        description="Rank 0 also writes TensorBoard event files while the run goes (returns, losses, steps/s "
+        "and wait per policy; ratings, scores against baselines and exploitability per role; effective "
+        "support and pool size per role), into tensorboard_dir. Needs the extra: pip install -e "
+        "'.[tensorboard]'. `mpimarl tensorboard RUN.h5` writes the same files afterwards.",
+    )
+    tensorboard_dir: str = Field(
+        default="tensorboard",
+        min_length=1,
+        description="Folder of the live event files, relative to the run folder (or absolute).",
+    )
+
 
 def _check_per_role(key: str, value: int | dict[str, int], roles: set[str], minimum: int,
                     why: str) -> None:
@@ -607,6 +623,7 @@ class RunConfig(_Section):
     server: ServerConfig = Field(default_factory=ServerConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     pool: PoolConfig = Field(default_factory=PoolConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunConfig:

@@ -47,6 +47,20 @@ LAST_FRAME_MS = 2_000
 """The final position is held a while before the GIF loops."""
 
 
+SEAT_MARKS: dict[str, tuple[tuple[str, str], ...]] = {
+    "connect_four": (("player_0", "red, moves first"), ("player_1", "black")),
+    "tictactoe": (("player_1", "X, moves first"), ("player_2", "O")),
+    "simple_tag": (("adversary_.*", "red"), ("agent_.*", "green")),
+    "simple_adversary": (("adversary_.*", "red"), ("agent_.*", "blue")),
+    "simple_spread": (("agent_.*", "blue"),),
+    "simple_speaker_listener": (("speaker_.*", "not drawn: it only speaks"), ("listener_.*", "grey, moves")),
+}
+"""How the frames of known environments show each agent: env id fragment -> (agent regex, mark)."""
+
+CAPTION_LINE_PX = 15
+"""Height of one caption line under a GIF frame."""
+
+
 class RenderError(MpimarlError):
     """The match cannot be rendered as asked (no frames for a GIF, an unknown output format)."""
 
@@ -87,13 +101,44 @@ class MatchRecord:
         names = " and ".join(f"{self.seats[i][2]} ({', '.join(self.seats[i][1])})" for i in best)
         return f"winner: {names}" if len(best) == 1 else f"shared win: {names}"
 
+    def legend(self) -> list[str]:
+        """One line per seat: the policy, its role, its agents and how the frames show them
+        (colour or symbol, for the environments in SEAT_MARKS), e.g.
+        ``player-0@3: player_0 (red, moves first)``."""
+        import re
+
+        marks = next((m for key, m in SEAT_MARKS.items() if key in self.env_id), ())
+        lines = []
+        for i, (role, agents, label) in enumerate(self.seats):
+            shown = []
+            for agent in agents:
+                mark = next((m for pattern, m in marks if re.fullmatch(pattern, agent)), None)
+                shown.append(f"{agent} ({mark})" if mark else agent)
+            seat = f"seat {i + 1}" if len(self.seats) > 1 else "the only seat"
+            lines.append(f"{label}: {', '.join(shown)} [{seat}, role {role}]")
+        return lines
+
+    def result(self) -> str:
+        """``result: <outcome> after N steps`` (the last line of a transcript and of a GIF)."""
+        cut = f" (cut off after {MAX_STEPS} steps)" if self.truncated else ""
+        return f"result: {self.outcome()} after {self.length} steps{cut}"
+
     def summary(self) -> str:
-        """What the CLI prints: the line-up, each agent's return and the result."""
+        """What the CLI prints: the line-up, who is who, each agent's return and the result."""
         sides = " vs ".join(f"{label} ({', '.join(agents)})" for _, agents, label in self.seats)
         returns = ", ".join(f"{agent} {value:+g}" for agent, value in self.returns.items())
         cut = f" (cut off after {MAX_STEPS} steps)" if self.truncated else ""
-        return (f"match on {self.env_id}, seed {self.seed}: {sides}\n"
+        who = "".join(f"\n  {line}" for line in self.legend())
+        return (f"match on {self.env_id}, seed {self.seed}: {sides}{who}\n"
                 f"  {self.length} steps{cut}; returns: {returns}\n  {self.outcome()}")
+
+    def captions(self) -> list[list[str]]:
+        """The caption under each frame: who is who, then the step, or the result on the last frame."""
+        legend = self.legend()
+        n = len(self.frames)
+        unit = "move" if self.turn_based else "step"
+        return [[*legend, self.result() if i == n - 1 else (f"{unit} {i} of {n - 1}" if i else "start")]
+                for i in range(n)]
 
 
 class _Recording:
@@ -278,11 +323,32 @@ def _snapshot(record: MatchRecord, env: Any, can_render: bool, text: Any, line: 
 # -------------------------------------------------------------------- output
 
 
-def write_gif(frames: Sequence[np.ndarray], path: Path, frame_ms: int) -> int:
+def _captioned(image: Any, lines: Sequence[str]) -> Any:
+    """`image` with a white band below it holding `lines` in black (wrapped to its width)."""
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    chars = max(20, image.width // 6)  # the default bitmap font is about 6 px a character
+    wrapped = [part for line in lines for part in textwrap.wrap(line, chars) or [""]]
+    band = CAPTION_LINE_PX * len(wrapped) + 6
+    out = Image.new("RGB", (image.width, image.height + band), "white")
+    out.paste(image.convert("RGB"), (0, 0))
+    draw = ImageDraw.Draw(out)
+    for i, line in enumerate(wrapped):
+        draw.text((4, image.height + 3 + i * CAPTION_LINE_PX), line, fill="black", font=font)
+    return out
+
+
+def write_gif(frames: Sequence[np.ndarray], path: Path, frame_ms: int,
+              captions: Sequence[Sequence[str]] | None = None) -> int:
     """Write `frames` (H, W, 3 uint8) as a looping animated GIF; returns the number of frames.
 
     Frames are shrunk by an integer factor (a box filter) to at most MAX_SIDE_PX a side and share
     one palette taken from a few frames spread over the match: small files, written quickly.
+    `captions` (one list of lines per frame) are written in a band under each frame; the band
+    is as tall as the longest caption, so every frame has the same size.
     """
     from PIL import Image
 
@@ -291,6 +357,11 @@ def write_gif(frames: Sequence[np.ndarray], path: Path, frame_ms: int) -> int:
         image = Image.fromarray(frame)
         factor = math.ceil(max(image.size) / MAX_SIDE_PX)
         images.append(image.reduce(factor) if factor > 1 else image)
+    if captions is not None:
+        height = max(len(c) for c in captions) if captions else 0
+        images = [_captioned(im, [*c, *[""] * (height - len(c))]) for im, c in zip(images, captions)]
+        tallest = max(im.height for im in images)
+        images = [im if im.height == tallest else _pad(im, tallest) for im in images]
     picks = [images[i] for i in sorted({0, len(images) // 3, 2 * len(images) // 3, len(images) - 1})]
     strip = Image.new("RGB", (sum(im.width for im in picks), max(im.height for im in picks)))
     x = 0
@@ -302,6 +373,14 @@ def write_gif(frames: Sequence[np.ndarray], path: Path, frame_ms: int) -> int:
     durations = [frame_ms] * (len(indexed) - 1) + [LAST_FRAME_MS]
     indexed[0].save(path, save_all=True, append_images=indexed[1:], duration=durations, loop=0)
     return len(indexed)
+
+
+def _pad(image: Any, height: int) -> Any:
+    from PIL import Image
+
+    out = Image.new("RGB", (image.width, height), "white")
+    out.paste(image, (0, 0))
+    return out
 
 
 def render_match(run_path: str | Path, policy: str, vs: str | None = None, seed: int = 0,
@@ -324,14 +403,17 @@ def render_match(run_path: str | Path, policy: str, vs: str | None = None, seed:
         assert target is not None
         if len(record.frames) < 2:
             raise RenderError(_no_frames(run, target))
-        n = _write(target, lambda: write_gif(record.frames, target, TURN_MS if record.turn_based else TICK_MS))
+        n = _write(target, lambda: write_gif(record.frames, target, TURN_MS if record.turn_based else TICK_MS,
+                                             record.captions()))
         lines.append(f"wrote {target} ({n} frames)")
     elif target is not None:
-        _write(target, lambda: target.write_text(record.summary() + "\n\n" + "\n".join(record.transcript) + "\n"))
+        _write(target, lambda: target.write_text(record.summary() + "\n\n" + "\n".join(record.transcript) + "\n"
+                                                 + record.result() + "\n"))
         lines.append(f"wrote a text transcript to {target}")
     else:
         lines.append("transcript (no --out given):")
         lines.extend(record.transcript)
+        lines.append(record.result())
     return "\n".join(lines)
 
 

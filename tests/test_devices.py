@@ -157,8 +157,9 @@ def test_evaluation_job_does_not_reseed_cuda_generators(monkeypatch: pytest.Monk
     calls: list[int] = []
     monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
     monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))
+    ctx = _rps()  # building a context may draw from the generator; the job itself must not
     before = torch.get_rng_state()
-    first = _play_one_job(_rps())
+    first = _play_one_job(ctx)
     assert calls == [], "an evaluation job reseeded the CUDA generators"
     assert torch.equal(torch.get_rng_state(), before), "an evaluation job changed the CPU generator's state"
     assert _play_one_job(_rps()) == first  # the job's own seed still fixes its results

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from mpimarl.analysis import load_run
 from mpimarl.cli import main
-from mpimarl.render import parse_policy_ref, play_match
+from mpimarl.render import CAPTION_LINE_PX, MatchRecord, parse_policy_ref, play_match
 from tests.test_analysis import REPO, write_policy_run
 
 torch.set_num_threads(1)
@@ -38,8 +39,43 @@ def test_play_writes_an_animated_gif(
     assert "player-0@1 (player_0) vs tactical (player_1)" in printed
     assert "winner: " in printed or "draw" in printed
     assert f"wrote {out}" in printed
+    assert "player-0@1: player_0 (red, moves first)" in printed and "tactical: player_1 (black)" in printed
     with Image.open(out) as gif:
         assert gif.format == "GIF" and gif.n_frames > 1
+        frames = []
+        for i in (0, gif.n_frames - 1):
+            gif.seek(i)
+            frames.append(np.asarray(gif.convert("RGB")))
+    # Under the board, a white band with black text says who is who, and on the last frame the result.
+    band = 3 * CAPTION_LINE_PX + 6  # three lines: the two seats, then the move or the result
+    first, last = (f[-band:] for f in frames)
+    white = first.min(axis=2) > 220  # near white: the GIF's palette is quantised
+    assert white.mean() > 0.8 and not (frames[0][-band - 3:-band].min(axis=2) > 220).all()
+    assert (first.max(axis=2) < 80).any()  # text
+    legend = slice(0, 3 + 2 * CAPTION_LINE_PX)
+    assert (first[legend] == last[legend]).all()  # the legend stays
+    assert not (first[legend.stop:] == last[legend.stop:]).all()  # "start" became the result
+
+
+def test_captions_name_every_seat_and_end_with_the_result(connect_four_run: Path) -> None:
+    record = play_match(load_run(connect_four_run), "player-0@1", "tactical", seed=4, seat=1)
+    captions = record.captions()
+    assert len(captions) == len(record.frames) == record.length + 1
+    legend = ["tactical: player_0 (red, moves first) [seat 1, role player]",
+              "player-0@1: player_1 (black) [seat 2, role player]"]
+    assert all(c[:2] == legend for c in captions)
+    assert captions[0][2] == "start" and captions[1][2] == f"move 1 of {record.length}"
+    assert captions[-1][2] == record.result() and record.result().startswith(("result: winner: ", "result: draw"))
+
+
+def test_mpe_legend_names_the_colours_of_each_team(tmp_path: Path) -> None:
+    run = write_policy_run(tmp_path / "tag.h5", REPO / "configs" / "simple_tag_roles.yaml",
+                           versions={"predator-0": 1, "prey-0": 1})
+    record = play_match(load_run(run), "prey-0", "predator-0", seed=0, frames=False)
+    assert record.legend() == [
+        "predator-0@0: adversary_0 (red), adversary_1 (red), adversary_2 (red) [seat 1, role predator]",
+        "prey-0@0: agent_0 (green) [seat 2, role prey]"]
+    assert record.result().startswith("result: ") and record.result().endswith("after 25 steps")
 
 
 def test_match_record_and_transcript_against_another_policy(
@@ -55,8 +91,16 @@ def test_match_record_and_transcript_against_another_policy(
     out = tmp_path / "match.txt"
     assert main(["play", str(connect_four_run), "player-0@0", "--vs", "player-1@0", "--out", str(out)]) == 0
     assert "text transcript" in capsys.readouterr().out
-    assert "step 1: player_0 (player-0@0) plays" in out.read_text()
+    text = out.read_text()
+    assert "step 1: player_0 (player-0@0) plays" in text
+    assert "  player-0@0: player_0 (red, moves first) [seat 1, role player]" in text
+    assert text.splitlines()[-1] == record_of(connect_four_run, "player-0@0", "player-1@0").result()
     assert parse_policy_ref("player-3@12") == ("player-3", 12) and parse_policy_ref("player-3") == ("player-3", None)
+
+
+def record_of(run: Path, policy: str, vs: str) -> MatchRecord:
+    """The match `mpimarl play RUN POLICY --vs VS` plays (seed 0, seat 0), without frames."""
+    return play_match(load_run(run), policy, vs, seed=0, frames=False)
 
 
 def test_bad_inputs_exit_2_with_one_message(

@@ -105,6 +105,7 @@ class RunRecorder:
         self._closed = False
         self._committed: dict[str, int] = {}
         self._init_grouping()
+        self._observers: list[tuple[Callable[[str, np.ndarray], None], Callable[[], None] | None]] = []
         try:
             root = self._file.attrs
             root["format"] = FORMAT_NAME
@@ -160,6 +161,19 @@ class RunRecorder:
         ds.attrs.modify(COMMITTED_ATTR, np.int64(end))
         self._file.flush()
         self._committed[table] = end
+        for observe, _ in self._observers:
+            observe(table, data)
+
+    def add_observer(self, observe: Callable[[str, np.ndarray], None], close: Callable[[], None] | None = None) -> None:
+        """Call ``observe(table, rows)`` with every batch of rows once it is durable in the file (a
+        structured array of :func:`~mpimarl.record.schema.table_dtype`), and ``close()`` when the
+        recorder closes. Live views of the run (TensorBoard) hang here; the file stays the record."""
+        self._observers.append((observe, close))
+
+    def read_table(self, table: str) -> np.ndarray:
+        """The committed rows of ``table`` as a structured array (e.g. to rebuild a view on resume)."""
+        self._check_open()
+        return np.asarray(self._file[TABLES_GROUP][table][: self._committed[table]])
 
     def row_count(self, table: str) -> int:
         """Number of committed rows in ``table``."""
@@ -287,6 +301,9 @@ class RunRecorder:
         if self._closed:
             return
         self._closed = True
+        for _, close in getattr(self, "_observers", []):
+            if close is not None:
+                close()
         live = getattr(self, "_live", None)
         if live is None:
             self._close_file()
@@ -421,6 +438,7 @@ class RunRecorder:
         """
         self = cls.__new__(cls)
         self._path = Path(path)
+        self._observers = []
         try:
             self._live = WriteSequence(self._path)  # odd until the cut-back file is flushed
         except OSError as exc:

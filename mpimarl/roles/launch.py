@@ -130,6 +130,7 @@ def run_job(build: Callable[[int], Any], run_dir: str | None, progress: str = "a
     error: BaseException | None = None
     try:
         ctx = build(comm.Get_size())
+        _check_extras(ctx.config)
         faults.arm(rank, comm.Get_size())  # test-only MPIMARL_FAULT
     except MpimarlError as exc:
         error = exc
@@ -174,6 +175,7 @@ def run_job(build: Callable[[int], Any], run_dir: str | None, progress: str = "a
                     run_dir = hooks.run_dir()
                 recorder, path = _create_recorder(ctx, comm, run_dir, me, hooks.attrs() if hooks else None)
                 start = {"run_dir": str(path.parent.resolve()), "generation": None}
+            _attach_views(ctx.config, recorder, path, resumed=folder is not None)
         except MpimarlError as exc:
             error = exc
     elif rank != 0:
@@ -260,6 +262,22 @@ def _deal_devices(comm: Any, ctx: Any) -> tuple[str, int, BaseException | None]:
         except MpimarlError as exc:
             error = exc
     return device, local_rank, error
+
+
+def _check_extras(config: RunConfig) -> None:
+    """ConfigError when the config asks for an optional extra that is not installed (before any file)."""
+    if config.logging.tensorboard:
+        from mpimarl.record.tensorboard import require_tensorboard
+
+        require_tensorboard()
+
+
+def _attach_views(config: RunConfig, recorder: Any, path: Path, resumed: bool) -> None:
+    """Rank 0: the live views of the run file the config asks for (logging.tensorboard)."""
+    if config.logging.tensorboard:
+        from mpimarl.record.tensorboard import attach_live_view
+
+        attach_live_view(recorder, path.parent / config.logging.tensorboard_dir, resumed)
 
 
 def _create_recorder(ctx: Any, comm: Any, run_dir: str | None, me: dict[str, Any],

@@ -78,7 +78,8 @@ if TYPE_CHECKING:
 CHECKPOINT_FOLDER = "checkpoints"
 """Checkpoints live in this folder of the run's folder (beside run.h5)."""
 
-RESUMABLE_DIFFERENCES = ("schedule.total_steps", "schedule.time_limit_s", "trainer.", "server.", "checkpoint.")
+RESUMABLE_DIFFERENCES = ("schedule.total_steps", "schedule.time_limit_s", "trainer.", "server.", "checkpoint.",
+                         "logging.")
 """Config keys (or prefixes) a resumed run may change: budgets and per-rank resources. Anything
 else would make the continuation a different experiment."""
 
@@ -225,8 +226,8 @@ def open_for_resume(config: RunConfig, world_size: int, run_dir: str | None
     if diffs:
         shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
         raise ConfigError(f"--resume: the config differs from the one {path} was started with ({shown}); "
-                          "only schedule.total_steps, schedule.time_limit_s, trainer.*, server.* and "
-                          "checkpoint.* may change")
+                          "only schedule.total_steps, schedule.time_limit_s, trainer.*, server.*, "
+                          "checkpoint.* and logging.* may change")
     if int(attrs.get("world_size", -1)) != world_size:
         raise ConfigError(f"--resume: {path} was run on {attrs.get('world_size')} ranks, this job has "
                           f"{world_size}; resume with the same mpiexec -n")

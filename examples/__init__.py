@@ -1,0 +1,1 @@
+"""Worked examples of bringing your own environment to mpimarl."""
