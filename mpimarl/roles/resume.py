@@ -530,7 +530,7 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
     saved = state["rollout"]
     n = int(saved["size"])
     if n > ro.capacity:
-        ro._grow(n)
+        ro.grow(n)
     for name in _ROLLOUT_ARRAYS:
         if getattr(ro, name) is not None:
             getattr(ro, name)[:n] = saved[name]
