@@ -198,7 +198,8 @@ class RunContext:
             return None
         from mpimarl.rollout.exact import ExploitabilityMeter
 
-        return ExploitabilityMeter(self)
+        return ExploitabilityMeter(self.config.env.id, self.config.env.kwargs,
+                                   [self.spec.role_of[a] for a in self.spec.agents], self.shape)
 
     def check_world_size(self) -> None:
         """One server and at least one policy per role; the trainer ranks split into whole units."""
