@@ -20,23 +20,8 @@ from typing import Any
 
 from mpimarl import __version__
 from mpimarl.config import RunConfig, config_to_dict, load_config
-from mpimarl.errors import ConfigError, MpimarlError, PeerFailed
+from mpimarl.errors import EXIT_CODES, ConfigError, Interrupted, MpimarlError, PeerFailed
 from mpimarl.roles import faults
-
-
-class Interrupted(BaseException):  # like KeyboardInterrupt: no `except Exception` may swallow a stop
-    """SIGTERM or SIGINT arrived (e.g. a SLURM time limit or a user's Ctrl-C): exit code 143;
-    or SIGUSR1 (slurm/*.sbatch forward it ahead of a time limit, then requeue the job): 138."""
-
-    def __init__(self, signum: int, message: str | None = None) -> None:
-        super().__init__(message or f"received signal {signal.Signals(signum).name}")
-        self.exit_code = EXIT_CODES.get(signum, 128 + signum)
-
-
-EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 143, signal.SIGUSR1: 138}
-"""Exit code of a rank stopped by each signal it handles: 128 + the signal number, except that
-Ctrl-C reads like SIGTERM. SIGUSR1's own code (138) tells a batch script that the run stopped on
-request (time limit ahead, preemption) and can be requeued and resumed."""
 
 
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
@@ -268,7 +253,7 @@ def _split_for_actors(comm: Any, ctx: Any, plan_comm: Any) -> tuple[Any, Any]:
 
 def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, local_rank: int, group: Any, start: dict[str, Any],
                    actor_link: Any = None) -> Any:
-    from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, load_trainer_checkpoint
+    from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, load_trainer_checkpoint, trainer_boundary
 
     if actor_link is not None:  # a learner fed by actors, or an actor (mpimarl/roles/actor.py)
         from mpimarl.roles.actor import make_unit_rank
@@ -279,7 +264,8 @@ def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, local_rank: int, group: 
 
         trainer = make_trainer(ctx, comm, plan_comm, local_rank, group)
     if checkpoints_enabled(ctx.config):
-        trainer.checkpoints = Checkpoints(start["run_dir"], ctx.config, trainer.rank)
+        trainer.checkpoints = Checkpoints(start["run_dir"], ctx.config, trainer.rank,
+                                          boundary=lambda final: trainer_boundary(trainer, final))
     if start["generation"] is not None:
         load_trainer_checkpoint(trainer, start["run_dir"], int(start["generation"]))
     return trainer
@@ -288,7 +274,7 @@ def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, local_rank: int, group: 
 def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progress_mode: str,
            server_state: dict[str, Any] | None = None, stop_after_generation: int | None = None) -> int:
     from mpimarl.roles.progress import Progress
-    from mpimarl.roles.resume import AsyncCut, Checkpoints, checkpoints_enabled, restore_server
+    from mpimarl.roles.resume import AsyncCut, Checkpoints, checkpoints_enabled, restore_server, server_boundary
     from mpimarl.roles.server import Server
 
     cfg = ctx.config
@@ -300,7 +286,7 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progr
     server = Server(ctx, comm, plan_comm, recorder, progress)
     server.stop_after_generation = stop_after_generation
     if checkpoints_enabled(cfg):
-        server.checkpoints = Checkpoints(path.parent, cfg, 0)
+        server.checkpoints = Checkpoints(path.parent, cfg, 0, boundary=lambda final: server_boundary(server, final))
         if cfg.schedule.mode == "async":
             server.async_cut = AsyncCut(server.checkpoints, cfg.checkpoint.every, len(server.trainers))
     if server_state is not None:

@@ -246,10 +246,8 @@ class Trainer:
 
     def _boundary(self, final: bool = False) -> None:
         """After publishing: with checkpoints on, cut matches, reseed baselines, save when due."""
-        if self.checkpoints is not None:
-            from mpimarl.roles.resume import trainer_boundary
-
-            trainer_boundary(self, final)
+        if self.checkpoints is not None:  # resume.trainer_boundary, bound by the launcher
+            self.checkpoints.boundary(final)
 
     def _policies(self) -> dict[Hashable, ActingPolicy]:
         policies: dict[Hashable, ActingPolicy] = dict(self.baselines)
