@@ -282,7 +282,7 @@ def _fill(learner: Any, rng: np.random.Generator) -> int:
     ro, shape = learner.rollout, learner.shape
     n = learner.cfg.rollout_steps
     if n > ro.capacity:
-        ro._grow(n)
+        ro.grow(n)
     ro.obs[:n] = rng.random((n, shape.obs_size), dtype=np.float32)
     if ro.critic_in is not None:
         ro.critic_in[:n] = rng.random((n, shape.critic_input), dtype=np.float32)

@@ -93,6 +93,7 @@ def test_study_helpers() -> None:
         parse_targets(["kuhn_poker"])
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 @pytest.mark.slow
 def test_a_tiny_sweep_runs_resumes_and_makes_the_study(tmp_path: Path) -> None:

@@ -18,14 +18,13 @@ This module is compute only: the communication is a :class:`GradientGroup`, whic
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from mpimarl.algos.ppo import PPOLearner, UpdateStats
+from mpimarl.config import PPOConfig
 
 _TERMS = 5  # policy loss, value loss, entropy, approximate KL, clip fraction
 
@@ -40,6 +39,34 @@ class GradientGroup(Protocol):
 
     def allreduce_sum(self, buf: np.ndarray) -> None:
         """Replace `buf` (a contiguous 1-D float32 or float64 array) by its sum over the group."""
+        ...
+
+
+class GroupLearner(Protocol):
+    """What a group update needs of a learner (:class:`mpimarl.algos.ppo.PPOLearner`): its settings,
+    network, optimiser, generator and device, and the steps of one PPO update around the minibatch loop."""
+
+    cfg: PPOConfig
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    device: torch.device
+
+    def set_learning_rate(self, progress: float) -> float:
+        """Set and return the learning rate for `progress` in [0, 1]."""
+        ...
+
+    def prepare_batch(self, group: GradientGroup | None = None) -> Any:
+        """The update's batch (a :class:`mpimarl.algos.ppo.PPOBatch`), value targets normalised over `group`."""
+        ...
+
+    def minibatch_loss(self, b: Any, mb: torch.Tensor, mb_adv: torch.Tensor
+                       ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The clipped PPO loss of one minibatch and its terms."""
+        ...
+
+    def finish_update(self, b: Any, m: np.ndarray, lr: float) -> Any:
+        """Close the update and return its statistics (a :class:`mpimarl.algos.ppo.UpdateStats`)."""
         ...
 
 
@@ -86,8 +113,8 @@ def _load_grads(params: list[nn.Parameter], flat: np.ndarray) -> None:
         offset += n
 
 
-def group_update(learner: PPOLearner, group: GradientGroup, progress: float,
-                 extra: np.ndarray | None = None) -> UpdateStats:
+def group_update(learner: GroupLearner, group: GradientGroup, progress: float,
+                 extra: np.ndarray | None = None) -> Any:
     """One PPO update of `learner` as a member of `group` (see the module docstring).
 
     Every rank must call this the same number of times with the same `progress`. `extra`, a float64
@@ -95,8 +122,8 @@ def group_update(learner: PPOLearner, group: GradientGroup, progress: float,
     returned statistics are the group's means.
     """
     cfg = learner.cfg
-    lr = learner._set_learning_rate(progress)
-    b = learner._batch(group)
+    lr = learner.set_learning_rate(progress)
+    b = learner.prepare_batch(group)
     n = b.size
     slices = minibatch_slices(n, cfg.minibatches)
     perms = [torch.randperm(n, generator=learner.generator).to(learner.device) for _ in range(cfg.epochs)]
@@ -160,4 +187,4 @@ def group_update(learner: PPOLearner, group: GradientGroup, progress: float,
                 break
         if stop:
             break
-    return learner._finish(b, sums / max(count, 1), lr)
+    return learner.finish_update(b, sums / max(count, 1), lr)

@@ -165,7 +165,7 @@ class VTraceLearner(PPOLearner):
         return self.queued >= self.cfg.rollout_steps
 
     @torch.no_grad()
-    def _batch(self, group: GradientGroup | None = None) -> PPOBatch:
+    def prepare_batch(self, group: GradientGroup | None = None) -> PPOBatch:
         """The queued segments as one batch with V-trace advantages and targets (the queue empties).
         A learner fed by actors is one rank: it takes no learner `group`."""
         if group is not None:

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from mpimarl.algos.coma import counterfactual_advantage, expected_q
+from mpimarl.algos.data_parallel import GradientGroup, group_moments, group_update
 from mpimarl.algos.networks import ActorCritic, PolicyShape
 from mpimarl.algos.value_norm import ValueNormalizer
 from mpimarl.config import PPOConfig
-
-if TYPE_CHECKING:
-    from mpimarl.algos.data_parallel import GradientGroup
 
 # ---------------------------------------------------------------------------------------------
 # Rollout storage
@@ -64,7 +61,7 @@ class StreamRollout:
         n = len(streams)
         start = self.size
         if start + n > self.capacity:
-            self._grow(start + n)
+            self.grow(start + n)
         end = start + n
         self.obs[start:end] = obs
         if self.critic_in is not None and critic_in is not None:
@@ -110,7 +107,8 @@ class StreamRollout:
         self.complete[idx] = True
         self.num_complete += 1
 
-    def _grow(self, need: int) -> None:
+    def grow(self, need: int) -> None:
+        """Make room for at least `need` transitions (the capacity at least doubles)."""
         new_cap = max(need, 2 * self.capacity)
         for name in ("obs", "critic_in", "mask", "action", "logp", "value", "reward", "next_value", "chain_break",
                      "next_index", "complete"):
@@ -379,12 +377,10 @@ class PPOLearner:
         step counts) is summed over the group on the way and written back in place.
         """
         if group is not None:
-            from mpimarl.algos.data_parallel import group_update
-
             return group_update(self, group, progress, extra)
         cfg = self.cfg
-        lr = self._set_learning_rate(progress)
-        b = self._batch()
+        lr = self.set_learning_rate(progress)
+        b = self.prepare_batch()
         batch = b.size
         mb_size = max(1, batch // cfg.minibatches)
         sums = torch.zeros(5, dtype=torch.float64, device=self.device)  # read back once, after the update
@@ -409,9 +405,10 @@ class PPOLearner:
                     break
             if stop:
                 break
-        return self._finish(b, sums.cpu().numpy() / max(count, 1), lr)
+        return self.finish_update(b, sums.cpu().numpy() / max(count, 1), lr)
 
-    def _set_learning_rate(self, progress: float) -> float:
+    def set_learning_rate(self, progress: float) -> float:
+        """Set the optimiser's learning rate for `progress` in [0, 1] (annealed when ppo.anneal_lr) and return it."""
         cfg = self.cfg
         lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
         lr = max(lr, 1e-8)
@@ -419,7 +416,7 @@ class PPOLearner:
             group["lr"] = lr
         return lr
 
-    def _batch(self, group: GradientGroup | None = None) -> PPOBatch:
+    def prepare_batch(self, group: GradientGroup | None = None) -> PPOBatch:
         """The complete transitions of the rollout as tensors, with advantages (GAE, or COMA's
         counterfactual ones) and value targets (normalised when value normalisation is on; in a
         learner `group` the normaliser takes the moments of the whole group's returns, so the ranks'
@@ -436,8 +433,6 @@ class PPOLearner:
             if group is None:
                 self.value_norm.update(returns_np)
             else:
-                from mpimarl.algos.data_parallel import group_moments
-
                 self.value_norm.update_moments(*group_moments(returns_np, group))
             v_target = torch.from_numpy(self.value_norm.normalize(returns_np)).to(dev)
         return PPOBatch(
@@ -480,7 +475,7 @@ class PPOLearner:
         loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
         return loss, (pg_loss, v_loss, entropy, approx_kl, clip_frac)
 
-    def _finish(self, b: PPOBatch, m: np.ndarray, lr: float) -> UpdateStats:
+    def finish_update(self, b: PPOBatch, m: np.ndarray, lr: float) -> UpdateStats:
         """Explained variance, carry the open transitions over, refresh the acting copy, and the
         update's statistics."""
         self.weights_changed()

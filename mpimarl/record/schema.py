@@ -17,7 +17,7 @@ and read by :func:`mpimarl.analysis.load_run`:
   array and ``stored`` = 'none' (or 'float16'); the ``retention`` table records each decision.
 
 The columns are defined once, here, as data (:data:`TABLES`); the recorder, the loader and the
-README all read them from this module.
+documentation (``docs/gen_reference.py``) all read them from this module.
 """
 
 from __future__ import annotations
@@ -166,14 +166,16 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column(
             "matchmaker",
             _LABEL,
-            "training: the strategy that drew the line-up (or 'baseline' for a fixed opponent); "
-            "evaluation: why it was played ('baseline', 'pool', 'comparator', 'par')",
+            "training: the strategy that drew the line-up ('exploiter' for main exploiters, 'baseline' for "
+            "a fixed opponent); evaluation: why it was played ('baseline', 'pool', 'comparator', 'par', "
+            "'anchor', 'crossplay', 'communication')",
         ),
         Column("rank", _I4, "MPI rank that played the match (0 for server evaluations)"),
         Column("policy_id", _ID, "id of the policy on this side"),
         Column("version", _I8, "version of the policy on this side"),
         Column("role", _LABEL, "role of the policy on this side"),
-        Column("opponent_id", _ID, "the other seats' policies: 'id' for one seat, 'id@v+id@v' for several"),
+        Column("opponent_id", _ID, "the other seats' policies: 'id' for one seat, 'id@v+id@v' for several; "
+               "'random' is the uniform-random baseline, '-' when there is no other side"),
         Column("opponent_version", _I8, "version of the other side's policy (-1 for fixed baselines)"),
         Column("opponent_role", _LABEL, "role of the other side (several seats joined with '+')"),
         Column("episodes", _I8, "episodes played"),

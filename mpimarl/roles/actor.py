@@ -49,7 +49,8 @@ from mpimarl.comm.segments import HEADER_SIZE, ActorLink, Command, Header
 from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles import faults
 from mpimarl.roles.context import RunContext
-from mpimarl.roles.trainer import Trainer, _finite, _Tally, sum_tallies, tallies_to_json
+from mpimarl.roles.tallies import Tally, finite_row, sum_tallies, tallies_to_json
+from mpimarl.roles.trainer import Trainer
 from mpimarl.rollout.seating import Lineup, SeatedKey
 from mpimarl.rollout.segment import SegmentLayout, pack_segment
 
@@ -174,7 +175,7 @@ class ImpalaLearner(Trainer):
             self.uncounted[source] = 0
         return bool(header[Header.FINAL])
 
-    def learn(self, budget: int) -> dict[int, _Tally]:
+    def learn(self, budget: int) -> dict[int, Tally]:
         """Learn from the actors until their summed steps reach `budget` more (at an update); then
         end the actors' generation and collect their tallies."""
         target = self.policy_env_steps + budget
@@ -232,7 +233,7 @@ class ImpalaLearner(Trainer):
             "segments_dropped": float(self._dropped),
         }
         self._dropped = 0
-        send_json(self.comm, _finite(row), SERVER_RANK, Tag.TRAIN_STATS)
+        send_json(self.comm, finite_row(row), SERVER_RANK, Tag.TRAIN_STATS)
         self._return_sum, self._return_n, self._length_sum = 0.0, 0, 0.0
         self.wait_s = 0.0
         self._last_row_time = now
@@ -328,12 +329,12 @@ class ActorRank(Trainer):
         self._lengths.clear()
         return header
 
-    def play(self, lineups: list[Lineup], budget: int) -> dict[int, _Tally]:
+    def play(self, lineups: list[Lineup], budget: int) -> dict[int, Tally]:
         """Play and stream segments until the learner's broadcast ends the generation (`budget` unused:
         the learner counts the steps)."""
         matches = self.matches
         policies = self._start_generation(lineups)
-        tallies: dict[int, _Tally] = {}
+        tallies: dict[int, Tally] = {}
         competitive = self.ctx.config.task.kind == "competitive"
         margin = self.ctx.config.task.draw_margin
         command = Command.CONTINUE

@@ -223,7 +223,8 @@ class RunContext:
             return None
         from mpimarl.rollout.exact import ExploitabilityMeter
 
-        return ExploitabilityMeter(self)
+        return ExploitabilityMeter(self.config.env.id, self.config.env.kwargs,
+                                   [self.spec.role_of[a] for a in self.spec.agents], self.shape)
 
     @property
     def unit_roles(self) -> list[str]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -37,15 +37,39 @@ from mpimarl.comm.channel import (
     recv_weights,
     send_json,
 )
-from mpimarl.league.league import EvalPlan, SideResults
+from mpimarl.comm.outbox import Outbox
+from mpimarl.league.league import EvalPlan, League, SideResults
 from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles.context import RunContext
 from mpimarl.rollout.evaluate import OWN, play_episodes
 from mpimarl.rollout.runner import ActingPolicy, VectorMatches
 from mpimarl.rollout.seating import Lineup, SeatedKey, policy_key, seat_occupants, seats_of_role
 
-if TYPE_CHECKING:
-    from mpimarl.roles.server import Server
+
+class EvaluationHost(Protocol):
+    """What rank 0's evaluation dispatcher needs of rank 0 (:class:`mpimarl.roles.server.Server`)."""
+
+    ctx: RunContext
+    comm: MPI.Comm
+    league: League
+    eval_matches: VectorMatches
+    outbox: Outbox
+
+    def acting_policy(self, seated: SeatedKey) -> ActingPolicy:
+        """The policy that plays `seated` in rank 0's own evaluation episodes."""
+        ...
+
+    def record_rows(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        """Append rows (table -> rows) to the run file."""
+        ...
+
+    def now(self) -> float:
+        """Seconds since the run started."""
+        ...
+
+    def handle(self, status: MPI.Status) -> None:
+        """Serve the pending message `status` describes."""
+        ...
 
 
 def job_seed(seeds: list[int], comparator: bool) -> int:
@@ -181,7 +205,7 @@ class EvaluationWorker:
 class RemoteEvaluation:
     """Rank 0's dispatcher of evaluation jobs to the trainers' workers."""
 
-    def __init__(self, server: Server, workers: list[int]) -> None:
+    def __init__(self, server: EvaluationHost, workers: list[int]) -> None:
         self.server = server
         self.ctx = server.ctx
         self.comm = server.comm
@@ -253,7 +277,7 @@ class RemoteEvaluation:
         return job_id
 
     def _local_policy(self, key: SnapshotKey) -> ActingPolicy:
-        return self.server._policy(SeatedKey(key, self.server.league.pool.get(key).role))
+        return self.server.acting_policy(SeatedKey(key, self.server.league.pool.get(key).role))
 
     def evaluate(self, plan: EvalPlan) -> Generator[None, None, None]:
         """Hand out every match of the plan at once, then record the results in plan order."""
@@ -273,7 +297,7 @@ class RemoteEvaluation:
             if b is not None:
                 res_b = yield from self._wait(b)
                 res.comparator_own = side_results(self.ctx, match.comparator, match.comparator_lineup, res_b).own
-            self.server._record_rows(league.record_match(match, res, self.server.now(), generation))
+            self.server.record_rows(league.record_match(match, res, self.server.now(), generation))
 
     def _wait(self, ticket: int | dict[str, Any]) -> Generator[None, None, dict[str, Any]]:
         if isinstance(ticket, dict):

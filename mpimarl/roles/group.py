@@ -29,7 +29,8 @@ from mpimarl.comm.channel import SERVER_RANK, Deadline, Tag, send_json
 from mpimarl.comm.group import GroupComm, RolloutNotices
 from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles.context import RunContext
-from mpimarl.roles.trainer import Trainer, _finite, _Tally, sum_tallies, tallies_to_json
+from mpimarl.roles.tallies import Tally, finite_row, sum_tallies, tallies_to_json
+from mpimarl.roles.trainer import Trainer
 from mpimarl.rollout.seating import Lineup, SeatedKey
 
 # The counters summed over the group with every update (float64): cumulative env steps and
@@ -150,11 +151,11 @@ class GroupTrainer(Trainer):
         if sync and not stopped_early:
             self._receive_stop_plan(Deadline(self.timeout + 4 * last_generation_s, "the final plan"))
 
-    def play(self, lineups: list[Lineup], budget: int) -> dict[int, _Tally]:
+    def play(self, lineups: list[Lineup], budget: int) -> dict[int, Tally]:
         """Play and learn until the group's summed steps reach `budget` more (at an update)."""
         matches = self.matches
         policies = self._start_generation(lineups)
-        tallies: dict[int, _Tally] = {}
+        tallies: dict[int, Tally] = {}
         target = self.group_env_steps + budget
         total = self.ctx.config.schedule.total_steps
         competitive = self.ctx.config.task.kind == "competitive"
@@ -228,19 +229,19 @@ class GroupTrainer(Trainer):
             }
             if self.notices is not None:
                 row["cut_off_ranks"] = float(self._cut_ranks)
-            send_json(self.comm, _finite(row), SERVER_RANK, Tag.TRAIN_STATS)
+            send_json(self.comm, finite_row(row), SERVER_RANK, Tag.TRAIN_STATS)
         self._returns.clear()
         self._lengths.clear()
         self.wait_s = 0.0
         self._last_row_time = now
         self._last_row_steps = self.group_env_steps
 
-    def _gather_tallies(self, tallies: dict[int, _Tally]) -> dict[int, _Tally]:
+    def _gather_tallies(self, tallies: dict[int, Tally]) -> dict[int, Tally]:
         """The group's training tallies per line-up, summed at the leader (empty elsewhere)."""
         parts = self.group.gather_json(tallies_to_json(tallies))
         return {} if parts is None else sum_tallies(parts)
 
-    def report_matches(self, lineups: list[Lineup], tallies: dict[int, _Tally]) -> None:
+    def report_matches(self, lineups: list[Lineup], tallies: dict[int, Tally]) -> None:
         """The leader reports the group's tallies."""
         if self.group.is_leader:
             super().report_matches(lineups, tallies)

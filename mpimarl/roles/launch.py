@@ -21,23 +21,8 @@ from typing import Any, Protocol
 
 from mpimarl import __version__
 from mpimarl.config import RunConfig, config_to_dict, load_config
-from mpimarl.errors import ConfigError, MpimarlError, PeerFailed
+from mpimarl.errors import EXIT_CODES, ConfigError, Interrupted, MpimarlError, PeerFailed
 from mpimarl.roles import faults
-
-
-class Interrupted(BaseException):  # like KeyboardInterrupt: no `except Exception` may swallow a stop
-    """SIGTERM or SIGINT arrived (e.g. a SLURM time limit or a user's Ctrl-C): exit code 143;
-    or SIGUSR1 (slurm/*.sbatch forward it ahead of a time limit, then requeue the job): 138."""
-
-    def __init__(self, signum: int, message: str | None = None) -> None:
-        super().__init__(message or f"received signal {signal.Signals(signum).name}")
-        self.exit_code = EXIT_CODES.get(signum, 128 + signum)
-
-
-EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 143, signal.SIGUSR1: 138}
-"""Exit code of a rank stopped by each signal it handles: 128 + the signal number, except that
-Ctrl-C reads like SIGTERM. SIGUSR1's own code (138) tells a batch script that the run stopped on
-request (time limit ahead, preemption) and can be requeued and resumed."""
 
 
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
@@ -364,7 +349,7 @@ def _split_for_actors(comm: Any, ctx: Any, plan_comm: Any) -> tuple[Any, Any]:
 
 def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, device: str, group: Any, start: dict[str, Any],
                    actor_link: Any = None) -> Any:
-    from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, load_trainer_checkpoint
+    from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, load_trainer_checkpoint, trainer_boundary
 
     if actor_link is not None:  # a learner fed by actors, or an actor (mpimarl/roles/actor.py)
         from mpimarl.roles.actor import make_unit_rank
@@ -375,7 +360,8 @@ def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, device: str, group: Any,
 
         trainer = make_trainer(ctx, comm, plan_comm, device, group)
     if checkpoints_enabled(ctx.config):
-        trainer.checkpoints = Checkpoints(start["run_dir"], ctx.config, trainer.rank)
+        trainer.checkpoints = Checkpoints(start["run_dir"], ctx.config, trainer.rank,
+                                          boundary=lambda final: trainer_boundary(trainer, final))
     if start["generation"] is not None:
         load_trainer_checkpoint(trainer, start["run_dir"], int(start["generation"]))
     return trainer
@@ -385,7 +371,7 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progr
            server_state: dict[str, Any] | None = None, stop_after_generation: int | None = None,
            hooks: JobHooks | None = None) -> int:
     from mpimarl.roles.progress import Progress
-    from mpimarl.roles.resume import AsyncCut, Checkpoints, checkpoints_enabled, restore_server
+    from mpimarl.roles.resume import AsyncCut, Checkpoints, checkpoints_enabled, restore_server, server_boundary
     from mpimarl.roles.server import Server
 
     cfg = ctx.config
@@ -399,7 +385,7 @@ def _serve(ctx: Any, comm: Any, plan_comm: Any, recorder: Any, path: Path, progr
     if hooks is not None:
         hooks.prepare(server)
     if checkpoints_enabled(cfg):
-        server.checkpoints = Checkpoints(path.parent, cfg, 0)
+        server.checkpoints = Checkpoints(path.parent, cfg, 0, boundary=lambda final: server_boundary(server, final))
         if cfg.schedule.mode == "async":
             server.async_cut = AsyncCut(server.checkpoints, cfg.checkpoint.every, len(server.trainers))
     if server_state is not None:

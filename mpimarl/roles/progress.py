@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Mapping
+from typing import Any, Protocol, TextIO
 
 from tqdm import tqdm
 
-if TYPE_CHECKING:
-    from mpimarl.roles.server import Server
+from mpimarl.league.league import League
+
+
+class TrainerProgress(Protocol):
+    """What the display reads of one trainer as rank 0 tracks it."""
+
+    policy_id: str
+    published: int
+    env_steps: int
+    last_row: dict[str, Any]
+
+
+class ProgressSource(Protocol):
+    """What the display reads of rank 0 (:class:`mpimarl.roles.server.Server`): its trainers, by rank,
+    and the league's latest scores against the baselines."""
+
+    @property
+    def trainers(self) -> Mapping[int, TrainerProgress]:
+        """Rank -> the trainer's state."""
+        ...
+
+    @property
+    def league(self) -> League:
+        """The league (its `vs_baseline` scores)."""
+        ...
 
 
 def _fmt_steps(n: float) -> str:
@@ -31,10 +55,10 @@ class Progress:
                         dynamic_ncols=True) if use_bar else None
 
     @staticmethod
-    def _steps(server: Server) -> int:
+    def _steps(server: ProgressSource) -> int:
         return sum(t.env_steps for t in server.trainers.values())
 
-    def _policy_text(self, server: Server) -> str:
+    def _policy_text(self, server: ProgressSource) -> str:
         parts = []
         for t in server.trainers.values():
             ret = t.last_row.get("episode_return_mean")
@@ -44,7 +68,7 @@ class Progress:
             parts.append(f"{t.policy_id} v{max(t.published, 0)} ret {ret_txt}{rate_txt}")
         return " | ".join(parts)
 
-    def update(self, server: Server) -> None:
+    def update(self, server: ProgressSource) -> None:
         """Called when a trainer reports; refreshes the bar or prints a line when one is due."""
         if self.bar is not None:
             self.bar.n = min(self._steps(server), self.total)
@@ -53,7 +77,7 @@ class Progress:
         else:
             self.maybe_print(server)
 
-    def maybe_print(self, server: Server) -> None:
+    def maybe_print(self, server: ProgressSource) -> None:
         """A plain progress line every `interval` seconds (no-op with a bar)."""
         now = time.monotonic()
         if self.bar is not None or now - self.last_print < self.interval:
@@ -61,13 +85,13 @@ class Progress:
         self.last_print = now
         self._line(server, now)
 
-    def _line(self, server: Server, now: float) -> None:
+    def _line(self, server: ProgressSource, now: float) -> None:
         steps = self._steps(server)
         pct = 100.0 * steps / max(self.total, 1)
         print(f"[{now - self.start:7.1f}s] steps {_fmt_steps(steps)}/{_fmt_steps(self.total)} ({pct:3.0f}%) "
               f"| {self._policy_text(server)}", file=self.stream, flush=True)
 
-    def close(self, server: Server) -> None:
+    def close(self, server: ProgressSource) -> None:
         """Final state."""
         if self.bar is not None:
             self.bar.n = min(self._steps(server), self.total)

@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,9 +106,16 @@ def _multi_rank(config: RunConfig) -> bool:
 
 
 class Checkpoints:
-    """One rank's checkpoint duties: when to save, where, and keeping only the newest few."""
+    """One rank's checkpoint duties: when to save, where, and keeping only the newest few.
 
-    def __init__(self, run_dir: str | Path, config: RunConfig, rank: int) -> None:
+    `boundary` is what the rank does at each generation boundary (:func:`server_boundary` or
+    :func:`trainer_boundary` bound to it by the launcher): the server and the trainers call it
+    through :meth:`boundary`, so they need not import this module.
+    """
+
+    def __init__(self, run_dir: str | Path, config: RunConfig, rank: int,
+                 boundary: Callable[[bool], None]) -> None:
+        self._boundary = boundary
         self.folder = checkpoint_folder(run_dir)
         self.every = config.checkpoint.every
         self.keep = config.checkpoint.keep
@@ -118,6 +126,11 @@ class Checkpoints:
         self.async_mode = config.schedule.mode == "async"
         self.requested: int | None = None
         self.unacknowledged: int | None = None
+
+    def boundary(self, final: bool) -> None:
+        """The rank's generation boundary: cut the running matches, start fresh baseline streams and
+        save when due (`final`: the last generation or a time-limit stop, always saved)."""
+        self._boundary(final)
 
     def due(self, generation: int, final: bool) -> bool:
         """Whether generation `generation`'s boundary is saved (and not saved already)."""
@@ -388,7 +401,7 @@ class AsyncCut:
         """Count publishes; begin a cut once enough have come (and every version 0 is in)."""
         self.published_since += 1
         if (self.pending is None and not self.stopping and self.published_since >= self.threshold
-                and server._all_published()):
+                and server.all_published()):
             self._begin()
 
     def hold(self, server: Server, state: Any, msg: dict[str, Any]) -> bool:
@@ -402,7 +415,7 @@ class AsyncCut:
 
     def answer(self, server: Server, state: Any) -> dict[str, Any]:
         """Entries of rank 0's answer to a request: save the cut now, or stop (time limit); {} to play."""
-        if not self.stopping and server._time_up():
+        if not self.stopping and server.time_is_up():
             self.stopping = True
             if self.pending is None:
                 self._begin()
@@ -428,11 +441,11 @@ class AsyncCut:
         if cut is None or not all(t.rank in self.saved_by or t.done for t in server.trainers.values()):
             return
         while server.eval_job is not None:  # rank 0 saves between evaluations, as in sync
-            server._evaluate_step()
+            server.evaluate_step()
             if server.remote is not None:
                 server.remote.poll()
-            server._heartbeat(time.monotonic())
-            server._check_failures()
+            server.send_heartbeats(time.monotonic())
+            server.check_failures()
         folder = self.checkpoints.folder
         for t in server.trainers.values():
             if t.rank not in self.saved_by:  # finished every generation before it could be asked
@@ -541,7 +554,7 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
     saved = state["rollout"]
     n = int(saved["size"])
     if n > ro.capacity:
-        ro._grow(n)
+        ro.grow(n)
     for name in _ROLLOUT_ARRAYS:
         if getattr(ro, name) is not None:
             getattr(ro, name)[:n] = saved[name]

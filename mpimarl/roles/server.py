@@ -27,7 +27,7 @@ from mpimarl.comm.channel import (
     tag_name,
 )
 from mpimarl.comm.outbox import Outbox
-from mpimarl.errors import PeerFailed, ProtocolError
+from mpimarl.errors import Interrupted, PeerFailed, ProtocolError
 from mpimarl.league.league import EXPLOITER_SOURCE, EvalPlan, League, SideResults, lineup_label
 from mpimarl.league.pool import Snapshot, SnapshotKey
 from mpimarl.record.recorder import RunRecorder
@@ -137,13 +137,13 @@ class Server:
                 pause = 5e-5
                 continue
             if self._finished():
-                if not self._evaluate_step():
+                if not self.evaluate_step():
                     break
                 continue
             self._watchdog()
             self.outbox.poll()
             self.recorder.commit_due()  # a commit window (pool.commit_window_s) groups the commits
-            if self._evaluate_step():
+            if self.evaluate_step():
                 continue
             time.sleep(pause)
             pause = min(pause * 2, 0.005)
@@ -180,7 +180,7 @@ class Server:
                     f"server: trainer rank {t.rank} ({t.policy_id}) sent nothing for {limit:.0f} s; "
                     "it is stuck or dead (server.timeout_s sets this limit)"
                 )
-        self._heartbeat(now)
+        self.send_heartbeats(now)
 
     def _waiting(self, t: _TrainerState) -> bool:
         if self.sync:
@@ -188,7 +188,7 @@ class Server:
         held = self.async_cut is not None and self.async_cut.holding(t.rank)  # waits for a checkpoint
         return held or any(waiting is t for waiting, _ in self.deferred)
 
-    def _heartbeat(self, now: float) -> None:
+    def send_heartbeats(self, now: float) -> None:
         """Sync: tell the trainers waiting at the barrier (async: for a checkpoint), every timeout_s / 4,
         that rank 0 is alive."""
         if (not self.sync and self.async_cut is None) or now - self._last_heartbeat < self.cfg.server.timeout_s / 4:
@@ -198,7 +198,7 @@ class Server:
             if self._waiting(t):
                 send_json(self.comm, {}, t.rank, Tag.HEARTBEAT)
 
-    def _check_failures(self) -> None:
+    def check_failures(self) -> None:
         """Take a pending FAILED report now (it raises PeerFailed): used inside long steps such as
         draining evaluations, so that a trainer's failure is recorded before that trainer aborts."""
         status = MPI.Status()
@@ -269,12 +269,13 @@ class Server:
             self._retain(snap.key.policy_id)
             if self.async_cut is not None:
                 self.async_cut.after_publish(self)
-            if self.deferred and self._all_published():
+            if self.deferred and self.all_published():
                 for waiting, request in self.deferred:
                     self.on_request(waiting, request)
                 self.deferred.clear()
 
-    def _all_published(self) -> bool:
+    def all_published(self) -> bool:
+        """Whether every trainer has published at least one snapshot."""
         return all(t.published >= 0 for t in self.trainers.values())
 
     def _admit(self, snap: Snapshot) -> None:
@@ -331,8 +332,7 @@ class Server:
         in every run with this seed: the schedule stays deterministic.
         """
         if self.stop_after_generation is not None and self.generation > self.stop_after_generation:
-            from mpimarl.roles.launch import Interrupted  # as if SIGTERM came now, after checkpoint g
-
+            # as if SIGTERM came now, after checkpoint g
             raise Interrupted(signal.SIGTERM,
                               f"stopped after generation {self.stop_after_generation} (--stop-after-generation)")
         self._drain_evaluations()
@@ -346,14 +346,13 @@ class Server:
             self._retain(snap.key.policy_id)
         self.round_ = _Round()
         self._record_population(self.generation)
-        time_up = self._time_up()
-        if self.checkpoints is not None:
-            from mpimarl.roles.resume import server_boundary
-
-            server_boundary(self, final=time_up)
+        time_up = self.time_is_up()
+        if self.checkpoints is not None:  # resume.server_boundary, bound by the launcher
+            self.checkpoints.boundary(final=time_up)
         self.next_plan(time_up, admitted)
 
-    def _time_up(self) -> bool:
+    def time_is_up(self) -> bool:
+        """Whether schedule.time_limit_s has passed (counted from this job's start)."""
         limit = self.cfg.schedule.time_limit_s
         return limit is not None and self.now() - self.limit_origin > limit
 
@@ -379,12 +378,12 @@ class Server:
             t.last_seen = time.monotonic()
 
     def _drain_evaluations(self) -> None:
-        while self._evaluate_step():
+        while self.evaluate_step():
             self.recorder.commit_due()
             if self.remote is not None:
                 self.remote.poll()  # results of jobs out at the trainers
-            self._heartbeat(time.monotonic())
-            self._check_failures()
+            self.send_heartbeats(time.monotonic())
+            self.check_failures()
 
     def _lineups(self, rank: int) -> list[tuple[Lineup, str]]:
         """Line-ups for trainer `rank`'s next generation, with the source that drew each."""
@@ -400,7 +399,7 @@ class Server:
             msg = dict(msg, lineups=[])  # save now, or stop: no line-ups this time
         if msg.get("lineups") is not None:
             lineups = [tuple(SeatedKey.from_json(i) for i in lu) for lu in msg["lineups"]]
-        elif not self._all_published():
+        elif not self.all_published():
             # Async: another role's pool may still be empty; answer once every version 0 is in.
             self.deferred.append((state, msg))
             return
@@ -489,7 +488,7 @@ class Server:
             self.final_plan_sent = True
 
     # -- evaluation -------------------------------------------------------------------------------
-    def _evaluate_step(self) -> bool:
+    def evaluate_step(self) -> bool:
         """Advance evaluation by one tick; False when there is nothing to evaluate."""
         if self.eval_job is None:
             if not self.eval_queue:
@@ -505,7 +504,9 @@ class Server:
             self.eval_plan = None
         return True
 
-    def _policy(self, seated: SeatedKey) -> ActingPolicy:
+    def acting_policy(self, seated: SeatedKey) -> ActingPolicy:
+        """The policy that plays `seated` in rank 0's evaluations: a baseline, or a pool snapshot's frozen
+        network (the newest 64 are kept)."""
         if seated.is_baseline:
             return self.baseline_policies[policy_key(seated)]
         if seated.key not in self.frozen:
@@ -518,8 +519,8 @@ class Server:
         return self.frozen[seated.key]
 
     def _play(self, own: SeatedKey, lineup: Lineup, seeds: list[int]) -> Generator[None, None, SideResults]:
-        policies: dict[Hashable, ActingPolicy] = {policy_key(s): self._policy(s) for s in lineup}
-        res = yield from play_episodes(self.eval_matches, self.ctx.spec, self._policy(own), own.role,
+        policies: dict[Hashable, ActingPolicy] = {policy_key(s): self.acting_policy(s) for s in lineup}
+        res = yield from play_episodes(self.eval_matches, self.ctx.spec, self.acting_policy(own), own.role,
                                        lineup, policies, seeds)
         return SideResults(res.own, res.other, res.length, res.seats, res.occupants)
 
@@ -533,14 +534,15 @@ class Server:
             if match.comparator is not None:
                 theirs = yield from self._play(match.comparator, match.comparator_lineup, match.seeds())
                 res.comparator_own = theirs.own
-            self._record_rows(self.league.record_match(match, res, self.now(), generation))
+            self.record_rows(self.league.record_match(match, res, self.now(), generation))
         if plan.key is None and self.league.par is not None:
             self.recorder.set_attr("par", {r: self.league.par.mean(r) for r in self.league.par.roles()})
         if plan.key is None and self.league.anchor_scores:
             self.recorder.set_attr("anchors", {f"{role}/{name}": score for (role, name), score
                                                in self.league.anchor_scores.items()})
 
-    def _record_rows(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+    def record_rows(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        """Append the league's rows (table -> rows) to the run file."""
         for table, table_rows in rows.items():
             if table_rows:
                 self.recorder.append(table, table_rows)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,38 +35,9 @@ from mpimarl.league.pool import SnapshotKey
 from mpimarl.roles import faults
 from mpimarl.roles.context import RunContext
 from mpimarl.roles.evaluation import EvaluationWorker, receive_round
+from mpimarl.roles.tallies import Tally, finite_row
 from mpimarl.rollout.runner import LEARNER, ActingPolicy, FinishedEpisode, VectorMatches
 from mpimarl.rollout.seating import Lineup, SeatedKey, seating, seats_of_role
-
-
-@dataclass
-class _Tally:
-    """Training outcomes against one line-up during one generation."""
-
-    episodes: int = 0
-    own_return: float = 0.0
-    other_return: float = 0.0
-    length: float = 0.0
-    scores: list[float] = field(default_factory=list)
-
-
-def tallies_to_json(tallies: dict[int, _Tally]) -> dict[str, list[Any]]:
-    """Tallies as JSON data, to gather at the rank that reports them (a group leader, a learner)."""
-    return {str(i): [t.episodes, t.own_return, t.other_return, t.length, t.scores] for i, t in tallies.items()}
-
-
-def sum_tallies(parts: list[dict[str, list[Any]]]) -> dict[int, _Tally]:
-    """The per-line-up sum of several ranks' `tallies_to_json` parts."""
-    out: dict[int, _Tally] = {}
-    for part in parts:
-        for index, (episodes, own, other, length, scores) in part.items():
-            t = out.setdefault(int(index), _Tally())
-            t.episodes += int(episodes)
-            t.own_return += float(own)
-            t.other_return += float(other)
-            t.length += float(length)
-            t.scores.extend(float(x) for x in scores)
-    return out
 
 
 class Trainer:
@@ -280,10 +250,8 @@ class Trainer:
 
     def _boundary(self, final: bool = False) -> None:
         """After publishing: with checkpoints on, cut matches, reseed baselines, save when due."""
-        if self.checkpoints is not None:
-            from mpimarl.roles.resume import trainer_boundary
-
-            trainer_boundary(self, final)
+        if self.checkpoints is not None:  # resume.trainer_boundary, bound by the launcher
+            self.checkpoints.boundary(final)
 
     def _policies(self) -> dict[Hashable, ActingPolicy]:
         policies: dict[Hashable, ActingPolicy] = dict(self.baselines)
@@ -315,11 +283,11 @@ class Trainer:
                 self._seat_next(i, lineups)
         return policies
 
-    def play(self, lineups: list[Lineup], budget: int) -> dict[int, _Tally]:
+    def play(self, lineups: list[Lineup], budget: int) -> dict[int, Tally]:
         """Play and learn for `budget` environment steps against `lineups`."""
         matches = self.matches
         policies = self._start_generation(lineups)
-        tallies: dict[int, _Tally] = {}
+        tallies: dict[int, Tally] = {}
         target = matches.env_steps + budget
         total = self.ctx.config.schedule.total_steps
         competitive = self.ctx.config.task.kind == "competitive"
@@ -347,7 +315,7 @@ class Trainer:
         seed = np.random.SeedSequence([self.ctx.rank_seed(self.ctx.unit_of(self.rank).leader), self.generation])
         self.learner.reset(int(seed.generate_state(1)[0]))
 
-    def _account(self, ep: FinishedEpisode, tallies: dict[int, _Tally], competitive: bool, margin: float) -> None:
+    def _account(self, ep: FinishedEpisode, tallies: dict[int, Tally], competitive: bool, margin: float) -> None:
         own_mean, other_mean = ep.side_returns(LEARNER)
         has_other = not np.isnan(other_mean)
         self._returns.append(own_mean)
@@ -355,7 +323,7 @@ class Trainer:
         self._episodes += 1
         if ep.tag is None:
             return
-        t = tallies.setdefault(ep.tag, _Tally())
+        t = tallies.setdefault(ep.tag, Tally())
         t.episodes += 1
         t.own_return += own_mean
         t.other_return += other_mean if has_other else 0.0
@@ -387,14 +355,14 @@ class Trainer:
             "steps_per_s": (steps - self._last_row_steps) / max(now - self._last_row_time, 1e-9),
             "wait_s": self.wait_s,
         }
-        send_json(self.comm, _finite(row), SERVER_RANK, Tag.TRAIN_STATS)
+        send_json(self.comm, finite_row(row), SERVER_RANK, Tag.TRAIN_STATS)
         self._returns.clear()
         self._lengths.clear()
         self.wait_s = 0.0
         self._last_row_time = now
         self._last_row_steps = steps
 
-    def report_matches(self, lineups: list[Lineup], tallies: dict[int, _Tally]) -> None:
+    def report_matches(self, lineups: list[Lineup], tallies: dict[int, Tally]) -> None:
         """Training tallies per line-up, for the matches table and the matchmaker's quality scores."""
         rows = []
         for index, t in sorted(tallies.items()):
@@ -414,9 +382,3 @@ class Trainer:
         msg = {"policy_id": self.policy_id, "version": self.version, "role": self.role,
                "generation": self.generation, "rows": rows}
         send_json(self.comm, msg, SERVER_RANK, Tag.MATCH_RESULTS)
-
-
-def _finite(row: dict[str, object]) -> dict[str, object]:
-    """JSON has no NaN: send None, which the recorder stores as NaN."""
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
-

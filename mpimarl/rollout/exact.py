@@ -8,18 +8,17 @@ policies, so the server's cost per generation is one tree walk per measured poli
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from mpimarl.algos.networks import ActorCritic, load_flat_weights
+from mpimarl.algos.networks import ActorCritic, PolicyShape, load_flat_weights
 from mpimarl.league.pool import SnapshotKey
 
 if TYPE_CHECKING:
     from mpimarl.league.league import League
-    from mpimarl.roles.context import RunContext
 
 OPENSPIEL_PREFIX = "openspiel:"
 
@@ -49,17 +48,22 @@ def probabilities_fn(net: ActorCritic) -> Callable[[np.ndarray, np.ndarray], np.
 
 
 class ExploitabilityMeter:
-    """Tabular views of pool snapshots on one OpenSpiel game, cached by snapshot key."""
+    """Tabular views of pool snapshots on one OpenSpiel game, cached by snapshot key.
 
-    def __init__(self, ctx: RunContext, cache_size: int = 512) -> None:
+    `env_id` is the run's 'openspiel:NAME' id and `env_kwargs` the game's parameters; player p is the
+    agent 'player_p' and `player_roles[p]` its role, which decides which snapshot plays it;
+    `shape_of(role)` is the network shape of that role's policies.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: Mapping[str, Any], player_roles: Sequence[str],
+                 shape_of: Callable[[str], PolicyShape], cache_size: int = 512) -> None:
         from mpimarl.league import exploitability as ex
 
         self.ex = ex
-        self.ctx = ctx
-        self.game = game_of(ctx.config.env.id)
-        self.params = dict(ctx.config.env.kwargs)
-        # Player p is the agent 'player_p'; its role decides which snapshot plays it.
-        self.role_of_player = [ctx.spec.role_of[a] for a in ctx.spec.agents]
+        self.shape_of = shape_of
+        self.game = game_of(env_id)
+        self.params = dict(env_kwargs)
+        self.role_of_player = list(player_roles)
         self._tabular: OrderedDict[SnapshotKey, Any] = OrderedDict()
         self.cache_size = cache_size
 
@@ -72,7 +76,7 @@ class ExploitabilityMeter:
         # Not from the global generator, which samples rank 0's evaluation actions: what this cache
         # holds (empty after a resume) must not change later evaluation episodes.
         with torch.random.fork_rng(devices=[]):
-            net = ActorCritic(self.ctx.shape(snap.role))
+            net = ActorCritic(self.shape_of(snap.role))
         load_flat_weights(net, league.pool.weights(key))
         net.eval()
         fn = probabilities_fn(net)

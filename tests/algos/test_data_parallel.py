@@ -77,7 +77,7 @@ def _concatenate(a: StreamRollout, b: StreamRollout, into: StreamRollout) -> Non
     """`into` holds a's transitions then b's (b's successor links shifted past a's)."""
     n = a.size + b.size
     if n > into.capacity:
-        into._grow(n)
+        into.grow(n)
     for name in ("obs", "mask", "action", "logp", "value", "reward", "next_value", "chain_break", "complete"):
         arr = getattr(into, name)
         if arr is not None:

@@ -180,7 +180,7 @@ def test_actors_with_value_norm_or_a_central_critic_give_the_learner_on_policy_t
     layout = SegmentLayout.of(shape)
     assert layout.critic_size == (5 if central else 0)
     learner.add_segment(pack_segment(actor.rollout, layout), behaviour_version=0)
-    batch = learner._batch()
+    batch = learner.prepare_batch()
     np.testing.assert_allclose(batch.returns.numpy(), returns, rtol=1e-4, atol=1e-4)
     assert (batch.critic_in is not None) == central
     if value_norm:

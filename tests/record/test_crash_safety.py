@@ -79,6 +79,7 @@ def _assert_tables_agree(run: Run) -> None:
         np.testing.assert_array_equal(run.weights("p", int(version)), np.full(100 + version, version, np.float32))
 
 
+@pytest.mark.slow
 def test_random_kill_9s_of_the_writer_leave_a_readable_consistent_file(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Each kill lands anywhere, also inside HDF5's flush or the journal's commit (before flushing

@@ -23,6 +23,7 @@ SHORT = ["--steps", "3000", "schedule.steps_per_generation=1500", "evaluation.ba
          "evaluation.pool_episodes=2", "ppo.num_envs=4", "ppo.rollout_steps=512", "evaluation.num_envs=4"]
 
 
+@pytest.mark.slow
 def test_async_learners_with_an_actor_each_train_connect_four(tmp_path: Path) -> None:
     """mpiexec -n 5, async: two policies of a learner and an actor; the actors play the learners'
     line-ups (training tallies reach rank 0), the learners record the lag of every batch."""
@@ -45,6 +46,7 @@ def test_async_learners_with_an_actor_each_train_connect_four(tmp_path: Path) ->
     assert training["episodes"].sum() > 0
 
 
+@pytest.mark.slow
 def test_async_policy_lag_is_bounded_by_max_policy_lag(tmp_path: Path) -> None:
     """CartPole's actors outrun a learner that makes 20 epochs per update: without a bound the
     surplus segments queue up and the lag grows (a mean of 20 was measured). With
@@ -61,6 +63,7 @@ def test_async_policy_lag_is_bounded_by_max_policy_lag(tmp_path: Path) -> None:
     assert (run.pool.groupby("policy_id")["env_steps"].max() >= 6000).all()
 
 
+@pytest.mark.slow
 def test_sync_runs_with_actors_are_deterministic_and_have_no_lag(tmp_path: Path) -> None:
     """Same seed twice, a learner with two actors (mpiexec -n 4, sync): identical snapshots and train
     rows; every batch was played with the learner's current weights (lag 0)."""
@@ -116,6 +119,7 @@ def test_a_failing_actor_ends_the_job_promptly(kind: str, tmp_path: Path) -> Non
         assert "actor rank 2 (agent-0) failed" in run.attrs.get("failure", ""), run.attrs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("n", "config", "overrides"), [
     (3, "cartpole", ["ppo.value_norm=true"]),  # local critic, normalised values
     (5, "speaker_listener_mappo", []),  # MAPPO: critic on the global state, value normalisation, two roles

@@ -25,6 +25,7 @@ CRITIC_INPUTS = {  # role -> (critic input: state (+ own obs + agent one-hot) (+
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("name", sorted(CRITIC_INPUTS))
 def test_centralised_critic_configs_train_in_both_schedules(name: str, mode: str, tmp_path: Path) -> None:
@@ -61,6 +62,7 @@ def test_centralised_critic_configs_train_in_both_schedules(name: str, mode: str
             assert {"crossplay.png", "communication.png"} <= names
 
 
+@pytest.mark.slow
 def test_centralised_critic_without_a_state_exits_2(tmp_path: Path) -> None:
     """No state() and observations hidden off-turn: one message naming the agent, exit 2 on every rank."""
     config = tmp_path / "private.yaml"
@@ -77,6 +79,7 @@ def test_centralised_critic_without_a_state_exits_2(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "run.h5").exists()
 
 
+@pytest.mark.slow
 def test_coma_with_continuous_actions_is_refused_by_check() -> None:
     """COMA needs Discrete actions: `mpimarl check` names the role and the Box space, exit 2."""
     out = run_cli(["check", str(CONFIGS / "simple_spread_coma.yaml"), "env.kwargs.continuous_actions=true"])
@@ -85,6 +88,7 @@ def test_coma_with_continuous_actions_is_refused_by_check() -> None:
     assert "Box" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_coma_without_a_centralised_critic_is_refused() -> None:
     """advantage coma with a local critic: the config error names both keys."""
     out = run_cli(["check", str(REPO / "configs" / "simple_spread_team.yaml"), "ppo.advantage=coma"])

@@ -22,6 +22,7 @@ def _ratings(run: object) -> pd.DataFrame:
     return df.sort_values(["policy_id", "version", "elo"]).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_trainers_play_the_evaluations_and_sync_runs_repeat(tmp_path: Path) -> None:
     """The trainers play the planned matches (rank 0 only the ones left after every trainer is done),
     the league rates them as usual, and two sync runs with one seed give the same ratings."""

@@ -57,6 +57,7 @@ def _run_with_fault(spec: str, run_dir: Path, *extra: str) -> tuple[subprocess.C
     return out, time.time()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", ["startup", "training", "evaluation", "end"])
 @pytest.mark.parametrize("rank", ["0", "1", "last"])
 def test_an_exception_on_any_rank_in_any_phase_ends_the_job(rank: str, phase: str, tmp_path: Path) -> None:
@@ -93,6 +94,7 @@ def _rank_pid(tag: str, rank: int, timeout: float = 60) -> int:
     pytest.fail(f"rank {rank} of job {tag} not found")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rank", [0, 2])
 def test_kill_9_of_a_rank_ends_the_job(rank: int, tmp_path: Path) -> None:
     """SIGKILL of the server or of a trainer mid-run: every other rank ends within 10 s."""
@@ -119,6 +121,7 @@ def test_kill_9_of_a_rank_ends_the_job(rank: int, tmp_path: Path) -> None:
     assert run.attrs["finished"] is False
 
 
+@pytest.mark.slow
 def test_a_stuck_trainer_is_named_by_the_server_watchdog(tmp_path: Path) -> None:
     """A trainer alive but silent from the start (MPIMARL_FAULT=1:startup:hang: it never publishes)
     past server.timeout_s: rank 0 names it and ends the job, although the other trainer waits calmly."""
@@ -130,6 +133,7 @@ def test_a_stuck_trainer_is_named_by_the_server_watchdog(tmp_path: Path) -> None
     assert "trainer rank 1" in run.attrs["failure"]
 
 
+@pytest.mark.slow
 def test_a_trainer_waiting_at_the_sync_barrier_for_a_slow_one_is_not_stuck(tmp_path: Path) -> None:
     """Rank 1 sleeps 0.45 x server.timeout_s after each of its 4 PPO updates (rollouts of 256 steps,
     one generation of 1000; MPIMARL_FAULT=1:training:slow:S) but reports every update; rank 2,

@@ -20,6 +20,7 @@ SHORT = ["--steps", "3000", "schedule.steps_per_generation=1500", "evaluation.ba
          "evaluation.pool_episodes=4", "ppo.num_envs=4", "ppo.rollout_steps=512", "evaluation.num_envs=4"]
 
 
+@pytest.mark.slow
 def test_two_groups_of_two_train_connect_four(tmp_path: Path) -> None:
     """mpiexec -n 5: the server and two policies of two ranks each finish and record like one-rank policies."""
     out = run_mpi(5, ["train", str(CONFIGS / "connect_four_league.yaml"), "--run-dir", str(tmp_path), *SHORT,
@@ -41,6 +42,7 @@ def test_two_groups_of_two_train_connect_four(tmp_path: Path) -> None:
     assert len(run.matches[run.matches["kind"] == "evaluation"]) > 0
 
 
+@pytest.mark.slow
 def test_group_runs_are_deterministic_in_the_sync_schedule(tmp_path: Path) -> None:
     """Same seed twice with a group of two ranks: the same weights of every snapshot, the same rows."""
     runs = []
@@ -70,6 +72,7 @@ def test_groups_that_do_not_fit_the_ranks_are_refused(n: int, config: str, overr
     assert not (tmp_path / "run.h5").exists()
 
 
+@pytest.mark.slow
 def test_a_group_restarts_each_generation_from_identical_fresh_weights(tmp_path: Path) -> None:
     """kuhn_psro resets every generation (PSRO's fresh best response): both ranks of a group draw the
     same fresh weights, so the per-generation checksum holds and the run finishes."""
@@ -82,6 +85,7 @@ def test_a_group_restarts_each_generation_from_identical_fresh_weights(tmp_path:
     assert sorted(run.pool.groupby("policy_id")["version"].max().unique()) == [3]
 
 
+@pytest.mark.slow
 def test_the_straggler_cutoff_ends_a_slow_ranks_rollout(tmp_path: Path) -> None:
     """DD-PPO's cut-off: rank 2 of a group of two steps slowly (a test environment that sleeps there);
     once rank 1 has its whole share, rank 2 stops collecting with its minimum share and the group
@@ -116,6 +120,7 @@ def test_the_straggler_cutoff_is_refused_in_the_sync_schedule(tmp_path: Path) ->
     assert not (tmp_path / "run.h5").exists()
 
 
+@pytest.mark.slow
 def test_a_group_with_value_normalisation_and_a_centralised_critic_trains(tmp_path: Path) -> None:
     """MAPPO (agent-specific state critic, value normalisation) on a group of two: every update also sums
     the returns' moments over the group (one more collective per update on every rank), and the run

@@ -18,6 +18,7 @@ SHORT = ["--steps", "3000", "schedule.steps_per_generation=1500", "evaluation.ba
          "evaluation.par_episodes=20"]
 
 
+@pytest.mark.slow
 def test_five_player_free_for_all_trains_evaluates_and_rates(tmp_path: Path) -> None:
     """Five seats of one role: each game is ranked, and a snapshot in several seats counts once."""
     out = run_mpi(3, ["train", str(CONFIGS / "holdem_ffa.yaml"), "--run-dir", str(tmp_path), *SHORT])
@@ -37,6 +38,7 @@ def test_five_player_free_for_all_trains_evaluates_and_rates(tmp_path: Path) -> 
     assert set(run.payoff.row_id) >= {"player-0@1", "player-1@1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("strategy", ["pfsp", "psro"])
 def test_payoff_driven_matchmakers_run_in_both_schedules(strategy: str, mode: str, tmp_path: Path) -> None:
@@ -58,6 +60,7 @@ def test_payoff_driven_matchmakers_run_in_both_schedules(strategy: str, mode: st
     assert "player/tactical" in run.attrs["anchors"]
 
 
+@pytest.mark.slow
 def test_kuhn_psro_records_exact_payoffs_and_exploitability(tmp_path: Path) -> None:
     """OpenSpiel Kuhn poker: exact payoff entries, and the exploitability of every policy and the population."""
     out = run_mpi(3, ["train", str(CONFIGS / "kuhn_psro.yaml"), "--run-dir", str(tmp_path), "--steps", "6000",
@@ -77,6 +80,7 @@ def test_kuhn_psro_records_exact_payoffs_and_exploitability(tmp_path: Path) -> N
     assert (first.exploitability - 0.458).abs().max() < 0.25
 
 
+@pytest.mark.slow
 def test_asymmetric_roles_have_their_own_anchors_and_both_can_win(tmp_path: Path) -> None:
     """simple_tag with the par outcome: prey can win evaluation games, and ratings are per role."""
     out = run_mpi(3, ["train", str(CONFIGS / "simple_tag_roles.yaml"), "--run-dir", str(tmp_path), *SHORT])
@@ -111,6 +115,7 @@ def test_league_bad_input_is_one_clear_error(overrides: list[str], named: str, t
     assert not (tmp_path / "run.h5").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_main_exploiter_trains_only_against_the_latest_mains(tmp_path: Path, mode: str) -> None:
     """`matchmaking.exploiters=1` on 4 ranks: player-2 is an exploiter whose training line-ups are the

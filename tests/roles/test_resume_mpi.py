@@ -65,6 +65,7 @@ def _interrupt(folder: Path) -> None:
     assert run.pool["version"].max() == 3
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_the_same_weights_and_rows_as_an_uninterrupted_one(reference: Path,
                                                                                    tmp_path: Path) -> None:
     """Stopped after generation 2, then resumed; the newest checkpoint is damaged on the way, so the
@@ -104,6 +105,7 @@ def test_resume_of_a_foreign_file_is_a_start_up_error(tmp_path: Path) -> None:
     assert "cannot be opened" in message and str(tmp_path / "run.h5") in message
 
 
+@pytest.mark.slow
 def test_resume_with_a_different_config_or_of_a_finished_run_is_a_start_up_error(reference: Path) -> None:
     before = reference.read_bytes()
     message = _one_error(_train(reference.parent, "--resume", "ppo.learning_rate=0.123"))
@@ -133,6 +135,7 @@ def _signal_once_saved(args: list[str], run_dir: Path, marker: Path, sig: signal
     return proc.returncode, err
 
 
+@pytest.mark.slow
 def test_a_run_ended_by_sigterm_resumes_to_the_same_result(reference: Path, tmp_path: Path) -> None:
     """SIGTERM to mpiexec (a SLURM time limit) at whatever moment it lands, then --resume."""
     # Rank 0 writes its generation-1 checkpoint once generation 0's is whole on every rank.
@@ -146,6 +149,7 @@ def test_a_run_ended_by_sigterm_resumes_to_the_same_result(reference: Path, tmp_
     _assert_same_run(reference, tmp_path / "run.h5")
 
 
+@pytest.mark.slow
 def test_a_run_stopped_by_its_time_limit_resumes_to_the_same_result(reference: Path, tmp_path: Path) -> None:
     """schedule.time_limit_s (a job's share of a SLURM allocation) stops the run early at a boundary that
     every rank saves; the next job, without the limit, finishes it as if it had never stopped."""
@@ -176,6 +180,7 @@ LAYOUTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_multi_rank_layouts_resume_to_the_same_result(layout: str, tmp_path: Path) -> None:
     """Each rank saves its own envs, rollout, optimiser and random streams (a group member, an actor,
@@ -238,6 +243,7 @@ def _assert_continues_without_gap_or_duplicate(path: Path) -> None:
     assert len(per_snapshot) == 2 * ASYNC_GENERATIONS * 2 and (per_snapshot == 1).all(), per_snapshot
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)  # two jobs of about 30 s each; generous for a loaded machine
 def test_an_async_run_stopped_by_its_time_limit_resumes_from_its_last_cut(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,6 +270,7 @@ def test_an_async_run_stopped_by_its_time_limit_resumes_from_its_last_cut(tmp_pa
         np.testing.assert_array_equal(stopped.weights(policy, version), resumed.weights(policy, version))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_an_async_run_interrupted_by_usr1_resumes_without_gap_or_duplicate(tmp_path: Path) -> None:
     """SIGUSR1 to mpiexec (a SLURM warning before the time limit) at whatever moment it lands, after

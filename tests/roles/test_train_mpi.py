@@ -30,6 +30,7 @@ EXPECTED_ROLES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED_ROLES))
 def test_each_config_produces_a_readable_run(name: str, tmp_path: Path) -> None:
     """A short run of every shipped config records all four tables with the roles expected."""
@@ -69,6 +70,7 @@ def _deterministic_columns(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=drop).sort_values(keys).reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_sync_schedule_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     """Two sync runs with the same seed and world size record the same learning, matches and ratings."""
     runs = []
@@ -86,6 +88,7 @@ def test_sync_schedule_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a.weights("player-1", 2), b.weights("player-1", 2))
 
 
+@pytest.mark.slow
 def test_async_schedule_with_two_roles(tmp_path: Path) -> None:
     """Async, asymmetric roles: each role trains against the other role's pool; no trainer waits for a plan."""
     out = run_mpi(3, ["train", str(CONFIGS / "simple_tag_roles.yaml"), "--run-dir", str(tmp_path),
@@ -146,6 +149,7 @@ def test_existing_run_file_is_not_overwritten(tmp_path: Path) -> None:
     assert len(after.train) == len(before.train)
 
 
+@pytest.mark.slow
 def test_a_failing_trainer_ends_the_job_and_keeps_the_run_file(tmp_path: Path) -> None:
     """An exception on rank 2 mid-run aborts every rank promptly; rows recorded so far stay readable."""
     t0 = time.monotonic()
@@ -177,6 +181,7 @@ def test_cuda_requested_without_cuda_is_a_clear_error(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.h5")), "the start-up check comes before the run file is created"
 
 
+@pytest.mark.slow
 def test_sigterm_ends_the_job_and_records_why(tmp_path: Path) -> None:
     """SIGTERM to mpiexec (a SLURM time limit, a Ctrl-C) ends every rank; the run file says why."""
     import os

@@ -20,7 +20,7 @@ from tests.slurm.cluster import LocalCluster
 from tests.slurm.conftest import wait_for
 
 # A loaded machine can take minutes per job: allow more than the suite's default 300 s per test.
-pytestmark = [pytest.mark.mpi, pytest.mark.slurm, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.mpi, pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SLURM = REPO / "slurm"
 TINY = ["--steps", "3000", "schedule.steps_per_generation=1500", "evaluation.baseline_episodes=6",
