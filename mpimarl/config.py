@@ -422,12 +422,14 @@ class TrainerConfig(_Section):
         "An int for every role, or {role: int}.",
     )
     max_policy_lag: int | None = Field(
-        default=4,
+        default=1,
         ge=0,
         description="Async IMPALA actors: a segment played with weights more than this many updates older than "
         "the learner's is discarded, not learned from (its steps still count); the train table's "
         "segments_dropped says how many. V-trace corrects a small lag, but its truncated importance weights "
-        "(rho_bar, c_bar) cut off most of the correction when the lag is large. None: keep every segment.",
+        "(rho_bar, c_bar) cut off most of the correction when the lag is large: CartPole with an async actor "
+        "reached 475 at 23k steps with 1, first at 125k and unstably with 4, never in 200k unbounded "
+        "(benchmarks/results/actors_cartpole_lag.md). None: keep every segment.",
     )
     vtrace_rho_bar: float = Field(
         default=1.0, gt=0, description="V-trace truncation of the importance weights rho (learners fed by actors).")
