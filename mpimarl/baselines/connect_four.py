@@ -33,12 +33,12 @@ def _lines_of_four() -> np.ndarray:
 LINES = _lines_of_four()
 
 
-def _check_space(action_space: gymnasium.spaces.Space, who: str) -> None:
+def check_space(action_space: gymnasium.spaces.Space, who: str) -> None:
     if not (isinstance(action_space, gymnasium.spaces.Discrete) and int(action_space.n) == COLUMNS):
         raise ValueError(f"{who} plays connect_four_v3 and needs Discrete(7) actions, got {action_space}")
 
 
-def _boards(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def board_planes(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(own pieces, opponent's pieces), each (B, 42) float32 with 1 where a piece is."""
     if obs.ndim != 2 or obs.shape[1] != CELLS * 2:
         raise ValueError(
@@ -86,12 +86,12 @@ class TacticalPlayer:
 
     def __init__(self, action_space: gymnasium.spaces.Space, rng: np.random.Generator) -> None:
         """A player for connect_four_v3's Discrete(7) columns, drawing ties from `rng`."""
-        _check_space(action_space, "tactical")
+        check_space(action_space, "tactical")
         self.rng = rng
 
     def act(self, obs: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         """One column per board of the batch."""
-        own, opponent = _boards(obs)
+        own, opponent = board_planes(obs)
         cell, has_room = landing_cells(own, opponent)
         legal = has_room if mask is None else mask & has_room
         wins = completing_columns(own, opponent, cell, legal)
@@ -111,12 +111,12 @@ class CentrePlayer:
 
     def __init__(self, action_space: gymnasium.spaces.Space, rng: np.random.Generator) -> None:
         """A player for connect_four_v3's Discrete(7) columns, drawing fallbacks from `rng`."""
-        _check_space(action_space, "centre")
+        check_space(action_space, "centre")
         self.rng = rng
 
     def act(self, obs: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         """One column per board of the batch."""
-        own, opponent = _boards(obs)
+        own, opponent = board_planes(obs)
         legal = landing_cells(own, opponent)[1]
         if mask is not None:
             legal = legal & mask

@@ -33,7 +33,7 @@ import gymnasium
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from mpimarl.baselines.connect_four import COLUMNS, ROWS, _boards, _check_space
+from mpimarl.baselines.connect_four import COLUMNS, ROWS, board_planes, check_space
 
 HEIGHT = ROWS + 1
 """Bits per column: six cells and an always-empty sentinel."""
@@ -120,7 +120,7 @@ def evaluate(own: int, other: int) -> int:
 
 def observation_bitboards(obs: np.ndarray) -> tuple[list[int], list[int]]:
     """(own pieces, opponent's pieces) of every observation of a (B, 84) batch, as bitboards."""
-    own, opponent = _boards(obs)
+    own, opponent = board_planes(obs)
     own_bits = (own > 0).astype(np.int64) @ _OBS_BITS
     opponent_bits = (opponent > 0).astype(np.int64) @ _OBS_BITS
     return [int(x) for x in own_bits], [int(x) for x in opponent_bits]
@@ -271,7 +271,7 @@ class NegamaxPlayer:
                  margin: int = 2, epsilon: float = 0.0) -> None:
         """A player for connect_four_v3's Discrete(7) columns, drawing ties (and `epsilon`'s random
         columns) from `rng`."""
-        _check_space(action_space, "negamax")
+        check_space(action_space, "negamax")
         self.params = NegamaxParams(depth=depth, margin=margin, epsilon=float(epsilon))
         self.rng = rng
         self.search = NegamaxSearch(self.params.depth)
