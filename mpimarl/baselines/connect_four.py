@@ -34,6 +34,7 @@ LINES = _lines_of_four()
 
 
 def check_space(action_space: gymnasium.spaces.Space, who: str) -> None:
+    """ValueError naming `who` unless the action space is connect four's Discrete(7) columns."""
     if not (isinstance(action_space, gymnasium.spaces.Discrete) and int(action_space.n) == COLUMNS):
         raise ValueError(f"{who} plays connect_four_v3 and needs Discrete(7) actions, got {action_space}")
 
