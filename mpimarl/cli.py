@@ -143,6 +143,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(0.5: its halfway self); repeatable")
     y.add_argument("--judge-episodes", type=int, default=100,
                    help="episodes per final policy and judge (default 100)")
+    y.add_argument("--compare", action="append", default=[], metavar="SETUP:REFERENCE",
+                   help="also compare these two setups when they differ in more than one setting (the factor is "
+                   "then all of them); repeatable")
     y.add_argument("--judge-setups", default="", metavar="REGEX",
                    help="judge only the setups whose label matches (default: every competitive setup)")
     y.add_argument("--exploit-steps", type=int, default=0, metavar="N",
@@ -304,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             from mpimarl.study import main as study
 
             return study(args.runs, args.out, args.episodes, args.target, args.seed, args.judge, args.history,
-                         args.judge_episodes, args.exploit_steps, args.judge_setups)
+                         args.judge_episodes, args.exploit_steps, args.judge_setups,
+                         args.compare)
     except MpimarlError as exc:
         print(f"mpimarl: error: {exc}", file=sys.stderr)
         return exc.exit_code

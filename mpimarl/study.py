@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -493,12 +494,23 @@ def _flatten(value: object, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): repr(value)}
 
 
+def _resolved(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config as today's schema resolves it (fields added since with their defaults), so
+    runs recorded before a field existed compare equal to runs that record its default."""
+    from mpimarl.config import config_to_dict, parse_config
+
+    try:
+        return config_to_dict(parse_config(config))
+    except (MpimarlError, ValueError, TypeError):
+        return config
+
+
 def setup_factors(runs: list[StudyRun]) -> dict[str, dict[str, str]]:
     """Per setup, its flattened config (its first run's) plus its rank count: what setups may differ in."""
     out: dict[str, dict[str, str]] = {}
     for sr in runs:
         if sr.setup not in out:
-            flat = {k: v for k, v in _flatten(sr.run.config).items() if not k.startswith(_NOT_A_FACTOR)}
+            flat = {k: v for k, v in _flatten(_resolved(sr.run.config)).items() if not k.startswith(_NOT_A_FACTOR)}
             out[sr.setup] = {**flat, "ranks": repr(sr.ranks)}
     return out
 
@@ -544,12 +556,14 @@ def _reference_first(a: str, b: str, fa: dict[str, str], fb: dict[str, str], key
         return True
 
 
-def comparisons(runs: list[StudyRun], outcomes: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, list[str]]:
+def comparisons(runs: list[StudyRun], outcomes: pd.DataFrame, seed: int = 0,
+                pairs: Sequence[tuple[str, str]] = ()) -> tuple[pd.DataFrame, list[str]]:
     """Every pair of setups of one game whose configs differ in exactly one setting (the factor), on
     every per-run metric both have: the means over seeds, the difference (setup minus reference:
     naive self-play, or the smaller value of the factor), its bootstrap 95% interval and a two-sided
     permutation p-value (:func:`mpimarl.stats.difference`). Pairs that differ in more than one
-    setting are not compared; the notes name them and the settings."""
+    setting are not compared (the notes name them and the settings) unless `pairs` names them as
+    (setup, reference): their factor is then every setting they differ in, joined with ' + '."""
     factors = setup_factors(runs)
     rows, notes = [], []
     games: dict[str, list[str]] = {}
@@ -561,12 +575,19 @@ def comparisons(runs: list[StudyRun], outcomes: pd.DataFrame, seed: int = 0) -> 
         for a, b in itertools.combinations(setups, 2):
             fa, fb = factors[a], factors[b]
             keys = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
-            if len(keys) != 1:
+            forced = (a, b) in pairs or (b, a) in pairs
+            if len(keys) != 1 and not forced:
                 shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
                 notes.append(f"{game}: {a} and {b} differ in {len(keys)} settings ({shown}): not compared")
                 continue
-            key = keys[0]
-            ref, other = (a, b) if _reference_first(a, b, fa, fb, key) else (b, a)
+            key = " + ".join(keys)
+            if forced:
+                other, ref = (a, b) if (a, b) in pairs else (b, a)
+                if len(keys) > 1:
+                    notes.append(f"{game}: {other} and {ref} differ in {len(keys)} settings ({key}); compared as "
+                                 "asked, with all of them as the factor")
+            else:
+                ref, other = (a, b) if _reference_first(a, b, fa, fb, key) else (b, a)
             mine = outcomes[outcomes.game == game]
             for metric in dict.fromkeys(mine.metric):
                 x = mine[(mine.setup == other) & (mine.metric == metric)].value.tolist()
@@ -577,9 +598,10 @@ def comparisons(runs: list[StudyRun], outcomes: pd.DataFrame, seed: int = 0) -> 
                 if not np.isfinite(d.diff):
                     continue
                 better = "lower" if lower_is_better(metric) else "higher"
+                mine_f, ref_f = (fb, fa) if other == b else (fa, fb)
                 rows.append({"game": game, "factor": key, "setup": other, "reference": ref,
-                             "value": fb.get(key) if other == b else fa.get(key),
-                             "reference value": fa.get(key) if other == b else fb.get(key),
+                             "value": " + ".join(mine_f.get(k, "-") for k in keys),
+                             "reference value": " + ".join(ref_f.get(k, "-") for k in keys),
                              "metric": metric, "better": better, "seeds": f"{d.n_a} vs {d.n_b}",
                              "setup mean": round(d.mean_a, 4), "reference mean": round(d.mean_b, 4),
                              "difference": round(d.diff, 4), "diff low": round(d.low, 4),
@@ -744,7 +766,8 @@ def _plot_judges(frame: pd.DataFrame, names: list[str], out: Path) -> Path | Non
 
 
 def write_study(folder: str | Path, out: str | Path | None = None, episodes: int = 40,
-                targets: dict[str, float] | None = None, seed: int = 0, plan: JudgePlan | None = None) -> Path:
+                targets: dict[str, float] | None = None, seed: int = 0, plan: JudgePlan | None = None,
+                pairs: Sequence[tuple[str, str]] = ()) -> Path:
     """Read the runs below `folder` and write every figure and table of the study into `out`
     (default FOLDER/study), with a README saying what each shows. Returns the README's path.
 
@@ -769,7 +792,7 @@ def write_study(folder: str | Path, out: str | Path | None = None, episodes: int
                                            else (pd.DataFrame(), pd.DataFrame(columns=list(OUTCOME_COLUMNS)), []))
     outcomes = pd.concat([f for f in (_convergence_outcomes(per_run, runs), q2_outcomes, q3_outcomes, judge_outcomes)
                           if len(f)], ignore_index=True)
-    compared, compare_notes = comparisons(runs, outcomes, seed)
+    compared, compare_notes = comparisons(runs, outcomes, seed, pairs)
     per_run.to_csv(out / "runs.csv", index=False)
     outcomes.to_csv(out / "outcomes.csv", index=False)
     figures: list[tuple[Path, str]] = []
@@ -862,12 +885,18 @@ def parse_judges(items: Sequence[str], history: Sequence[float], episodes: int, 
 
 def main(folder: str, out: str | None, episodes: int, targets: Sequence[str], seed: int,
          judge: Sequence[str] = (), history: Sequence[float] = (), judge_episodes: int = 100,
-         exploit_steps: int = 0, judge_setups: str = "") -> int:
+         exploit_steps: int = 0, judge_setups: str = "", compare: Sequence[str] = ()) -> int:
     """`mpimarl study DIR`: write the study; exit 2 with one message on bad input."""
+    pairs = []
+    for item in compare:
+        setup, colon, reference = item.partition(":")
+        if not colon or not setup or not reference:
+            raise ConfigError(f"--compare {item!r}: expected SETUP:REFERENCE, e.g. kuhn-sampled:kuhn-psro")
+        pairs.append((setup, reference))
     if episodes < 0:
         raise ConfigError(f"--episodes must be >= 0, got {episodes}")
     plan = parse_judges(judge, history, judge_episodes, seed, exploit_steps, judge_setups)
-    readme = write_study(folder, out, episodes, parse_targets(targets), seed, plan)
+    readme = write_study(folder, out, episodes, parse_targets(targets), seed, plan, pairs)
     print(readme.read_text())
     print(f"wrote {readme.parent}", file=sys.stderr)
     return 0

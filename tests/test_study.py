@@ -182,6 +182,11 @@ def test_a_setup_label_over_two_games_or_one_seed_is_named_and_the_rest_compared
     # b and c differ in one setting too (ppo.epochs); a and c in two: named, not compared
     assert set(compared.reference + ">" + compared.setup) == {"a>b", "b>c"}
     assert any("a and c differ in 2 settings" in n for n in not_compared)
+    # asked for, they are compared with both settings as the factor, and the study says so
+    forced, notes = comparisons(kept, outcomes, pairs=[("c", "a")])
+    row = forced[(forced.setup == "c") & (forced.reference == "a")].iloc[0]
+    assert row.factor == "matchmaking.strategy + ppo.epochs" and row.value == "'psro' + 2"
+    assert any("c and a differ in 2 settings" in n and "compared as asked" in n for n in notes)
 
 
 def test_study_of_a_folder_without_runs_is_refused(tmp_path: Path) -> None:
