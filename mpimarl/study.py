@@ -754,7 +754,7 @@ def _plot_judges(frame: pd.DataFrame, names: list[str], out: Path) -> Path | Non
         if xs:
             ax.errorbar(xs, means, yerr=[lows, highs], marker="o", capsize=3, label=f"{setup} ({g.seed.nunique()})")
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("score of the final policies (mean over seeds, 95% CI)")
+    ax.set_ylabel("score of final policies\n(mean over seeds, 95% CI)")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
