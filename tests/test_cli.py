@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import CONFIGS, run_cli
 
 
+@pytest.mark.slow
 def test_check_validates_config_and_environment() -> None:
     """`check` builds the environment, maps roles and runs random episodes."""
     out = run_cli(["check", str(CONFIGS / "simple_tag_roles.yaml")])
@@ -14,6 +17,7 @@ def test_check_validates_config_and_environment() -> None:
     assert "at least 3 MPI ranks" in out.stdout
 
 
+@pytest.mark.slow
 def test_check_reports_a_role_rule_matching_nothing() -> None:
     """A role rule that matches no agent is named, exit code 2, no traceback."""
     out = run_cli(["check", str(CONFIGS / "simple_tag_roles.yaml"), "task.roles=[{name: a, agents: 'x_.*'}]"])

@@ -79,6 +79,7 @@ def _load(tmp_path: Path, text: bytes, overrides: list[str] | None = None) -> No
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=mutated_configs())
 def test_a_mutated_config_loads_or_gives_a_config_error(data: dict[str, Any], tmp_path: Path) -> None:

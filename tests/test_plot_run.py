@@ -149,6 +149,7 @@ def plot_run() -> ModuleType:
     return module
 
 
+@pytest.mark.slow
 def test_writes_every_figure_of_a_competitive_run(tmp_path: Path) -> None:
     run = _write_run(tmp_path / "run" / "run.h5", "competitive")
     out = tmp_path / "figures"
@@ -163,6 +164,7 @@ def test_writes_every_figure_of_a_competitive_run(tmp_path: Path) -> None:
     assert skipped == ["communication.png", "crossplay.png"]
 
 
+@pytest.mark.slow
 def test_missing_run_file_exits_2_naming_it(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-run.h5"
     result = _plot(str(missing))
@@ -172,6 +174,7 @@ def test_missing_run_file_exits_2_naming_it(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cooperative_run_defaults_to_the_run_folder(
     plot_run: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

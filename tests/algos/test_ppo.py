@@ -68,6 +68,7 @@ def test_open_transitions_carry_over_to_the_next_rollout() -> None:
     assert ro.num_complete == 1 and ro.reward[0] == pytest.approx(3.5)
 
 
+@pytest.mark.slow
 def test_ppo_learns_cartpole_quickly() -> None:
     """A few thousand CartPole steps take the greedy return well above random (about 22)."""
     torch.set_num_threads(1)

@@ -93,6 +93,7 @@ def test_asymmetric_roles_have_their_own_anchors_and_both_can_win(tmp_path: Path
     assert set(run.ratings.role) == {"predator", "prey"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [

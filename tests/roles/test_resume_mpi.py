@@ -99,6 +99,7 @@ def test_resume_without_a_run_file_is_a_start_up_error(tmp_path: Path) -> None:
     assert "--resume needs the run's folder" in message
 
 
+@pytest.mark.slow
 def test_resume_of_a_foreign_file_is_a_start_up_error(tmp_path: Path) -> None:
     (tmp_path / "run.h5").write_text("not a run\n")
     message = _one_error(_train(tmp_path, "--resume"))
@@ -287,6 +288,7 @@ def test_an_async_run_interrupted_by_usr1_resumes_without_gap_or_duplicate(tmp_p
     _assert_continues_without_gap_or_duplicate(tmp_path / "run.h5")
 
 
+@pytest.mark.slow
 def test_resume_without_checkpoints_is_a_start_up_error(tmp_path: Path) -> None:
     """Async learner groups (and checkpoint.every 0) write no checkpoints: --resume names why, exit 2."""
     message = _one_error(run_mpi(3, ["train", CARTPOLE, "--run-dir", str(tmp_path), *SHORT, "--resume",

@@ -112,6 +112,7 @@ def test_bad_key_exits_2_with_one_clear_message(tmp_path: Path) -> None:
     assert not (tmp_path / "run.h5").exists()
 
 
+@pytest.mark.slow
 def test_wrong_type_and_unknown_env_are_named(tmp_path: Path) -> None:
     """A wrongly typed value names the key; an unknown environment names the id."""
     out = run_mpi(3, ["train", str(CONFIGS / "cartpole.yaml"), "ppo.epochs=many"])
@@ -120,6 +121,7 @@ def test_wrong_type_and_unknown_env_are_named(tmp_path: Path) -> None:
     assert out.returncode == 2 and "connect_five_v9" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n,config", [(1, "cartpole"), (2, "simple_tag_roles")])
 def test_impossible_world_size_is_refused(n: int, config: str, tmp_path: Path) -> None:
     """One rank, or fewer trainers than roles, is refused before any work."""
@@ -138,6 +140,7 @@ def test_unwritable_run_dir_is_refused(tmp_path: Path) -> None:
     assert str(blocker / "sub") in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_existing_run_file_is_not_overwritten(tmp_path: Path) -> None:
     """A second run into the same folder refuses instead of destroying what was recorded."""
     args = ["train", str(CONFIGS / "cartpole.yaml"), "--run-dir", str(tmp_path), *SHORT]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from mpimarl.algos.networks import PolicyShape, RandomPolicy
@@ -33,6 +34,7 @@ def test_seating_fills_other_seats_by_role() -> None:
     assert {seat_map[a] for a in ("adversary_0", "adversary_1", "adversary_2")} == {SnapshotKey("predator-0", 3)}
 
 
+@pytest.mark.slow
 def test_turn_based_rollout_credits_both_players() -> None:
     """Learner vs random in connect four: every learner transition completes, returns are +-1/0."""
     torch.set_num_threads(1)
