@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--runs", default=str(REPO / "runs" / "bertrand"))
     parser.add_argument("--retrain", action="store_true", help="train again where a finished run exists")
     args = parser.parse_args()
+    # One thread: tiny networks, and OpenMP's spinning threads crawl on a loaded machine.
+    torch.set_num_threads(1)
 
     env = BertrandEnv()
     rows: list[dict] = []
