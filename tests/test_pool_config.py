@@ -37,15 +37,16 @@ def test_bad_pool_settings_name_the_key(overrides: list[str], message: str) -> N
 
 
 def test_a_cache_smaller_than_one_snapshot_is_refused_at_start() -> None:
-    config = load_config(C4, ["pool.cache_mb=0.1"])  # connect four's network is 0.68 MB of float32
+    config = load_config(C4, ["pool.cache_mb=0.1", "baselines=[]"])  # connect four's network: 0.68 MB of float32
     with pytest.raises(ConfigError, match=r"pool.cache_mb 0.1 is smaller than one snapshot of role 'player'"):
         RunContext.build(config, None)
-    RunContext.build(load_config(C4, ["pool.cache_mb=1"]), None)
+    RunContext.build(load_config(C4, ["pool.cache_mb=1", "baselines=[]"]), None)
 
 
+@pytest.mark.slow
 def test_play_and_run_policy_on_dropped_weights_exit_2_naming_the_snapshot(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = load_config(C4, ["pool.keep_latest=1"])
+    config = load_config(C4, ["pool.keep_latest=1", "baselines=[]"])
     ctx = RunContext.build(config, None)
     from mpimarl.algos.networks import ActorCritic, flat_weights
 
