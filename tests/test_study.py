@@ -142,7 +142,7 @@ def test_a_tiny_sweep_runs_resumes_and_makes_the_study(tmp_path: Path) -> None:
     assert {"kuhn", "rps-latest", "rps-uniform"} <= set(judged.index) and "score vs own@0.5" in judged
     # rps-uniform and rps-latest differ in the matchmaker alone: compared, self-play as the reference
     compared = pd.read_csv(study / "comparisons.csv")
-    rows = compared[compared.metric == "final population exploitability"]
+    rows = compared[compared.metric == "exploitability (population)"]
     assert len(rows) == 1 and rows.iloc[0].setup == "rps-uniform" and rows.iloc[0].reference == "rps-latest"
     assert rows.iloc[0].factor == "matchmaking.strategy" and rows.iloc[0].better == "lower"
     assert {"held-out score vs random", "held-out score vs own@0.5"} <= set(compared.metric)
