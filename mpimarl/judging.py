@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from mpimarl.analysis import Run, load_run
+from mpimarl.arena import Entrant
 from mpimarl.errors import ConfigError
 
 JUDGES_FILE = "judges.csv"
@@ -97,7 +98,7 @@ def judge_run(path: str | Path, plan: JudgePlan, run: Run | None = None) -> tupl
     run folder's ``judges.csv`` for the same judge, episodes and seed are reused, new ones added to it.
     Cooperative runs have no opponents to be judged by: they return no rows and a note.
     """
-    from mpimarl.arena import Arena, Entrant, Participant, baseline_entrant, stored_entrants
+    from mpimarl.arena import baseline_entrant, stored_entrants
 
     path = Path(path)
     run = run or load_run(path)
@@ -137,33 +138,7 @@ def judge_run(path: str | Path, plan: JudgePlan, run: Run | None = None) -> tupl
                               final.run, snapshot)
             entrants.append(earlier)
             history.append((label, final, earlier))
-    rows: list[dict[str, object]] = []
-    if len(entrants) == len(finals):  # nothing left to play here (only the exploiter was new)
-        finals = []
-    arena = Arena(run, entrants, plan.episodes, plan.seed)
-    try:
-        for final in finals:
-            role = final.roles[0]
-            pairs, labels = [], []
-            for name, judge in judges:
-                for other in arena.other_roles(role):
-                    if other in judge.roles:
-                        pairs.append((Participant(final, role, final.label), Participant(judge, other, name)))
-                        labels.append(name)
-                        break
-            for label, owner, earlier in history:
-                if owner is final:
-                    pairs.append((Participant(final, role, final.label),
-                                  Participant(earlier, earlier.roles[0], earlier.label)))
-                    labels.append(label)
-            records = [r for r in arena.play_pairs(pairs) if r["entrant"] == final.label]
-            for label, rec in zip(labels, records, strict=True):
-                rows.append({"policy_id": final.stored.policy_id, "version": final.stored.version,  # type: ignore[union-attr]
-                             "role": role, "judge": label, "seed": plan.seed,
-                             **{k: rec[k] for k in ("episodes", "wins", "draws", "losses", "score", "score_low",
-                                                    "score_high")}})
-    finally:
-        arena.close()
+    rows = _play(run, entrants, finals, judges, history, plan) if len(entrants) > len(finals) else []
     new = pd.DataFrame(rows + exploited, columns=list(JUDGE_COLUMNS))
     if len(new):
         keep = cached[~(cached.judge.isin(new.judge) & (cached.episodes == plan.episodes)
@@ -174,6 +149,39 @@ def judge_run(path: str | Path, plan: JudgePlan, run: Run | None = None) -> tupl
         tmp.replace(path.parent / JUDGES_FILE)  # whole or not at all
     result = pd.concat([have, new], ignore_index=True) if len(have) else new
     return result[result.judge.isin(plan.names)].reset_index(drop=True), notes
+
+
+def _play(run: Run, entrants: list[Entrant], finals: list[Entrant], judges: list[tuple[str, Entrant]],
+          history: list[tuple[str, Entrant, Entrant]], plan: JudgePlan) -> list[dict[str, object]]:
+    """Every final snapshot against each scripted judge (in a seat of a role it can face) and against
+    its own earlier snapshots: one judge row per pairing."""
+    from mpimarl.arena import Arena, Participant
+
+    rows: list[dict[str, object]] = []
+    arena = Arena(run, entrants, plan.episodes, plan.seed)
+    try:
+        for final in finals:
+            assert final.stored is not None
+            role = final.roles[0]
+            me = Participant(final, role, final.label)
+            pairs, labels = [], []
+            for name, judge in judges:
+                other = next((r for r in arena.other_roles(role) if r in judge.roles), None)
+                if other is not None:
+                    pairs.append((me, Participant(judge, other, name)))
+                    labels.append(name)
+            for label, owner, earlier in history:
+                if owner is final:
+                    pairs.append((me, Participant(earlier, earlier.roles[0], earlier.label)))
+                    labels.append(label)
+            for label, rec in zip(labels, arena.play_pairs(pairs, mirror=False), strict=True):
+                rows.append({"policy_id": final.stored.policy_id, "version": final.stored.version, "role": role,
+                             "judge": label, "seed": plan.seed,
+                             **{k: rec[k] for k in ("episodes", "wins", "draws", "losses", "score", "score_low",
+                                                    "score_high")}})
+    finally:
+        arena.close()
+    return rows
 
 
 def _exploiter_row(path: Path, plan: JudgePlan) -> dict[str, object]:
