@@ -6,6 +6,7 @@ final policies, and exact exploitability where the game allows it. Reference fig
 `shared/ANCHORS.md` are printed beside the results.
 
     python -m benchmarks.league connect_four [--minutes 30]        # the default config
+    python -m benchmarks.league c4_ablation [--steps 2000000]     # which connect-four change bought what
     python -m benchmarks.league matchmakers [--minutes 6]          # latest/uniform/openai_five/pfsp/psro
     python -m benchmarks.league rps                                # latest vs uniform vs psro
     python -m benchmarks.league kuhn [--minutes 15]
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,39 +54,120 @@ def _first_time(ex: pd.DataFrame, level: float) -> float:
     return float(hit.time.min()) if len(hit) else math.nan
 
 
-# ---- connect four: the default config against the tactical player and its own past ----------------
+# ---- connect four: the default config against held-out judges --------------------------------------
+
+C4_JUDGES = ("random", "tactical", "negamax:depth=1", "negamax:depth=2", "negamax:depth=3", "negamax:depth=4")
+"""The judges of a connect-four run: none of them is in the default config's training mix."""
+
+
+def _load() -> str:
+    return "{:.1f}/{:.1f}/{:.1f}".format(*os.getloadavg())
 
 
 def connect_four(args: argparse.Namespace) -> None:
-    """Final main policies vs the tactical player, and the latest snapshot vs the halfway one."""
+    """Final main policies against the tactical player, the negamax ladder (depths 1-4), their halfway
+    selves and, with --exploit-steps, an exploiter trained against the final population."""
+    from mpimarl.judging import JudgePlan, judge_run
+
+    label = args.label or f"seed{args.seed}"
+    load_before = _load()
     if args.reuse:  # judge a run trained before (e.g. by hand with the same overrides)
-        run, wall = load_run(args.reuse), math.nan
+        path, wall = args.reuse, math.nan
     else:
-        folder = fresh_run_dir(args.runs, "connect_four")
-        wall = train("connect_four_league.yaml", folder, ["--steps", "100000000", f"--seed={args.seed}",
-                                                           f"schedule.time_limit_s={60 * args.minutes}"],
-                     timeout=60 * args.minutes + 1800)
-        run = load_run(folder / "run.h5")
-    rows = []
-    for pid, last in run.latest_versions().items():
-        half = last // 2
-        entrants = [_stored(run, pid, last), _stored(run, pid, half), baseline_entrant(run, "tactical", 11),
-                    baseline_entrant(run, "random", 12)]
-        arena = Arena(run, entrants, args.episodes, seed=args.seed + 1)
-        try:
-            table = arena.competitive().results
-        finally:
-            arena.close()
-        me = f"{pid}@{last}"
-        for rec in table[table.entrant == me].itertuples():
-            rows.append({"policy": me, "opponent": rec.opponent, "episodes": rec.episodes, "score": round(rec.score, 3),
-                         "low": round(rec.score_low, 3), "high": round(rec.score_high, 3)})
+        folder = fresh_run_dir(args.runs, f"connect_four_{label}")
+        budget = (["--steps", str(args.steps)] if args.steps
+                  else ["--steps", "100000000", f"schedule.time_limit_s={60 * args.minutes}"])
+        wall = train(args.config, folder, [*budget, f"--seed={args.seed}", *args.set],
+                     timeout=60 * (args.minutes or 60) + 3600)
+        path = folder / "run.h5"
+    load_after = _load()
+    run = load_run(path)
+    plan = JudgePlan(baselines=C4_JUDGES, history=(0.5,), episodes=args.episodes, seed=args.seed + 1,
+                     exploit_steps=args.exploit_steps)
+    t0 = time.monotonic()
+    judged, notes = judge_run(path, plan, run)
+    judge_wall = time.monotonic() - t0
+    table = judged[["policy_id", "version", "judge", "episodes", "wins", "draws", "losses", "score", "score_low",
+                    "score_high"]].copy()
+    for col in ("score", "score_low", "score_high"):
+        table[col] = table[col].astype(float).round(3)
     steps = int(run.pool.groupby("policy_id").env_steps.max().min())
-    notes = (f"{args.minutes} min wall limit ({wall:.0f} s with start-up and final evaluation), {steps} env steps per "
-             f"trainer, seed {args.seed}; {args.episodes} fresh episodes per pairing, alternating the first move; "
-             f"score = (wins + draws/2) / episodes with Wilson 95% bounds. {ANCHORS['connect_four']}. Targets: "
-             ">= 0.80 vs tactical, latest >= 0.75 vs the halfway snapshot.")
-    save(pd.DataFrame(rows), "league_connect_four", notes)
+    size_mb = Path(path).stat().st_size / 2**20
+    stored = run.policies()
+    kept = int(stored["stored"].astype(bool).sum()) if "stored" in stored.columns else len(stored)
+    budget_text = f"{args.steps} env steps per trainer" if args.steps else f"{args.minutes} min wall limit"
+    text = (f"config {args.config} {' '.join(args.set)} (seed {args.seed}): {budget_text}, {wall:.0f} s of training "
+            f"with start-up and final evaluation, {steps} env steps per trainer, {len(stored)} snapshots "
+            f"({kept} with weights), run file {size_mb:.0f} MB; load average (1/5/15 min) {load_before} before "
+            f"training, {load_after} after; judging {judge_wall:.0f} s. {args.episodes} fresh games per pairing, the "
+            "first move alternating; score = (wins + draws/2) / games for the policy, Wilson 95% bounds. Judges: "
+            "random, the one-move tactical player, negamax search at depths 1-4 (margin 2: a random pick among "
+            "moves within 2 points of the best), the policy's snapshot at half its versions (`own@0.5`)"
+            + (f", and `exploiter:{args.exploit_steps}`: a fresh learner with the run's config trained "
+               f"{args.exploit_steps} steps against the final population, scored for the population "
+               "(1 - the exploiter's held-out score)" if args.exploit_steps else "")
+            + f". {ANCHORS['connect_four']}." + (" " + " ".join(notes) if notes else ""))
+    save(table, f"league_connect_four_{label}", text)
+
+
+MLP = ["ppo.torso=mlp", "ppo.hidden=[256, 256]"]
+ABLATION = {
+    "mlp": ("the previous default: a [256, 256] MLP torso; tactical player in 3 of 8 training line-ups", MLP),
+    "mlp+negamax2": ("the MLP, with negamax depth 2 instead of the tactical player in 3 of 8 training line-ups",
+                     [*MLP, "baselines=[{name: tactical, policy: tactical}, {name: teacher, policy: negamax, "
+                            "kwargs: {depth: 2}, train_fraction: 0.375}]"]),
+    "mlp+mix": ("the MLP, with 1 of 8 training line-ups each for tactical, negamax depth 1 with 50% random moves "
+                "and negamax depth 2 with 25% random moves",
+                [*MLP, "baselines=[{name: tactical, policy: tactical, train_fraction: 0.125}, {name: nm1e50, "
+                       "policy: negamax, kwargs: {depth: 1, epsilon: 0.5}, train_fraction: 0.125}, {name: nm2e25, "
+                       "policy: negamax, kwargs: {depth: 2, epsilon: 0.25}, train_fraction: 0.125}]"]),
+    "conv": ("today's default: 3x3 convolutions (16, 32 channels) and one hidden layer of 128; tactical player "
+             "in 3 of 8 training line-ups", []),
+}
+"""Connect-four variants, as overrides of today's default config."""
+
+
+def c4_ablation(args: argparse.Namespace) -> None:
+    """Each variant of ABLATION trained for --steps (default 2M) per trainer on one seed, then both final
+    policies judged by the tactical player and the negamax ladder (their games pooled)."""
+    from mpimarl.judging import JudgePlan, judge_run
+    from mpimarl.league.payoff import wilson_interval
+
+    steps = args.steps or 2_000_000
+    rows = []
+    for name, (what, overrides) in ABLATION.items():
+        if args.only and name not in args.only:
+            continue
+        load_before, wall = _load(), math.nan
+        if args.reuse:  # judge runs trained before: REUSE/c4_ablation_<variant>/
+            folder = args.reuse / f"c4_ablation_{name}"
+        else:
+            folder = fresh_run_dir(args.runs, f"c4_ablation_{name}")
+            wall = train("connect_four_league.yaml", folder, ["--steps", str(steps), f"--seed={args.seed}",
+                                                              *overrides], timeout=7200)
+        run = load_run(folder / "run.h5")
+        speed = run.train.groupby("rank").steps_per_s.median().mean()
+        plan = JudgePlan(baselines=C4_JUDGES[1:], episodes=args.episodes, seed=args.seed + 1)
+        judged, _ = judge_run(folder / "run.h5", plan, run)
+        row = {"variant": name, "change": what,
+               "steps_per_trainer": int(run.pool.groupby("policy_id").env_steps.max().min()),
+               "trainer_steps_per_s": round(float(speed)), "wall_s": None if math.isnan(wall) else round(wall),
+               "load_before": load_before, "load_after": _load()}
+        for judge, part in judged.groupby("judge", sort=False):
+            games = int(part.episodes.sum())
+            points = float(part.wins.sum()) + 0.5 * float(part.draws.sum())
+            low, high = wilson_interval(points, games)
+            row[judge] = f"{points / games:.2f} [{low:.2f}, {high:.2f}]"
+        rows.append(row)
+        print(row, flush=True)
+    notes = (f"seed {args.seed}, {steps} env steps per trainer, 3 ranks; both final policies x {args.episodes} games "
+             "per judge, pooled (the first move alternating), score [Wilson 95%]. trainer_steps_per_s: the median of "
+             "each trainer's steps/s, averaged, on a shared machine (load average 1/5/15 min before and after). "
+             "One seed: read differences that the intervals do not separate as noise. None of the judges is a "
+             "training opponent of any variant, except negamax depth 2 for mlp+negamax2 (mlp+mix trains against "
+             "depth-1 and depth-2 players that make random moves; the judges make none)."
+             + (f" {args.note}" if args.note else ""))
+    save(pd.DataFrame(rows), "league_connect_four_ablation", notes)
 
 
 # ---- the five matchmakers, same seeds and budgets -------------------------------------------------
@@ -194,13 +278,23 @@ def simple_tag(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("case", choices=["connect_four", "matchmakers", "rps", "kuhn", "leduc", "simple_tag"])
+    parser.add_argument("case", choices=["connect_four", "c4_ablation", "matchmakers", "rps", "kuhn", "leduc",
+                                         "simple_tag"])
     parser.add_argument("--minutes", type=float, default=None, help="wall-time limit per training run")
     parser.add_argument("--episodes", type=int, default=400, help="evaluation episodes per pairing")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ranks", type=int, default=3, help="rps/kuhn/leduc: MPI ranks (server + trainers)")
+    parser.add_argument("--note", default="", help="c4_ablation: a sentence added to the table's notes")
     parser.add_argument("--only", type=lambda s: s.split(","), default=None, help="matchmakers: a subset")
-    parser.add_argument("--reuse", type=Path, default=None, help="connect_four: judge this run file, no training")
+    parser.add_argument("--reuse", type=Path, default=None, help="connect_four: judge this run file, no training; "
+                        "c4_ablation: judge the runs in REUSE/c4_ablation_<variant>/")
+    parser.add_argument("--config", default="connect_four_league.yaml", help="connect_four: the config under configs/")
+    parser.add_argument("--steps", type=int, default=None, help="connect_four: a budget in env steps per trainer "
+                        "instead of --minutes")
+    parser.add_argument("--set", nargs="*", default=[], help="connect_four: key.path=value overrides")
+    parser.add_argument("--label", default=None, help="connect_four: table name suffix (default seedK)")
+    parser.add_argument("--exploit-steps", type=int, default=0, help="connect_four: train an exploiter of the "
+                        "final population for this many steps (0: none)")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench", help="where run folders go")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -208,8 +302,8 @@ def main() -> None:
     defaults = {"connect_four": 30, "matchmakers": 6, "kuhn": 15, "leduc": 30}
     if args.minutes is None:
         args.minutes = defaults.get(args.case, 0)
-    {"connect_four": connect_four, "matchmakers": matchmakers, "rps": rps, "kuhn": kuhn, "leduc": leduc,
-     "simple_tag": simple_tag}[args.case](args)
+    {"connect_four": connect_four, "c4_ablation": c4_ablation, "matchmakers": matchmakers, "rps": rps, "kuhn": kuhn,
+     "leduc": leduc, "simple_tag": simple_tag}[args.case](args)
 
 
 if __name__ == "__main__":

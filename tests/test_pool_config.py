@@ -37,10 +37,10 @@ def test_bad_pool_settings_name_the_key(overrides: list[str], message: str) -> N
 
 
 def test_a_cache_smaller_than_one_snapshot_is_refused_at_start() -> None:
-    config = load_config(C4, ["pool.cache_mb=0.1", "baselines=[]"])  # connect four's network: 0.68 MB of float32
+    config = load_config(C4, ["pool.cache_mb=0.1", "baselines=[]"])  # connect four's conv network: 1.34 MB of float32
     with pytest.raises(ConfigError, match=r"pool.cache_mb 0.1 is smaller than one snapshot of role 'player'"):
         RunContext.build(config, None)
-    RunContext.build(load_config(C4, ["pool.cache_mb=1", "baselines=[]"]), None)
+    RunContext.build(load_config(C4, ["pool.cache_mb=2", "baselines=[]"]), None)
 
 
 @pytest.mark.slow
