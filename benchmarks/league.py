@@ -7,6 +7,7 @@ final policies, and exact exploitability where the game allows it. Reference fig
 
     python -m benchmarks.league connect_four [--minutes 30]        # the default config
     python -m benchmarks.league c4_ablation [--steps 2000000]     # which connect-four change bought what
+    python -m benchmarks.league c4_evidence                        # league vs self-play over the connect_four tables
     python -m benchmarks.league matchmakers [--minutes 6]          # latest/uniform/openai_five/pfsp/psro
     python -m benchmarks.league rps                                # latest vs uniform vs psro
     python -m benchmarks.league kuhn [--minutes 15]
@@ -28,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.common import REPO, fresh_run_dir, save, train
+from benchmarks.common import REPO, RESULTS, fresh_run_dir, save, train
 from mpimarl.analysis import Run, load_run
 from mpimarl.arena import Arena, Entrant, baseline_entrant, round_robin
 
@@ -108,6 +109,91 @@ def connect_four(args: argparse.Namespace) -> None:
                "(1 - the exploiter's held-out score)" if args.exploit_steps else "")
             + f". {ANCHORS['connect_four']}." + (" " + " ".join(notes) if notes else ""))
     save(table, f"league_connect_four_{label}", text)
+    _save_exploiter_curve(path, label)
+
+
+def _save_exploiter_curve(path: Path, label: str) -> None:
+    """Keep the population exploiter's learning curve beside the judges' table (the run folder is not kept)."""
+    from mpimarl.exploit import load_curve
+
+    curve = load_curve(path)
+    if len(curve):
+        curve.to_csv(RESULTS / f"league_connect_four_{label}_exploiter.csv", index=False)
+
+
+C4_SETUPS = {
+    "league": ("the default config: pfsp over the pool, 35% of line-ups against the latest, the tactical player in "
+               "3 of 8 training line-ups", ("default_seed1", "default_seed2")),
+    "league, no scripted": ("the default config with no scripted opponent in training (tactical train_fraction 0)",
+                            ("league_noscripted_seed1", "league_noscripted_seed2")),
+    "self-play": ("naive self-play: matchmaking.strategy latest, no scripted opponent in training",
+                  ("selfplay_seed1", "selfplay_seed2")),
+}
+"""The connect-four setups compared by `c4_evidence`: (what, labels of `connect_four --label` tables)."""
+
+C4_FACTORS = (("league", "league, no scripted", "the tactical player in training"),
+              ("league, no scripted", "self-play", "pfsp over the pool instead of the latest self"))
+"""Pairs of setups that differ in one factor: (with it, without it, the factor)."""
+
+
+def _steps_to(curve: pd.DataFrame, level: float) -> float:
+    """Environment steps the exploiter needed until its training score first reached `level`."""
+    hit = curve[curve.score >= level]
+    return float(hit.env_steps.min()) if len(hit) else math.nan
+
+
+def c4_evidence(args: argparse.Namespace) -> None:
+    """One table over the `connect_four` runs of C4_SETUPS (same budget, seeds 1 and 2): each judge's score
+    per setup (the mean of each run's two final policies, then over runs), and each one-factor difference
+    with a bootstrap interval and an exact permutation p-value over runs (mpimarl.stats.difference)."""
+    from mpimarl.stats import difference
+
+    per_run: dict[str, dict[str, list[float]]] = {}
+    for setup, (_, labels) in C4_SETUPS.items():
+        values: dict[str, list[float]] = {}
+        for label in labels:
+            table = RESULTS / f"league_connect_four_{label}.csv"
+            if not table.exists():
+                print(f"missing {table.name}: run `connect_four --label {label}` first", flush=True)
+                continue
+            judged = pd.read_csv(table)
+            for judge, part in judged.groupby("judge", sort=False):
+                values.setdefault(judge, []).append(float(part.score.mean()))
+            curve_file = RESULTS / f"league_connect_four_{label}_exploiter.csv"
+            found = args.runs / f"connect_four_{label}" / "run.exploit" / "curve.csv"
+            if not curve_file.exists() and found.exists():
+                pd.read_csv(found).to_csv(curve_file, index=False)
+            if curve_file.exists():
+                curve = pd.read_csv(curve_file)
+                values.setdefault("exploiter steps to 0.9", []).append(_steps_to(curve, 0.9) / 1e6)
+        per_run[setup] = values
+    judges = list(dict.fromkeys(j for values in per_run.values() for j in values))
+    rows = [{"judge": "runs", **{setup: str(max((len(v) for v in values.values()), default=0))
+                                 for setup, values in per_run.items()},
+             **{f"{a} - {b}": factor for a, b, factor in C4_FACTORS}}]
+    for judge in judges:
+        row = {"judge": judge}
+        for setup, values in per_run.items():
+            got = values.get(judge, [])
+            row[setup] = (f"{np.mean(got):.3f} (" + ", ".join(f"{v:.2f}" for v in got) + ")") if got else ""
+        for with_it, without, _ in C4_FACTORS:
+            d = difference(per_run[with_it].get(judge, []), per_run[without].get(judge, []))
+            row[f"{with_it} - {without}"] = ("" if math.isnan(d.diff)
+                                              else f"{d.diff:+.3f} [{d.low:+.2f}, {d.high:+.2f}] p={d.p_value:.2f}")
+        rows.append(row)
+    setups = " ".join(f"**{name}**: {what} ({', '.join(labels)})." for name, (what, labels) in C4_SETUPS.items())
+    notes = ("Connect four, 3 ranks (two trainers), 2M env steps per trainer each run, seeds 1 and 2; the runs' own "
+             "tables (league_connect_four_<label>.md) give wall time, load and every pairing's Wilson interval. "
+             f"{setups} Setup columns: the mean over runs of each run's score (both final policies' 400 games per "
+             "judge averaged; the exploiter row is the population's score, 1 - the exploiter's), with the per-run "
+             "values. "
+             "`exploiter steps to 0.9`: millions of env steps the 2M-step exploiter of the final population trained "
+             "before its training score against the population first reached 0.9, at a resolution of 200k steps "
+             "(higher: harder to exploit; only runs whose exploiter curve was kept). Difference columns: the mean over "
+             "runs with the factor minus without, bootstrap 95% interval, exact two-sided permutation p over runs "
+             "(with two runs a side the smallest possible p is 0.33: no difference here is significant; read them "
+             "as effect sizes). No judge is a training opponent, except the tactical player for the `league` setup.")
+    save(pd.DataFrame(rows), "league_connect_four_evidence", notes)
 
 
 MLP = ["ppo.torso=mlp", "ppo.hidden=[256, 256]"]
@@ -278,8 +364,8 @@ def simple_tag(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("case", choices=["connect_four", "c4_ablation", "matchmakers", "rps", "kuhn", "leduc",
-                                         "simple_tag"])
+    parser.add_argument("case", choices=["connect_four", "c4_ablation", "c4_evidence", "matchmakers", "rps", "kuhn",
+                                         "leduc", "simple_tag"])
     parser.add_argument("--minutes", type=float, default=None, help="wall-time limit per training run")
     parser.add_argument("--episodes", type=int, default=400, help="evaluation episodes per pairing")
     parser.add_argument("--seed", type=int, default=0)
@@ -302,7 +388,8 @@ def main() -> None:
     defaults = {"connect_four": 30, "matchmakers": 6, "kuhn": 15, "leduc": 30}
     if args.minutes is None:
         args.minutes = defaults.get(args.case, 0)
-    {"connect_four": connect_four, "c4_ablation": c4_ablation, "matchmakers": matchmakers, "rps": rps, "kuhn": kuhn,
+    {"connect_four": connect_four, "c4_ablation": c4_ablation, "c4_evidence": c4_evidence, "matchmakers": matchmakers,
+     "rps": rps, "kuhn": kuhn,
      "leduc": leduc, "simple_tag": simple_tag}[args.case](args)
 
 
