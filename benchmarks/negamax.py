@@ -24,7 +24,8 @@ from mpimarl.algos.networks import RandomPolicy
 from mpimarl.baselines import load_scripted
 from mpimarl.envs import resolve_env
 from mpimarl.league.payoff import wilson_interval
-from mpimarl.rollout.runner import ActingPolicy, VectorMatches
+from mpimarl.rollout.evaluate import play_fixed
+from mpimarl.rollout.runner import ActingPolicy
 
 SEVEN = gymnasium.spaces.Discrete(7)
 COPIES = 16
@@ -32,28 +33,13 @@ COPIES = 16
 
 def play(first: ActingPolicy, second: ActingPolicy, games: int, seed: int) -> tuple[int, int, int]:
     """(wins, draws, losses) of `first` against `second`, the first move alternating."""
-    factory = resolve_env("pettingzoo.classic.connect_four_v3", {})
-    envs = [factory() for _ in range(min(COPIES, games))]
-    matches = VectorMatches(envs, seed)
-    policies: dict[Hashable, ActingPolicy] = {"a": first, "b": second}
 
     def seating(k: int) -> dict[str, Hashable]:
         return {"player_0": "a", "player_1": "b"} if k % 2 == 0 else {"player_0": "b", "player_1": "a"}
 
-    outcomes: list[float] = []
-    started = 0
-    for i in range(len(envs)):
-        matches.start(i, seating(started), tag=started, seed=seed + started)
-        started += 1
-    while matches.num_active:
-        for ep in matches.tick(policies):
-            outcomes.append(ep.side_returns("a")[0])
-            if started < games:
-                matches.start(ep.env_index, seating(started), tag=started, seed=seed + started)
-                started += 1
-    for env in envs:
-        env.close()
-    own = np.array(outcomes)
+    factory = resolve_env("pettingzoo.classic.connect_four_v3", {})
+    episodes = play_fixed(factory, seating, {"a": first, "b": second}, games, seed, copies=COPIES)
+    own = np.array([ep.side_returns("a")[0] for ep in episodes])
     return int((own > 0).sum()), int((own == 0).sum()), int((own < 0).sum())
 
 

@@ -7,11 +7,12 @@ comparisons that rate cooperative policies).
 
 from __future__ import annotations
 
-from collections.abc import Generator, Hashable, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from mpimarl.envs.base import MultiAgentEnv
 from mpimarl.envs.spec import EnvSpec
 from mpimarl.rollout.runner import ActingPolicy, FinishedEpisode, VectorMatches
 from mpimarl.rollout.seating import SeatedKey, seat_occupants, seating, seats_of_role
@@ -84,3 +85,27 @@ def play_episodes(matches: VectorMatches, spec: EnvSpec, own: ActingPolicy, own_
         out.seats.append(seat_returns(spec, ep))
         out.occupants.append(seat_occupants(spec, own_seat(k), OWN, lineup))
     return out
+
+
+def play_fixed(factory: Callable[[], MultiAgentEnv], seating_of: Callable[[int], dict[str, Hashable]],
+               policies: Mapping[Hashable, ActingPolicy], episodes: int, seed: int = 0,
+               copies: int = 16) -> list[FinishedEpisode]:
+    """Play `episodes` episodes between fixed policies outside any run (episode k seated by
+    `seating_of(k)`, env seed `seed + k`) on `copies` environment copies stepped together; the finished
+    episodes ordered by k. For measurements of scripted players and tests of their strength."""
+    envs = [factory() for _ in range(min(copies, episodes))]
+    matches = VectorMatches(envs, seed)
+    done: list[FinishedEpisode] = []
+    started = 0
+    for i in range(len(envs)):
+        matches.start(i, seating_of(started), tag=started, seed=seed + started)
+        started += 1
+    while matches.num_active:
+        for ep in matches.tick(policies):
+            done.append(ep)
+            if started < episodes:
+                matches.start(ep.env_index, seating_of(started), tag=started, seed=seed + started)
+                started += 1
+    for env in envs:
+        env.close()
+    return sorted(done, key=lambda ep: ep.tag)

@@ -1,36 +1,16 @@
-"""Playing many episodes between fixed policies, for the baselines' tests and measurements."""
+"""Playing many episodes between fixed policies, for the baselines' tests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable
 
 import numpy as np
 
 from mpimarl.envs.base import MultiAgentEnv
-from mpimarl.rollout.runner import ActingPolicy, FinishedEpisode, VectorMatches
+from mpimarl.rollout.evaluate import play_fixed as play
+from mpimarl.rollout.runner import ActingPolicy
 
-
-def play(factory: Callable[[], MultiAgentEnv], seating: Callable[[int], dict[str, Hashable]],
-         policies: Mapping[Hashable, ActingPolicy], episodes: int, seed: int = 0,
-         copies: int = 16) -> list[FinishedEpisode]:
-    """Play `episodes` episodes (episode k seated by `seating(k)`, env seed `seed + k`) on `copies`
-    env copies stepped together; returns the finished episodes ordered by k."""
-    envs = [factory() for _ in range(min(copies, episodes))]
-    matches = VectorMatches(envs, seed)
-    done: list[FinishedEpisode] = []
-    started = 0
-    for i in range(len(envs)):
-        matches.start(i, seating(started), tag=started, seed=seed + started)
-        started += 1
-    while matches.num_active:
-        for ep in matches.tick(policies):
-            done.append(ep)
-            if started < episodes:
-                matches.start(ep.env_index, seating(started), tag=started, seed=seed + started)
-                started += 1
-    for env in envs:
-        env.close()
-    return sorted(done, key=lambda ep: ep.tag)
+__all__ = ["connect_four_score", "play"]
 
 
 def connect_four_score(factory: Callable[[], MultiAgentEnv], first: ActingPolicy, second: ActingPolicy,
