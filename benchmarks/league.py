@@ -123,11 +123,12 @@ def _save_exploiter_curve(path: Path, label: str) -> None:
 
 C4_SETUPS = {
     "league": ("the default config: pfsp over the pool, 35% of line-ups against the latest, the tactical player in "
-               "3 of 8 training line-ups", ("default_seed1", "default_seed2")),
+               "3 of 8 training line-ups", ("default_seed1", "default_seed2", "default_seed3")),
     "league, no scripted": ("the default config with no scripted opponent in training (tactical train_fraction 0)",
-                            ("league_noscripted_seed1", "league_noscripted_seed2")),
+                            ("league_noscripted_seed1", "league_noscripted_seed2",
+                             "league_noscripted_seed3")),
     "self-play": ("naive self-play: matchmaking.strategy latest, no scripted opponent in training",
-                  ("selfplay_seed1", "selfplay_seed2")),
+                  ("selfplay_seed1", "selfplay_seed2", "selfplay_seed3")),
 }
 """The connect-four setups compared by `c4_evidence`: (what, labels of `connect_four --label` tables)."""
 
@@ -143,7 +144,7 @@ def _steps_to(curve: pd.DataFrame, level: float) -> float:
 
 
 def c4_evidence(args: argparse.Namespace) -> None:
-    """One table over the `connect_four` runs of C4_SETUPS (same budget, seeds 1 and 2): each judge's score
+    """One table over the `connect_four` runs of C4_SETUPS (same budget, seeds 1-3): each judge's score
     per setup (the mean of each run's two final policies, then over runs), and each one-factor difference
     with a bootstrap interval and an exact permutation p-value over runs (mpimarl.stats.difference)."""
     from mpimarl.stats import difference
@@ -182,7 +183,7 @@ def c4_evidence(args: argparse.Namespace) -> None:
                                               else f"{d.diff:+.3f} [{d.low:+.2f}, {d.high:+.2f}] p={d.p_value:.2f}")
         rows.append(row)
     setups = " ".join(f"**{name}**: {what} ({', '.join(labels)})." for name, (what, labels) in C4_SETUPS.items())
-    notes = ("Connect four, 3 ranks (two trainers), 2M env steps per trainer each run, seeds 1 and 2; the runs' own "
+    notes = ("Connect four, 3 ranks (two trainers), 2M env steps per trainer each run, seeds 1-3; the runs' own "
              "tables (league_connect_four_<label>.md) give wall time, load and every pairing's Wilson interval. "
              f"{setups} Setup columns: the mean over runs of each run's score (both final policies' 400 games per "
              "judge averaged; the exploiter row is the population's score, 1 - the exploiter's), with the per-run "
@@ -191,8 +192,8 @@ def c4_evidence(args: argparse.Namespace) -> None:
              "before its training score against the population first reached 0.9, at a resolution of 200k steps "
              "(higher: harder to exploit; only runs whose exploiter curve was kept). Difference columns: the mean over "
              "runs with the factor minus without, bootstrap 95% interval, exact two-sided permutation p over runs "
-             "(with two runs a side the smallest possible p is 0.33: no difference here is significant; read them "
-             "as effect sizes). No judge is a training opponent, except the tactical player for the `league` setup.")
+             "(with three runs a side the smallest possible p is 0.1, with two 0.33). No judge is a training "
+             "opponent, except the tactical player for the `league` setup.")
     save(pd.DataFrame(rows), "league_connect_four_evidence", notes)
 
 
