@@ -327,7 +327,11 @@ def _assert_multi_continues(path: Path) -> None:
     for policy, train in run.train.groupby("policy_id"):
         steps = train["env_steps"].to_numpy()
         step = np.diff(steps)
-        assert (step > 0).all() and (step < 1.5 * np.median(step)).all(), (policy, steps)
+        # An actor's segment too stale to learn from (trainer.max_policy_lag) adds its steps to the
+        # next update: that row steps once more per segment dropped.
+        dropped = np.nan_to_num(train["segments_dropped"].to_numpy()[1:]) if "segments_dropped" in train else 0
+        expected = np.median(step) * (1 + dropped)
+        assert (step > 0).all() and (step < expected + 0.5 * np.median(step)).all(), (policy, steps, dropped)
     assert (run.pool.groupby("policy_id")["env_steps"].max() >= 300 * MULTI_GENERATIONS).all()
     training = run.matches[run.matches["kind"] == "training"]
     per_generation = training.groupby(["policy_id", "version"]).size()
@@ -362,8 +366,8 @@ def test_an_async_learner_group_stopped_by_its_time_limit_resumes_from_its_last_
         np.testing.assert_array_equal(stopped.weights(policy, version), resumed.weights(policy, version))
 
     before = (tmp_path / "run.h5").read_bytes()
-    out = run_mpi(5, ["train", CARTPOLE, "--run-dir", str(tmp_path), *MULTI_ASYNC, "trainer.ranks_per_policy=1",
-                      "--resume"], timeout=120)
+    out = run_mpi(3, ["train", CARTPOLE, "--run-dir", str(tmp_path), *MULTI_ASYNC, "trainer.ranks_per_policy=1",
+                      "--resume"], timeout=120)  # refused before the world size is compared
     message = _one_error(out)
     assert "trainer.ranks_per_policy: 2 -> 1" in message and "may not change on resume" in message, message
     assert (tmp_path / "run.h5").read_bytes() == before
