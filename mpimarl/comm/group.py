@@ -72,8 +72,9 @@ class GroupComm:
         """Whether this rank talks to the server for the group."""
         return self.rank == GROUP_LEADER
 
-    def _deadline(self, what: str) -> Deadline:
-        return Deadline(self.timeout_s, f"{what} (learner group of world rank {self.world_rank})")
+    def _deadline(self, what: str, seconds: float | None = None) -> Deadline:
+        return Deadline(self.timeout_s if seconds is None else seconds,
+                        f"{what} (learner group of world rank {self.world_rank})")
 
     def allreduce_sum(self, buf: np.ndarray) -> None:
         """Sum `buf` over the group in place: one Allreduce of one contiguous float32/float64 buffer."""
@@ -84,9 +85,10 @@ class GroupComm:
         _wait(self.comm, self.comm.Iallreduce(MPI.IN_PLACE, [buf, mpi_type], op=MPI.SUM),
               self._deadline("a gradient sum"))
 
-    def bcast_json(self, obj: Any) -> Any:
-        """The leader's JSON document, on every rank of the group."""
-        return bcast_json(self.comm, obj, GROUP_LEADER, self._deadline("the leader's broadcast"))
+    def bcast_json(self, obj: Any, wait_s: float | None = None) -> Any:
+        """The leader's JSON document, on every rank of the group (waiting at most `wait_s`, default
+        server.timeout_s: a leader that died must not hang its group)."""
+        return bcast_json(self.comm, obj, GROUP_LEADER, self._deadline("the leader's broadcast", wait_s))
 
     def bcast_weights(self, weights: np.ndarray | None, size: int) -> np.ndarray:
         """The leader's flat float32 buffer of `size` values, on every rank of the group."""

@@ -132,10 +132,13 @@ class ImpalaLearner(Trainer):
                 if planned is None:
                     stopped_early = True
                     break
-            elif limit is not None and time.monotonic() - started > limit:
-                break
+            elif limit is not None and self.checkpoints is None and time.monotonic() - started > limit:
+                break  # with async checkpoints, rank 0 keeps the time limit (a last cut, then stop)
             before = set(self.cache)
             lineups = self.fetch_lineups(planned)
+            if lineups is None:  # rank 0's time limit: the unit saves the last cut if asked, then stops
+                self._save_cut()
+                break
             if cfg.ppo.reset_each_generation and generation > 0:
                 seed = np.random.SeedSequence([self.ctx.rank_seed(self.rank), generation])
                 self.learner.reset(int(seed.generate_state(1)[0]))
@@ -149,11 +152,19 @@ class ImpalaLearner(Trainer):
             self._boundary()  # checkpoints (mpimarl/roles/resume.py)
         self.forward_lineups(None, [])
         self.link.drain_broadcasts()
-        send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)
+        send_json(self.comm, self._done_message(), SERVER_RANK, Tag.DONE)
         faults.reached("end")
         self.finish_evaluations()
         if self.sync and not stopped_early:
             self._receive_stop_plan(ServerWatch(self.comm, self.timeout, "the final plan"))
+
+    def _save_cut(self) -> None:
+        """async: the actors and this learner save the cut rank 0 asked for. It comes at a generation
+        boundary, where nothing is in flight: every segment an actor sent came before its final header,
+        which `learn` waited for, so each transition is either in this learner's saved queue or in its
+        actor's saved rollout, and every weight broadcast is drained."""
+        if self.checkpoints is not None:
+            self.checkpoints.lead_cut(self.link.control, identical=False)
 
     def _take(self, got: tuple[int, np.ndarray, np.ndarray | None]) -> bool:
         """Account one header (and queue its segment); True if it was the actor's final one."""
@@ -290,6 +301,8 @@ class ActorRank(Trainer):
         # The learner may wait at rank 0's sync barrier for the slowest trainer in between.
         wait = self.timeout + 4 * self._last_generation_s
         msg = bcast_json(control.comm, None, 0, self.link.deadline("the learner's line-ups", wait))
+        while self.checkpoints is not None and self.checkpoints.follow_cut(msg, control):  # async: a cut
+            msg = bcast_json(control.comm, None, 0, self.link.deadline("the learner's line-ups", wait))
         roles = {self.ctx.shape(r).layout: r for r in self.ctx.spec.roles}
         for pid, version, layout, size in msg["sent"]:
             weights = control.bcast_weights(None, int(size))

@@ -28,6 +28,7 @@ from mpimarl.algos.ppo import PPOLearner, UpdateStats
 from mpimarl.comm.channel import SERVER_RANK, Deadline, Tag, send_json
 from mpimarl.comm.group import GroupComm, RolloutNotices
 from mpimarl.league.pool import SnapshotKey
+from mpimarl.roles import faults
 from mpimarl.roles.context import RunContext
 from mpimarl.roles.tallies import Tally, finite_row, sum_tallies, tallies_to_json
 from mpimarl.roles.trainer import Trainer
@@ -75,23 +76,31 @@ class GroupTrainer(Trainer):
         if self.group.is_leader:
             super().publish()
 
-    def fetch_lineups_for_group(self, planned: list[list[object]] | None, stop: bool) -> list[Lineup] | None:
-        """The leader asks the server and broadcasts line-ups and new weights; None: stop (async time limit)."""
+    def fetch_lineups_for_group(self, planned: list[list[object]] | None, stop: bool,
+                                wait_s: float | None = None) -> list[Lineup] | None:
+        """The leader asks the server and broadcasts line-ups and new weights; None: stop (async time
+        limit). Async checkpoints: a cut rank 0 asks for is saved by every rank of the group on the way
+        (`_save_cut`); the other ranks wait for the leader at most `wait_s` (default server.timeout_s)."""
         group = self.group
         msg: dict[str, Any] | None = None
         if group.is_leader:
             before = set(self.cache)
-            lineups = [] if stop else self.fetch_lineups(planned)
+            lineups = None if stop else self.fetch_lineups(planned)
+            if lineups is None:  # the group's own time limit, or rank 0's: save the last cut if asked
+                self._save_cut()
+                stop = True
             new = [k for k in self.cache if k not in before]
             msg = {
                 "stop": stop,
-                "lineups": [[s.to_json() for s in lu] for lu in lineups],
+                "lineups": [[s.to_json() for s in lu] for lu in lineups or []],
                 "sent": [[k.policy_id, k.version, self.cache[k].shape.layout, self.cache[k].weights.size]
                          for k in new],
                 "cache": [[k.policy_id, k.version] for k in self.cache],
             }
         t0 = time.perf_counter()
-        msg = group.bcast_json(msg)
+        msg = group.bcast_json(msg, wait_s)
+        while not group.is_leader and self.checkpoints is not None and self.checkpoints.follow_cut(msg, group):
+            msg = group.bcast_json(None, wait_s)  # saved the leader's cut: now the line-ups (or stop)
         roles = {self.ctx.shape(r).layout: r for r in self.ctx.spec.roles}
         for pid, version, layout, size in msg["sent"]:
             key = SnapshotKey(str(pid), int(version))
@@ -118,6 +127,8 @@ class GroupTrainer(Trainer):
         if not self.restored:  # resumed: version `start_generation` is published already
             self.publish()
             self._boundary()
+        else:  # every rank loaded its own checkpoint: they must hold the same weights
+            self.group.check_identical(flat_weights(self.learner.net), "resuming from a checkpoint")
         last_generation_s = 0.0
         stopped_early = False
         for generation in range(self.start_generation, self.ctx.generations):
@@ -130,9 +141,10 @@ class GroupTrainer(Trainer):
                 if planned is None:
                     stopped_early = True
                     break
-            elif limit is not None and self.group.is_leader:
+            elif limit is not None and self.group.is_leader and self.checkpoints is None:
                 stop = time.monotonic() - started > limit  # the leader decides for the whole group
-            lineups = self.fetch_lineups_for_group(planned, stop)
+            # (with async checkpoints rank 0 keeps the time limit: a last cut, then stop)
+            lineups = self.fetch_lineups_for_group(planned, stop, self.timeout + 4 * last_generation_s)
             if lineups is None:
                 break
             t_start = time.perf_counter()
@@ -146,7 +158,7 @@ class GroupTrainer(Trainer):
                 self.publish()
             self._boundary()  # checkpoints (mpimarl/roles/resume.py)
         if self.group.is_leader:
-            send_json(self.comm, {"env_steps": self.policy_env_steps}, SERVER_RANK, Tag.DONE)
+            send_json(self.comm, self._done_message(), SERVER_RANK, Tag.DONE)
             self.finish_evaluations()
         if sync and not stopped_early:
             self._receive_stop_plan(Deadline(self.timeout + 4 * last_generation_s, "the final plan"))
@@ -170,8 +182,14 @@ class GroupTrainer(Trainer):
                 stats = self._group_update(min(1.0, self.group_env_steps / total))
                 self.send_train_row(stats)
                 self.serve_evaluations()
+                faults.reached("training")
                 if self.group_env_steps >= target:
                     return tallies
+
+    def _save_cut(self) -> None:
+        """async, the leader: the group's ranks save the cut rank 0 asked for, with the same weights."""
+        if self.checkpoints is not None:
+            self.checkpoints.lead_cut(self.group, identical=True)
 
     def _rollout_done(self) -> bool:
         """Whether this rank stops collecting for the next update: it has its whole share, or (DD-PPO's

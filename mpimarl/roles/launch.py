@@ -349,7 +349,13 @@ def _split_for_actors(comm: Any, ctx: Any, plan_comm: Any) -> tuple[Any, Any]:
 
 def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, device: str, group: Any, start: dict[str, Any],
                    actor_link: Any = None) -> Any:
-    from mpimarl.roles.resume import Checkpoints, checkpoints_enabled, load_trainer_checkpoint, trainer_boundary
+    from mpimarl.roles.resume import (
+        Checkpoints,
+        checkpoints_enabled,
+        load_trainer_checkpoint,
+        trainer_boundary,
+        weights_checksum,
+    )
 
     if actor_link is not None:  # a learner fed by actors, or an actor (mpimarl/roles/actor.py)
         from mpimarl.roles.actor import make_unit_rank
@@ -361,7 +367,8 @@ def _build_trainer(ctx: Any, comm: Any, plan_comm: Any, device: str, group: Any,
         trainer = make_trainer(ctx, comm, plan_comm, device, group)
     if checkpoints_enabled(ctx.config):
         trainer.checkpoints = Checkpoints(start["run_dir"], ctx.config, trainer.rank,
-                                          boundary=lambda final: trainer_boundary(trainer, final))
+                                          boundary=lambda final: trainer_boundary(trainer, final),
+                                          checksum=lambda: weights_checksum(trainer.learner.net))
     if start["generation"] is not None:
         load_trainer_checkpoint(trainer, start["run_dir"], int(start["generation"]))
     return trainer

@@ -40,7 +40,10 @@ own file at the same boundaries (what each kind adds: `_kind_state`).
 
 The async schedule has no common boundary: rank 0 makes one (`AsyncCut`), and a resumed async run
 continues from that consistent cut without gap or duplicate rows, but does not repeat the
-uninterrupted run (that one depends on timing anyway).
+uninterrupted run (that one depends on timing anyway). A policy of several ranks takes part through
+the rank that speaks for it: a learner group's leader or an IMPALA learner relays the cut to the
+other ranks of its policy and confirms it to rank 0 only once each has saved its own file
+(`Checkpoints.lead_cut` / `follow_cut`); at that boundary no actor segment is in flight.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ from __future__ import annotations
 import json
 import math
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h5py
 import numpy as np
@@ -93,16 +97,15 @@ def checkpoint_folder(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_FOLDER
 
 
+LAYOUT_KEYS = ("trainer.ranks_per_policy", "trainer.actors_per_learner")
+"""trainer.* keys a resume may not change: they decide which ranks train a policy and what each rank's
+checkpoint holds (a group member's share of the rollout, an actor's unshipped transitions)."""
+
+
 def checkpoints_enabled(config: RunConfig) -> bool:
-    """Checkpoints are on: checkpoint.every > 0; in the sync schedule for every layout (learner
-    groups, IMPALA actors, evaluation workers), in the async schedule for one rank per policy."""
-    if config.checkpoint.every <= 0:
-        return False
-    return config.schedule.mode == "sync" or not _multi_rank(config)
-
-
-def _multi_rank(config: RunConfig) -> bool:
-    return any(config.trainer.unit_ranks(r) > 1 for r in config.role_names)  # groups or actors
+    """Checkpoints are on: checkpoint.every > 0, for every layout (learner groups, IMPALA actors,
+    evaluation workers) and both schedules."""
+    return config.checkpoint.every > 0
 
 
 class Checkpoints:
@@ -114,8 +117,9 @@ class Checkpoints:
     """
 
     def __init__(self, run_dir: str | Path, config: RunConfig, rank: int,
-                 boundary: Callable[[bool], None]) -> None:
+                 boundary: Callable[[bool], None], checksum: Callable[[], int] | None = None) -> None:
         self._boundary = boundary
+        self._checksum = checksum  # the rank's weights' checksum, confirmed with a unit's cut
         self.folder = checkpoint_folder(run_dir)
         self.every = config.checkpoint.every
         self.keep = config.checkpoint.keep
@@ -150,6 +154,37 @@ class Checkpoints:
         cut, self.unacknowledged = self.unacknowledged, None
         return {"checkpoint_saved": cut}
 
+    def lead_cut(self, unit: UnitComm, identical: bool) -> None:
+        """async, the rank that speaks for a unit of several ranks (a learner group's leader, an IMPALA
+        learner), asked by rank 0 to save the cut: the unit's other ranks, waiting for its next broadcast
+        on `unit`, save it too (:meth:`follow_cut`), then it saves its own. Returns once every rank of the
+        unit has written its file, so its next request may tell rank 0 that the policy saved the cut.
+        `identical`: the ranks must have saved the same weights (a learner group)."""
+        cut = self.requested
+        if cut is None:
+            return
+        unit.bcast_json({"save": cut})
+        self._boundary(False)
+        check_unit_saved(unit.gather_json(self._saved_note(cut)), cut, identical)
+
+    def follow_cut(self, msg: dict[str, Any], unit: UnitComm) -> bool:
+        """async, any other rank of a unit: if the leader's broadcast `msg` says "save cut c", save it and
+        confirm (True: wait for the next broadcast); False: `msg` is the ordinary one."""
+        if "save" not in msg:
+            return False
+        cut = int(msg["save"])
+        self.requested = cut
+        self._boundary(False)
+        self.unacknowledged = None  # the leader speaks to rank 0 for the unit
+        unit.gather_json(self._saved_note(cut))
+        return True
+
+    def _saved_note(self, cut: int) -> dict[str, Any]:
+        note: dict[str, Any] = {"rank": self.rank, "saved": self.saved if self.saved == cut else None}
+        if self._checksum is not None:
+            note["weights_crc"] = self._checksum()
+        return note
+
     def take_reply(self, reply: dict[str, Any]) -> str | None:
         """async: read rank 0's answer to a request: 'save' (save the cut now and ask again), 'stop'
         (rank 0's time limit: save the cut if asked, then stop) or None (play on)."""
@@ -160,6 +195,33 @@ class Checkpoints:
         if reply.get("stop"):
             return "stop"
         return "save" if self.requested is not None else None
+
+
+class UnitComm(Protocol):
+    """The leader's side of a policy's own communicator (mpimarl.comm.group.GroupComm): a learner
+    group's, or an IMPALA learner's control communicator with its actors."""
+
+    def bcast_json(self, obj: Any) -> Any: ...  # noqa: D102
+
+    def gather_json(self, obj: Any) -> list[Any] | None: ...  # noqa: D102
+
+
+def check_unit_saved(notes: list[dict[str, Any]] | None, cut: int, identical: bool) -> None:
+    """The leader's check of its unit's confirmations of cut `cut` (one note per rank, the leader's
+    first): every rank saved that cut and, for a learner group (`identical`), saved the same weights.
+    RuntimeError naming the ranks otherwise: a checkpoint that could not resume must not be counted."""
+    if notes is None:
+        raise RuntimeError("only the unit's leader checks its cut")
+    missing = [n["rank"] for n in notes if n.get("saved") != cut]
+    if missing:
+        raise RuntimeError(f"checkpoint {cut}: ranks {missing} of the policy did not save it")
+    if identical:
+        crcs = {n["rank"]: n.get("weights_crc") for n in notes}
+        if len(set(crcs.values())) > 1:
+            shown = ", ".join(f"rank {r}: {c:#010x}" if isinstance(c, int) else f"rank {r}: {c}"
+                              for r, c in crcs.items())
+            raise RuntimeError(f"checkpoint {cut}: the learner group saved different weights ({shown}); "
+                               "data-parallel learners must stay identical")
 
 
 # ---- config check ------------------------------------------------------------------------------
@@ -179,7 +241,8 @@ def config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[
     a, b = _flatten(stored), _flatten(current)
     out = []
     for key in sorted(set(a) | set(b)):
-        if any(key == p or (p.endswith(".") and key.startswith(p)) for p in RESUMABLE_DIFFERENCES):
+        if key not in LAYOUT_KEYS and any(key == p or (p.endswith(".") and key.startswith(p))
+                                          for p in RESUMABLE_DIFFERENCES):
             continue
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             out.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
@@ -225,22 +288,24 @@ def open_for_resume(config: RunConfig, world_size: int, run_dir: str | None
     if run_dir is None:
         raise ConfigError("--resume needs the run's folder: --run-dir DIR --resume, or --resume DIR")
     if not checkpoints_enabled(config):
-        ranks = {r: config.trainer.unit_ranks(r) for r in config.role_names}
-        raise ConfigError("--resume needs checkpoints: checkpoint.every > 0, and in the async schedule one rank "
-                          "per policy (trainer.ranks_per_policy 1, trainer.actors_per_learner 0) (this config: "
-                          f"mode {config.schedule.mode!r}, every {config.checkpoint.every}, ranks per policy "
-                          f"{ranks})")
+        raise ConfigError(f"--resume needs checkpoints: checkpoint.every > 0 (this config: every "
+                          f"{config.checkpoint.every})")
     folder = Path(run_dir)
     path = folder / "run.h5"
     if not path.is_file():
         raise RunFileError(f"--resume: there is no run file {path}; nothing to resume (start without --resume)")
     attrs = _stored_attrs(path)
     diffs = config_differences(attrs["config"], config_to_dict(config))
+    layout = [d for d in diffs if d.split(":")[0] in LAYOUT_KEYS]
+    if layout:
+        raise ConfigError(f"--resume: {'; '.join(layout)}: the ranks that train each policy may not change on "
+                          f"resume ({path} was started with that layout; every rank's checkpoint belongs to it)")
     if diffs:
         shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
         raise ConfigError(f"--resume: the config differs from the one {path} was started with ({shown}); "
-                          "only schedule.total_steps, schedule.time_limit_s, trainer.*, server.*, "
-                          "checkpoint.* and logging.* may change")
+                          "only schedule.total_steps, schedule.time_limit_s, trainer.* (not the layout: "
+                          "trainer.ranks_per_policy, trainer.actors_per_learner), server.*, checkpoint.* and "
+                          "logging.* may change")
     if int(attrs.get("world_size", -1)) != world_size:
         raise ConfigError(f"--resume: {path} was run on {attrs.get('world_size')} ranks, this job has "
                           f"{world_size}; resume with the same mpiexec -n")
@@ -451,8 +516,9 @@ class AsyncCut:
             if t.rank not in self.saved_by:  # finished every generation before it could be asked
                 tree = {"finished": True, "policy_id": t.policy_id, "generation": t.published,
                         "env_steps": t.env_steps}
-                write_checkpoint(checkpoint_path(folder, cut, t.rank), tree, generation=cut, rank=t.rank)
-                prune(folder, t.rank, self.checkpoints.keep)
+                for rank in server.ctx.unit_of(t.rank).ranks:  # its group members and actors too
+                    write_checkpoint(checkpoint_path(folder, cut, rank), tree, generation=cut, rank=rank)
+                    prune(folder, rank, self.checkpoints.keep)
         state = server_state(server)
         state["async_cut"] = self.to_state()
         self.checkpoints.save(cut, state)  # last: the cut is whole once this file is
@@ -527,7 +593,16 @@ def trainer_state(trainer: Trainer) -> dict[str, Any]:
     if trainer.device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(trainer.device)
     state["kind"] = _kind_state(trainer)
+    state["weights_crc"] = weights_checksum(learner.net)
     return state
+
+
+def weights_checksum(net: torch.nn.Module) -> int:
+    """crc32 of the network's flat float32 weights: saved beside them, so that a resume can check
+    that it loaded what was saved and that a learner group's ranks saved the same weights."""
+    from mpimarl.algos.networks import flat_weights
+
+    return zlib.crc32(flat_weights(net).tobytes())
 
 
 def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
@@ -535,13 +610,17 @@ def restore_trainer(trainer: Trainer, state: dict[str, Any]) -> None:
     if state["policy_id"] != trainer.policy_id:
         raise CheckpointError(f"the checkpoint of rank {trainer.rank} belongs to {state['policy_id']}, "
                               f"not {trainer.policy_id}")
-    if state.get("finished"):  # async: rank 0 wrote it for a trainer done with every generation
+    if state.get("finished"):  # async: rank 0 wrote it for a policy done with every generation
         trainer.version = trainer.generation = trainer.start_generation = int(state["generation"])
         trainer.matches.env_steps = int(state["env_steps"])
+        _restore_finished(trainer, int(state["env_steps"]))
         trainer.restored = True
         return
     learner = trainer.learner
     learner.net.load_state_dict(state["net"])
+    if "weights_crc" in state and weights_checksum(learner.net) != int(state["weights_crc"]):
+        raise CheckpointError(f"the checkpoint of rank {trainer.rank}: the weights loaded do not match the "
+                              "checksum saved with them")
     learner.weights_changed()  # the CPU acting copy of a GPU learner
     learner.optimizer.load_state_dict(state["optimizer"])
     learner.generator.set_state(state["generator"])
@@ -610,6 +689,19 @@ def _kind_state(trainer: Trainer) -> dict[str, Any]:
         return {"kind": "actor", "policy_version": trainer.policy_version,
                 "sent_with_version": trainer._sent_with_version}
     return {"kind": "trainer"}
+
+
+def _restore_finished(trainer: Trainer, env_steps: int) -> None:
+    """A rank of a policy that had finished every generation: the policy's step count, which its
+    DONE reports again."""
+    from mpimarl.roles.actor import ImpalaLearner
+    from mpimarl.roles.group import GroupTrainer
+
+    t: Any = trainer
+    if isinstance(trainer, GroupTrainer):
+        t.group_env_steps = env_steps
+    elif isinstance(trainer, ImpalaLearner):
+        t.steps_learned = env_steps
 
 
 def _restore_kind(trainer: Trainer, saved: dict[str, Any]) -> None:

@@ -176,9 +176,21 @@ class Trainer:
         self.wait_s += time.perf_counter() - t0
         asked = self.checkpoints.take_reply(reply) if self.checkpoints is not None else None
         if asked == "save":  # async: save at this boundary now, then ask again (mpimarl/roles/resume.py)
-            self._boundary()
+            self._save_cut()
             return self.fetch_lineups(planned)
         return None if asked == "stop" else lineups
+
+    def _save_cut(self) -> None:
+        """async: save the cut rank 0 asked for, at this boundary (a policy of several ranks has its
+        other ranks save it too: GroupTrainer, ImpalaLearner)."""
+        self._boundary()
+
+    def _done_message(self) -> dict[str, Any]:
+        """DONE's content: the policy's steps, and (async) the cut saved since the last request."""
+        done: dict[str, Any] = {"env_steps": self.policy_env_steps}
+        if self.checkpoints is not None:
+            done.update(self.checkpoints.acknowledge())
+        return done
 
     @staticmethod
     def _keys_in_use(lineups: list[Lineup]) -> int:
@@ -219,10 +231,7 @@ class Trainer:
             if self.publish_due(generation):
                 self.publish()
             self._boundary()
-        done = {"env_steps": self.policy_env_steps}
-        if self.checkpoints is not None:
-            done.update(self.checkpoints.acknowledge())
-        send_json(self.comm, done, SERVER_RANK, Tag.DONE)
+        send_json(self.comm, self._done_message(), SERVER_RANK, Tag.DONE)
         faults.reached("end")
         self.finish_evaluations()
         if sync and not stopped_early:

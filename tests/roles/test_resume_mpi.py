@@ -117,10 +117,11 @@ def test_resume_with_a_different_config_or_of_a_finished_run_is_a_start_up_error
 
 
 def _signal_once_saved(args: list[str], run_dir: Path, marker: Path, sig: signal.Signals,
-                       wait_s: float) -> tuple[int, str]:
+                       wait_s: float, ranks: int = 3, config: str = CONFIG) -> tuple[int, str]:
     """Start the run under mpiexec, send `sig` to mpiexec as soon as `marker` (a checkpoint file)
     exists, and return the job's exit code and stderr."""
-    cmd = [mpiexec(), "-n", "3", sys.executable, "-m", "mpimarl", "train", CONFIG, "--run-dir", str(run_dir), *args]
+    cmd = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpimarl", "train", config, "--run-dir", str(run_dir),
+           *args]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
     try:
@@ -290,9 +291,103 @@ def test_an_async_run_interrupted_by_usr1_resumes_without_gap_or_duplicate(tmp_p
 
 @pytest.mark.slow
 def test_resume_without_checkpoints_is_a_start_up_error(tmp_path: Path) -> None:
-    """Async learner groups (and checkpoint.every 0) write no checkpoints: --resume names why, exit 2."""
-    message = _one_error(run_mpi(3, ["train", CARTPOLE, "--run-dir", str(tmp_path), *SHORT, "--resume",
-                                     "schedule.mode=async", "trainer.ranks_per_policy=2"], timeout=120))
-    assert "--resume needs checkpoints" in message and "mode 'async'" in message and "{'agent': 2}" in message
+    """checkpoint.every 0 writes no checkpoints: --resume names why, exit 2."""
     message = _one_error(_train(tmp_path, "--resume", "checkpoint.every=0"))
     assert "--resume needs checkpoints" in message and "every 0" in message
+
+
+# ---- async, several ranks per policy: learner groups and IMPALA actors ------------------------------
+#
+# Two cartpole policies on 5 ranks: each a learner group of 2 ranks, or a learner and its actor. A cut
+# reaches every rank of a policy (the group's leader or the learner relays rank 0's request); the
+# resumed run must continue as the one-rank async runs above do.
+
+MULTI_GENERATIONS = 4
+MULTI_ASYNC = ["--seed", "5", "--steps", str(300 * MULTI_GENERATIONS), "schedule.mode=async",
+               "schedule.steps_per_generation=300", "ppo.num_envs=4", "ppo.rollout_steps=128", "ppo.epochs=2",
+               "evaluation.baseline_episodes=2", "evaluation.num_envs=2"]
+MULTI_LAYOUTS = {"learner group": "trainer.ranks_per_policy=2", "learner and actor": "trainer.actors_per_learner=1"}
+
+
+def _train_multi(run_dir: Path, layout: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_mpi(5, ["train", CARTPOLE, "--run-dir", str(run_dir), *MULTI_ASYNC, MULTI_LAYOUTS[layout], *extra],
+                   timeout=300)
+
+
+def _assert_multi_continues(path: Path) -> None:
+    """Both policies: every snapshot once, one training report per generation, train rows in step
+    order without a repeated or missing update, step counters that continued across the cut."""
+    run = load_run(path)
+    assert run.attrs["finished"] is True and "failure" not in run.attrs
+    assert len(run.attrs["resumes"]) == 1
+    assert sorted(run.pool["policy_id"].unique()) == ["agent-0", "agent-1"]
+    for policy, pool in run.pool.groupby("policy_id"):
+        assert sorted(pool["version"]) == list(range(MULTI_GENERATIONS + 1)), policy
+        run.weights(policy, MULTI_GENERATIONS)
+    for policy, train in run.train.groupby("policy_id"):
+        steps = train["env_steps"].to_numpy()
+        step = np.diff(steps)
+        # An actor's segment too stale to learn from (trainer.max_policy_lag) adds its steps to the
+        # next update: that row steps once more per segment dropped.
+        dropped = np.nan_to_num(train["segments_dropped"].to_numpy()[1:]) if "segments_dropped" in train else 0
+        expected = np.median(step) * (1 + dropped)
+        assert (step > 0).all() and (step < expected + 0.5 * np.median(step)).all(), (policy, steps, dropped)
+    assert (run.pool.groupby("policy_id")["env_steps"].max() >= 300 * MULTI_GENERATIONS).all()
+    training = run.matches[run.matches["kind"] == "training"]
+    per_generation = training.groupby(["policy_id", "version"]).size()
+    assert len(per_generation) == 2 * MULTI_GENERATIONS and (per_generation == 1).all(), per_generation
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_an_async_learner_group_stopped_by_its_time_limit_resumes_from_its_last_cut(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 0's time limit stops an async run of two learner groups after a last cut that every rank
+    of each group saved (rank 1, a leader, sleeps 1 s after each update, so the 2 s limit cuts its
+    group however fast the machine); --resume continues it to the end. A resume that changes the
+    layout is refused before the run file is touched."""
+    monkeypatch.setenv("MPIMARL_FAULT", "1:training:slow:1")
+    out = _train_multi(tmp_path, "learner group", "schedule.time_limit_s=2")
+    monkeypatch.delenv("MPIMARL_FAULT")
+    assert out.returncode == 0, out.stderr
+    stopped = load_run(tmp_path / "run.h5")
+    last = stopped.pool.groupby("policy_id")["version"].max()
+    assert last["agent-0"] < MULTI_GENERATIONS, last
+    cut = newest_complete(tmp_path / "checkpoints", 5)
+    assert cut is not None
+    for rank in range(5):  # every rank of every group saved its own file of the cut
+        assert checkpoint_path(tmp_path / "checkpoints", cut, rank).is_file(), rank
+    out = _train_multi(tmp_path, "learner group", "--resume")
+    assert out.returncode == 0, out.stderr
+    assert f"resumed from async checkpoint {cut}" in out.stdout
+    _assert_multi_continues(tmp_path / "run.h5")
+    resumed = load_run(tmp_path / "run.h5")
+    for policy, version in last.items():  # the time-limited job stopped right at its cut
+        np.testing.assert_array_equal(stopped.weights(policy, version), resumed.weights(policy, version))
+
+    before = (tmp_path / "run.h5").read_bytes()
+    out = run_mpi(3, ["train", CARTPOLE, "--run-dir", str(tmp_path), *MULTI_ASYNC, "trainer.ranks_per_policy=1",
+                      "--resume"], timeout=120)  # refused before the world size is compared
+    message = _one_error(out)
+    assert "trainer.ranks_per_policy: 2 -> 1" in message and "may not change on resume" in message, message
+    assert (tmp_path / "run.h5").read_bytes() == before
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_an_async_run_with_actors_interrupted_by_usr1_resumes_without_gap_or_duplicate(tmp_path: Path) -> None:
+    """SIGUSR1 to mpiexec at whatever moment it lands after the second cut of two learners with an
+    actor each: at a cut the learner has every segment its actor sent before its final header (they
+    are in the learner's saved queue or still in the actor's saved rollout), so the run resumes from
+    the newest cut all 5 ranks saved whole and continues without gap or duplicate."""
+    returncode, err = _signal_once_saved([*MULTI_ASYNC, MULTI_LAYOUTS["learner and actor"]], tmp_path,
+                                         checkpoint_path(tmp_path / "checkpoints", 2, 0), signal.SIGUSR1,
+                                         wait_s=300, ranks=5, config=CARTPOLE)
+    assert returncode == 138, err
+    assert "SIGUSR1" in load_run(tmp_path / "run.h5").attrs["failure"]
+    cut = newest_complete(tmp_path / "checkpoints", 5)
+    assert cut is not None and cut >= 2
+    out = _train_multi(tmp_path, "learner and actor", "--resume")
+    assert out.returncode == 0, out.stderr
+    assert f"resumed from async checkpoint {cut}" in out.stdout
+    _assert_multi_continues(tmp_path / "run.h5")
