@@ -287,19 +287,42 @@ def matchmakers(args: argparse.Namespace) -> None:
 # ---- exact games: exploitability over time ---------------------------------------------------------
 
 
+def _population_curve(run: Run) -> pd.DataFrame:
+    """The population's exploitability per generation with the env steps each trainer had taken by
+    then (the fewest over trainers), so runs on a loaded machine compare at equal steps, not minutes."""
+    pop = run.exploitability[run.exploitability.policy_id == "population"][["generation", "time", "exploitability"]]
+    steps = run.pool.groupby("version").env_steps.min().rename("steps_per_trainer")
+    return pop.join(steps, on="generation").reset_index(drop=True)
+
+
+def _at_steps(curve: pd.DataFrame, steps: int) -> float:
+    """The population's exploitability at the last generation within `steps` env steps per trainer."""
+    within = curve[curve.steps_per_trainer <= steps]
+    return float(within.exploitability.iloc[-1]) if len(within) else math.nan
+
+
 def _exploitability_case(args: argparse.Namespace, case: str, config: str, strategies: tuple[str, ...],
-                         extra: list[str], levels: tuple[float, ...]) -> None:
+                         extra: list[str], levels: tuple[float, ...], marks: tuple[int, ...] = ()) -> None:
+    """Train each strategy (--minutes, or --steps per trainer), then tabulate the exact exploitability of
+    the population over time and at the env-step marks `marks` (step-matched comparisons across runs on a
+    loaded machine); each run's curve is kept beside the table (league_<case>[_label]_curve_<strategy>.csv)."""
     rows = []
+    suffix = ("" if args.ranks == 3 else f"_{args.ranks}ranks") + (f"_{args.label}" if args.label else "")
     for name in strategies:
-        folder = fresh_run_dir(args.runs, f"{case}_{name}_n{args.ranks}")
-        over = [f"matchmaking.strategy={name}", f"--seed={args.seed}", *extra]
-        if args.minutes:
+        folder = fresh_run_dir(args.runs, f"{case}_{name}_n{args.ranks}{suffix}")
+        over = [f"matchmaking.strategy={name}", f"--seed={args.seed}", *extra, *args.set]
+        if args.steps:
+            over += ["--steps", str(args.steps)]
+        elif args.minutes:
             over += ["--steps", "100000000", f"schedule.time_limit_s={60 * args.minutes}"]
-        wall = train(config, folder, over, ranks=args.ranks, timeout=60 * (args.minutes or 30) + 1800)
+        load_before = _load()
+        wall = train(config, folder, over, ranks=args.ranks, timeout=60 * (args.minutes or 30) + 3600)
         run = load_run(folder / "run.h5")
         pop = run.exploitability[run.exploitability.policy_id == "population"]
         latest = run.exploitability[run.exploitability.policy_id != "population"]
         last_gen = latest[latest.generation == latest.generation.max()]
+        curve = _population_curve(run)
+        curve.to_csv(RESULTS / f"league_{case}{suffix}_curve_{name}.csv", index=False)
         row = {"strategy": name, "wall_s": round(wall), "generations": int(pop.generation.max()),
                "steps_per_trainer": int(run.pool.groupby("policy_id").env_steps.max().min()),
                "population_final": round(float(pop.exploitability.iloc[-1]), 4),
@@ -307,13 +330,22 @@ def _exploitability_case(args: argparse.Namespace, case: str, config: str, strat
                "latest_final_mean": round(float(last_gen.exploitability.mean()), 4)}
         for level in levels:
             row[f"population<={level}_at_s"] = round(_first_time(pop, level), 1)
+        for mark in marks:
+            row[f"population_at_{mark / 1e6:g}M_steps"] = round(_at_steps(curve, mark), 4)
+        row["load_before"], row["load_after"] = load_before, _load()
         rows.append(row)
         print(row, flush=True)
-    notes = (f"{config}, {args.ranks} ranks ({args.ranks - 1} trainer(s)), seed {args.seed}; exact exploitability "
+    settings = " ".join(args.set)
+    notes = (f"{config}{' with ' + settings if settings else ''}, {args.ranks} ranks ({args.ranks - 1} trainer(s)), "
+             f"seed {args.seed}, " + (f"{args.steps} env steps per trainer" if args.steps
+                                      else f"{args.minutes} min wall limit") +
+             "; exact exploitability "
              f"(NashConv / 2) of the population mixture (the matchmaker's meta-strategy over the pool, "
              f"realization-equivalent behaviour policy) and "
-             f"of each trainer's latest snapshot, measured by rank 0 every generation. {ANCHORS[case]}")
-    save(pd.DataFrame(rows), f"league_{case}" + ("" if args.ranks == 3 else f"_{args.ranks}ranks"), notes)
+             f"of each trainer's latest snapshot, measured by rank 0 every generation. population_at_<N>M_steps: "
+             "the population's exploitability at the last generation within N million env steps per trainer. "
+             f"Load average (1/5/15 min) before and after training. {ANCHORS[case]}")
+    save(pd.DataFrame(rows), f"league_{case}{suffix}", notes)
 
 
 def rps(args: argparse.Namespace) -> None:
@@ -323,12 +355,13 @@ def rps(args: argparse.Namespace) -> None:
 
 def kuhn(args: argparse.Namespace) -> None:
     """Kuhn poker with psro (exact payoffs)."""
-    _exploitability_case(args, "kuhn", "kuhn_psro.yaml", ("psro",), [], (0.1, 0.05, 0.02))
+    _exploitability_case(args, "kuhn", "kuhn_psro.yaml", ("psro",), [], (0.1, 0.05, 0.02), (1_000_000, 3_000_000))
 
 
 def leduc(args: argparse.Namespace) -> None:
     """Leduc poker with psro (exact payoffs)."""
-    _exploitability_case(args, "leduc", "leduc_psro.yaml", ("psro",), [], (1.0, 0.5, 0.4))
+    _exploitability_case(args, "leduc", "leduc_psro.yaml", ("psro",), [], (1.0, 0.5, 0.4, 0.3),
+                         (4_000_000, 8_000_000, 12_000_000))
 
 
 # ---- simple_tag: both roles rated, both directions ---------------------------------------------------

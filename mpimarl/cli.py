@@ -192,8 +192,11 @@ def _check(config_path: str, overrides: list[str], episodes: int) -> int:
             print(f"  role {role}: critic {config.critic_of(role)} ({ctx.state_spec.source} state of "
                   f"{ctx.state_spec.size}; input {ctx.shape(role).critic_input}), "
                   f"advantage {config.advantage_of(role)}")
+    sched = config.schedule
+    grows = (f", growing x{sched.generation_growth} per generation to at most {max(sched.generation_steps())}"
+             if sched.generation_growth != 1.0 else "")
     print(f"  needs at least {config.min_world_size()} MPI ranks; {ctx.generations} generations of "
-          f"{config.schedule.steps_per_generation} steps per trainer")
+          f"{sched.steps_per_generation} steps per trainer{grows}")
     print(f"  {episodes} random episodes: {report}")
     return 0
 

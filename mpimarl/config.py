@@ -8,7 +8,9 @@ the nearest valid one, a bad value names the key, the value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -181,6 +183,57 @@ class ScheduleConfig(_Section):
         "limit; total_steps still caps the run). sync: the server decides, so every trainer stops at "
         "the same generation; a time limit makes a sync run's length depend on the machine.",
     )
+    generation_growth: float = Field(
+        default=1.0,
+        ge=1.0,
+        le=10.0,
+        description="Each generation's step budget is this factor times the previous one's (1: every "
+        "generation takes steps_per_generation). Above 1 a PSRO best response gets more steps as the pool "
+        "grows: late best responses must find ever smaller gains against a stronger meta-strategy, which "
+        "a fixed budget leaves weak.",
+    )
+    max_steps_per_generation: int | None = Field(
+        default=None,
+        ge=1,
+        description="Cap on a generation's step budget when generation_growth is above 1 (None: no cap; "
+        "total_steps still ends the run).",
+    )
+
+    @model_validator(mode="after")
+    def _cap_above_base(self) -> ScheduleConfig:
+        cap = self.max_steps_per_generation
+        if cap is not None and cap < self.steps_per_generation:
+            raise ValueError(f"schedule.max_steps_per_generation {cap} is below schedule.steps_per_generation "
+                             f"{self.steps_per_generation}: the cap must be at least the first generation's budget")
+        return self
+
+    def generation_steps(self) -> Iterator[int]:
+        """The step budget of generations 0, 1, 2, ... until total_steps are spent (the last takes the
+        remainder). The one place the generation schedule is computed (trainers, server, resume)."""
+        done, budget = 0, float(self.steps_per_generation)
+        cap = self.max_steps_per_generation or self.total_steps
+        while done < self.total_steps:
+            steps = max(1, min(int(round(budget)), cap, self.total_steps - done))
+            yield steps
+            done += steps
+            budget = min(budget * self.generation_growth, float(cap))
+
+    def generations(self) -> int:
+        """Snapshots each trainer publishes after its initial version 0."""
+        if self.generation_growth == 1.0:
+            return max(1, math.ceil(self.total_steps / min(self.steps_per_generation,
+                                                           self.max_steps_per_generation or self.total_steps)))
+        return max(1, sum(1 for _ in self.generation_steps()))
+
+    def generation_budget(self, generation: int) -> int:
+        """Environment steps of generation `generation` (0 past the last)."""
+        if self.generation_growth == 1.0:
+            per = min(self.steps_per_generation, self.max_steps_per_generation or self.total_steps)
+            return max(0, min(per, self.total_steps - generation * per))
+        for g, steps in enumerate(self.generation_steps()):
+            if g == generation:
+                return steps
+        return 0
 
 
 class MatchmakingConfig(_Section):

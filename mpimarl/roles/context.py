@@ -6,7 +6,6 @@ network shapes and which trainer plays which role without asking each other.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -398,14 +397,11 @@ class RunContext:
     @property
     def generations(self) -> int:
         """Snapshots each trainer publishes after its initial version 0."""
-        sched = self.config.schedule
-        return max(1, math.ceil(sched.total_steps / sched.steps_per_generation))
+        return self.config.schedule.generations()
 
     def generation_budget(self, generation: int) -> int:
-        """Environment steps of generation `generation` (the last one takes the remainder)."""
-        sched = self.config.schedule
-        done = generation * sched.steps_per_generation
-        return max(0, min(sched.steps_per_generation, sched.total_steps - done))
+        """Environment steps of generation `generation` (schedule.generation_growth makes them grow)."""
+        return self.config.schedule.generation_budget(generation)
 
     def rank_seed(self, rank: int) -> int:
         """A seed per rank derived from the root seed.

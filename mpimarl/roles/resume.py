@@ -49,7 +49,6 @@ other ranks of its policy and confirms it to rank 0 only once each has saved its
 from __future__ import annotations
 
 import json
-import math
 import time
 import zlib
 from collections.abc import Callable
@@ -319,7 +318,7 @@ def open_for_resume(config: RunConfig, world_size: int, run_dir: str | None
     except CheckpointError as exc:
         raise RunFileError(f"--resume: {exc}") from None
     sched = config.schedule
-    generations = max(1, math.ceil(sched.total_steps / sched.steps_per_generation))  # RunContext.generations
+    generations = sched.generations()  # RunContext.generations
     published = {str(t.get("policy_id", r)): int(t["published"]) for r, t in state["trainers"].items()}
     done = (generation if config.schedule.mode == "sync" else min(published.values())) >= generations
     if done and attrs.get("finished") and "failure" not in attrs:
