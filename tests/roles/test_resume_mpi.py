@@ -361,6 +361,10 @@ def test_an_async_learner_group_stopped_by_its_time_limit_resumes_from_its_last_
     assert out.returncode == 0, out.stderr
     assert f"resumed from async checkpoint {cut}" in out.stdout
     _assert_multi_continues(tmp_path / "run.h5")
+    # The final cut (rank 0 writes "finished" files for every rank of a policy done with every
+    # generation) is whole on all 5 ranks.
+    final = newest_complete(tmp_path / "checkpoints", 5)
+    assert final is not None and final > cut
     resumed = load_run(tmp_path / "run.h5")
     for policy, version in last.items():  # the time-limited job stopped right at its cut
         np.testing.assert_array_equal(stopped.weights(policy, version), resumed.weights(policy, version))
