@@ -10,8 +10,8 @@ final policies, and exact exploitability where the game allows it. Reference fig
     python -m benchmarks.league c4_evidence                        # league vs self-play over the connect_four tables
     python -m benchmarks.league matchmakers [--minutes 6]          # latest/uniform/openai_five/pfsp/psro
     python -m benchmarks.league rps                                # latest vs uniform vs psro
-    python -m benchmarks.league kuhn [--minutes 15]
-    python -m benchmarks.league leduc [--minutes 30]
+    python -m benchmarks.league kuhn [--minutes 15 | --steps N] [--set k=v ...] [--label L]
+    python -m benchmarks.league leduc [--minutes 30 | --steps N] [--set k=v ...] [--label L]
     python -m benchmarks.league simple_tag
 
 Run folders go to --runs (default runs/bench/); tables to benchmarks/results/league_<case>.md.
