@@ -160,6 +160,11 @@ class PolicyPool:
         self.cache = WeightCache(cache_bytes if bounded else None, cache_snapshots if bounded else None)
         self.dropped_count = 0
         self._versions: dict[str, list[SnapshotKey]] = {}  # policy -> every key, oldest first
+        # The drawable snapshots (weights stored), in publish order, overall and per role: what the
+        # matchmakers and evaluation plans read at every request. Kept as indexes so that a request
+        # costs what the drawable part of the pool holds, not every snapshot ever published.
+        self._drawable: dict[SnapshotKey, Snapshot] = {}
+        self._drawable_by_role: dict[str, dict[SnapshotKey, Snapshot]] = {}
 
     def add(self, snapshot: Snapshot) -> None:
         """Publish a snapshot; ValueError naming the key if it breaks one of the pool's rules."""
@@ -196,11 +201,17 @@ class PolicyPool:
                 else type(weights).__name__
             )
             raise ValueError(f"snapshot {key} weights must be a 1-D float32 array, got {got}")
-        self._snapshots[key] = replace(snapshot, weights=None, stored=True, size=int(weights.size))
+        meta = replace(snapshot, weights=None, stored=True, size=int(weights.size))
+        self._snapshots[key] = meta
         self._latest[key.policy_id] = key
         self._role_of.setdefault(key.policy_id, snapshot.role)
         self._versions.setdefault(key.policy_id, []).append(key)
+        self._index_drawable(meta)
         self.cache.put(key, weights)
+
+    def _index_drawable(self, snap: Snapshot) -> None:
+        self._drawable[snap.key] = snap
+        self._drawable_by_role.setdefault(snap.role, {})[snap.key] = snap
 
     def weights(self, key: SnapshotKey) -> np.ndarray:
         """A snapshot's flat float32 weights, from the cache or read back with `load`.
@@ -234,6 +245,8 @@ class PolicyPool:
         snap.stored = False
         self.cache.discard(key)
         self.dropped_count += 1
+        del self._drawable[key]
+        del self._drawable_by_role[snap.role][key]
 
     def drawable(self, key: SnapshotKey) -> bool:
         """Whether `key` is in the pool with its weights (a matchmaker may seat it)."""
@@ -243,6 +256,13 @@ class PolicyPool:
     def versions(self, policy_id: str) -> list[SnapshotKey]:
         """Every published key of `policy_id` (weights dropped or not), oldest first."""
         return list(self._versions.get(policy_id, ()))
+
+    def older_versions(self, policy_id: str, skip: int) -> Iterator[SnapshotKey]:
+        """The keys of `policy_id` older than its newest `skip`, newest first, without copying the
+        policy's history (the retention policy walks only as far back as it has something to decide)."""
+        keys = self._versions.get(policy_id, [])
+        for i in range(len(keys) - 1 - skip, -1, -1):
+            yield keys[i]
 
     def get(self, key: SnapshotKey) -> Snapshot:
         """The snapshot (metadata) with this key; KeyError naming the key if it was never published."""
@@ -270,10 +290,15 @@ class PolicyPool:
         return [p for p, r in self._role_of.items() if role is None or r == role]
 
     def snapshots(self, role: str | None = None) -> list[Snapshot]:
-        """The drawable snapshots (weights stored) in publish order, only those of `role` when given."""
-        if not self.dropped_count:
-            return [s for s in self._snapshots.values() if role is None or s.role == role]
-        return [s for s in self._snapshots.values() if s.stored and (role is None or s.role == role)]
+        """The drawable snapshots (weights stored) in publish order, only those of `role` when given
+        (from the drawable index: the cost follows what can be drawn, not what was ever published)."""
+        if role is None:
+            return list(self._drawable.values())
+        return list(self._drawable_by_role.get(role, {}).values())
+
+    def drawable_count(self, role: str | None = None) -> int:
+        """How many snapshots (of `role`, when given) can be drawn: their weights are stored."""
+        return len(self._drawable if role is None else self._drawable_by_role.get(role, {}))
 
     def all_snapshots(self, role: str | None = None) -> list[Snapshot]:
         """Every snapshot ever published, weights dropped or not, in publish order."""
@@ -331,11 +356,14 @@ class PolicyPool:
     def _restore(self, meta: Snapshot, stored: bool) -> None:
         """Add a checkpointed snapshot's metadata (its weights are read when needed)."""
         key = meta.key
-        self._snapshots[key] = replace(meta, weights=None, stored=stored)
+        snap = replace(meta, weights=None, stored=stored)
+        self._snapshots[key] = snap
         self._latest[key.policy_id] = key
         self._role_of.setdefault(key.policy_id, meta.role)
         self._versions.setdefault(key.policy_id, []).append(key)
-        if not stored:
+        if stored:
+            self._index_drawable(snap)
+        else:
             self.dropped_count += 1
 
 
@@ -384,9 +412,8 @@ class Retention:
         the role's drawable snapshots (asked only when keep_weight_above is set and a decision is due).
         `pinned` snapshots (a pending evaluation will seat them) are decided at a later publish.
         """
-        versions = pool.versions(policy_id)
         due: list[SnapshotKey] = [k for k in self.deferred if k.policy_id == policy_id]
-        for key in reversed(versions[: max(0, len(versions) - self.keep_latest)]):
+        for key in pool.older_versions(policy_id, self.keep_latest):  # newest first
             snap = pool.get(key)
             if not snap.stored or snap.kept:
                 break  # decisions are made oldest first: everything older is decided (or deferred)

@@ -1,13 +1,15 @@
 """The run recorder: the one writer of a run's HDF5 file (rank 0 only; no MPI here).
 
-Crash consistency: every :meth:`RunRecorder.append` writes its rows, flushes the file, then bumps
-the table's ``committed`` attribute in place and flushes again. A writer killed at any point leaves
-rows ``[0, committed)`` whole; rows past ``committed`` are debris that readers ignore and a later
-append overwrites. Weight snapshots follow the same rule with a ``complete`` attribute written last.
+Crash consistency: every :meth:`RunRecorder.append` writes its rows, then bumps the table's
+``committed`` attribute; rows past ``committed`` are debris that readers ignore and a later append
+overwrites. Weight snapshots follow the same rule with a ``complete`` attribute written last.
 HDF5 itself is not crash-consistent (a kill in the middle of its flush leaves half-written
 metadata), so HDF5 writes into a :class:`~mpimarl.record.journal.JournaledFile` and each change of
 the recorder is committed to the file atomically through a redo journal
-(:mod:`mpimarl.record.journal`).
+(:mod:`mpimarl.record.journal`): HDF5 is flushed once, just before a commit, and a writer killed at
+any point leaves the file as one whole commit left it. (Flushing inside each change as well, as the
+recorder once did, only repeated HDF5's metadata writes into the journal: two to three flushes per
+change, the largest part of a change's cost.)
 Readers can follow the file while the recorder writes: every change is bracketed by the write
 sequence beside the file (``run.h5.seq``, :mod:`mpimarl.record.live`), so a reader knows whether
 what it read was a whole, flushed state.
@@ -143,8 +145,8 @@ class RunRecorder:
         """Append ``rows`` (dicts of column -> value) to ``table`` and make them durable.
 
         Every row is checked first (see :func:`mpimarl.record.schema.rows_to_array`), so a bad row
-        raises ValueError and writes nothing. Then the rows are written and flushed, and only then
-        is the table's ``committed`` count raised and flushed.
+        raises ValueError and writes nothing. Then the rows are written and the table's ``committed``
+        count raised; the commit (now, or at the end of the commit window) makes both durable at once.
         """
         self._check_open()
         data = rows_to_array(table, rows)
@@ -157,9 +159,7 @@ class RunRecorder:
         # overwritten rather than kept.
         ds.resize((end,))
         ds[start:end] = data
-        self._file.flush()
         ds.attrs.modify(COMMITTED_ATTR, np.int64(end))
-        self._file.flush()
         self._committed[table] = end
         for observe, _ in self._observers:
             observe(table, data)
@@ -198,7 +198,7 @@ class RunRecorder:
 
         ``parent`` is the (policy id, version) it was derived from, or None. ``layout`` says how to
         rebuild the network from the flat array (e.g. a JSON list of parameter names and shapes).
-        The snapshot's ``complete`` attribute is written after the data is flushed; a snapshot
+        The snapshot's ``complete`` attribute is written last (the commit makes it durable with the data); a snapshot
         already stored completely raises ValueError (snapshots are immutable).
         """
         self._check_open()
@@ -218,14 +218,12 @@ class RunRecorder:
             del group[name]  # debris of an interrupted save
         data = np.ascontiguousarray(weights, dtype=np.float32)
         ds = group.create_dataset(name, data=data, **self._filter(data.size))
-        self._file.flush()
         ds.attrs["role"] = str(role)
         ds.attrs["parent_id"] = str(parent_id)
         ds.attrs["parent_version"] = np.int64(parent_version)
         ds.attrs["layout"] = layout
         ds.attrs["saved"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         ds.attrs["complete"] = True
-        self._file.flush()
 
     def _filter(self, size: int) -> dict[str, Any]:
         """HDF5 dataset options for a weight array of `size` values under the configured compression."""
@@ -261,13 +259,12 @@ class RunRecorder:
         ds.attrs["stored"] = "float16" if archive == "float16" else "none"
         ds.attrs["retention"] = reason or "dropped"
         ds.attrs["complete"] = True
-        self._file.flush()
 
     # ---------------------------------------------------------------- attributes
 
     @_writes
     def set_attr(self, key: str, value: Any) -> None:
-        """Set (or replace) a file attribute, e.g. ``finished=True`` or a JSON summary; then flush.
+        """Set (or replace) a file attribute, e.g. ``finished=True`` or a JSON summary; then commit.
 
         Dicts, lists, tuples and None are stored as JSON strings and decoded by the loader.
         """
@@ -275,7 +272,6 @@ class RunRecorder:
         stored, is_json = _encode_attr(key, value)
         self._write_attr(key, stored, is_json)
         self._file.attrs[JSON_ATTRS_ATTR] = json.dumps(self._json_keys)
-        self._file.flush()
 
     def _write_attr(self, key: str, value: Any, is_json: bool) -> None:
         self._file.attrs[key] = value
@@ -520,7 +516,7 @@ class RunRecorder:
 
     @_writes
     def del_attr(self, key: str) -> None:
-        """Remove a file attribute (nothing when it is absent); then flush."""
+        """Remove a file attribute (nothing when it is absent); then commit."""
         self._check_open()
         if key in RESERVED_ATTRS:
             raise ValueError(f"file attribute {key!r} is reserved for the recorder")
@@ -529,7 +525,6 @@ class RunRecorder:
         if key in self._json_keys:
             self._json_keys.remove(key)
             self._file.attrs[JSON_ATTRS_ATTR] = json.dumps(self._json_keys)
-        self._file.flush()
 
 
 # -------------------------------------------------------------------- helpers
