@@ -156,6 +156,12 @@ class PPOConfig(_Section):
         description="Normalise value targets by running mean/std of the returns (MAPPO's value "
         "normalisation); the critic predicts normalised values.",
     )
+    obs_norm: bool = Field(
+        default=False,
+        description="Normalise observations (and a centralised critic's input) by running per-feature "
+        "mean/std, clipped to +-10, as PPO on MuJoCo does. The statistics are folded in after each "
+        "update and are part of the policy's weights (snapshots, opponents, exports act the same).",
+    )
 
     @model_validator(mode="after")
     def _minibatch_fits(self) -> PPOConfig:

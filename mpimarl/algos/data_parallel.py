@@ -65,8 +65,9 @@ class GroupLearner(Protocol):
         """The clipped PPO loss of one minibatch and its terms."""
         ...
 
-    def finish_update(self, b: Any, m: np.ndarray, lr: float) -> Any:
-        """Close the update and return its statistics (a :class:`mpimarl.algos.ppo.UpdateStats`)."""
+    def finish_update(self, b: Any, m: np.ndarray, lr: float, group: GradientGroup | None = None) -> Any:
+        """Close the update (input normalisers folded over `group`) and return its statistics (a
+        :class:`mpimarl.algos.ppo.UpdateStats`)."""
         ...
 
 
@@ -78,6 +79,20 @@ def group_moments(values: np.ndarray, group: GradientGroup) -> tuple[int, float,
     n = int(buf[0])
     mean = buf[1] / n if n else 0.0
     return n, mean, max(buf[2] / n - mean * mean, 0.0) if n else 0.0
+
+
+def feature_moments(x: np.ndarray, group: GradientGroup | None = None) -> tuple[int, np.ndarray, np.ndarray]:
+    """(count, per-feature mean, per-feature population variance) of the rows of `x`, over every rank
+    of `group` when given (one float64 sum), for the input normalisers."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    buf = np.concatenate([[float(len(x))], x.sum(0), (x * x).sum(0)])
+    if group is not None:
+        group.allreduce_sum(buf)
+    n, d = int(buf[0]), x.shape[1]
+    if n == 0:
+        return 0, np.zeros(d), np.ones(d)
+    mean = buf[1 : 1 + d] / n
+    return n, mean, np.maximum(buf[1 + d :] / n - mean * mean, 0.0)
 
 
 def minibatch_slices(n: int, minibatches: int) -> list[slice]:
@@ -145,7 +160,7 @@ def group_update(learner: GroupLearner, group: GradientGroup, progress: float,
     if extra is not None:
         extra[:] = stats[3 * steps :]
 
-    params = list(learner.net.parameters())
+    params = [p for p in learner.net.parameters() if p.requires_grad]  # not the normalisers' statistics
     total = sum(p.numel() for p in params)
     flat = np.zeros(total + 1 + _TERMS, np.float32)  # gradients, minibatch size, loss terms
     sums = np.zeros(_TERMS)
@@ -187,4 +202,4 @@ def group_update(learner: GroupLearner, group: GradientGroup, progress: float,
                 break
         if stop:
             break
-    return learner.finish_update(b, sums / max(count, 1), lr)
+    return learner.finish_update(b, sums / max(count, 1), lr, group)

@@ -42,6 +42,9 @@ class PolicyShape:
     state, plus the other agents' actions for COMA); 0: the critic reads the agent's observation."""
     critic_outputs: int = 1
     """1: a state value V. COMA: one Q value per action of the agent (the action count)."""
+    obs_norm: bool = False
+    """Normalise the observation (and a centralised critic's input) by running mean and variance
+    (:class:`RunningNorm`), whose statistics are part of the weights."""
 
     def __post_init__(self) -> None:
         """Reject a torso the observation cannot feed (ValueError naming the shape)."""
@@ -89,8 +92,10 @@ class PolicyShape:
 
     @property
     def _critic_layout(self) -> str:
-        # Only a centralised critic changes the buffer, so local critics keep their old layout names.
-        return f"/critic={self.critic_input}x{self.critic_outputs}" if self.central else ""
+        # Only a centralised critic or input normalisation changes the buffer, so the layouts of
+        # networks without them keep their old names.
+        critic = f"/critic={self.critic_input}x{self.critic_outputs}" if self.central else ""
+        return critic + ("/obsnorm" if self.obs_norm else "")
 
 
 def _mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
@@ -106,6 +111,48 @@ def _mlp(sizes: list[int], activation: str, out_gain: float) -> nn.Sequential:
         if not last:
             layers.append(act())
     return nn.Sequential(*layers)
+
+
+class RunningNorm(nn.Module):
+    """Inputs shifted and scaled by running per-feature mean and variance, then clipped to +-`clip`
+    (the observation normalisation of PPO on MuJoCo: CleanRL's ``NormalizeObservation``, clip 10).
+
+    Raw MuJoCo observations mix angles (~0.1) with joint velocities (~10); without this the first
+    layer sees the velocities only. The statistics are parameters without gradient, so they sit in
+    the policy's flat weight buffer: a snapshot in the pool, an opponent's copy, a resumed run and
+    an exported ONNX file all normalise exactly as the learner did when it acted. The learner folds
+    in each rollout's inputs *after* its update (:meth:`update_moments`), so the policy that
+    collected a rollout is the one whose log-probabilities the update's ratio starts from.
+    """
+
+    def __init__(self, size: int, clip: float = 10.0, epsilon: float = 1e-8) -> None:
+        super().__init__()
+        self.mean = nn.Parameter(torch.zeros(size), requires_grad=False)
+        self.var = nn.Parameter(torch.ones(size), requires_grad=False)
+        self.count = nn.Parameter(torch.zeros(1), requires_grad=False)
+        self.clip = clip
+        self.epsilon = epsilon
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - mean) / sqrt(var + epsilon), clipped to +-clip."""
+        return ((x - self.mean) / torch.sqrt(self.var + self.epsilon)).clamp(-self.clip, self.clip)
+
+    @torch.no_grad()
+    def update_moments(self, n: int, batch_mean: np.ndarray, batch_var: np.ndarray) -> None:
+        """Fold in a batch given by its size and per-feature mean and population variance
+        (parallel Welford in float64, as :class:`mpimarl.algos.value_norm.ValueNormalizer`)."""
+        if n <= 0:
+            return
+        count = float(self.count.item())
+        mean = self.mean.detach().cpu().double().numpy()
+        var = self.var.detach().cpu().double().numpy()
+        delta = np.asarray(batch_mean, np.float64) - mean
+        total = count + n
+        new_mean = mean + delta * n / total
+        new_var = (var * count + np.asarray(batch_var, np.float64) * n + delta * delta * count * n / total) / total
+        self.mean.copy_(torch.from_numpy(new_mean))
+        self.var.copy_(torch.from_numpy(new_var))
+        self.count.fill_(total)
 
 
 class _BoardToChannels(nn.Module):
@@ -176,10 +223,18 @@ class ActorCritic(nn.Module):
             trunk = nn.Identity()
             actor_head = self.actor = _mlp([shape.obs_size, *shape.hidden, shape.action_dim], shape.activation, 0.01)
             critic_head = self.critic = _mlp([shape.obs_size, *shape.hidden, 1], shape.activation, 1.0)
-        # A plain tuple, so that these references are not registered a second time.
-        self._parts: tuple[nn.Module, nn.Module, nn.Module] = (trunk, actor_head, critic_head)
         if not shape.discrete:
             self.log_std = nn.Parameter(torch.zeros(shape.action_dim))
+        # Registered last, so the buffers of networks without them keep their old order.
+        self.obs_norm: RunningNorm | None = None
+        self.critic_norm: RunningNorm | None = None
+        if shape.obs_norm:
+            self.obs_norm = RunningNorm(shape.obs_size)
+            trunk = self.obs_norm if isinstance(trunk, nn.Identity) else nn.Sequential(self.obs_norm, trunk)
+            if shape.central:
+                self.critic_norm = RunningNorm(shape.critic_input)
+        # A plain tuple, so that these references are not registered a second time.
+        self._parts: tuple[nn.Module, nn.Module, nn.Module] = (trunk, actor_head, critic_head)
 
     # The distributions are written out by hand rather than through torch.distributions: on the
     # small batches of acting, object construction and argument checks cost more than the maths.
@@ -248,13 +303,18 @@ class ActorCritic(nn.Module):
             raise ValueError("action probabilities exist only for Discrete action spaces")
         return self._policy_out(self._parts[0](obs), mask).softmax(-1)
 
+    def _critic_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The critic's input normalised like the rest of the network (observation or central input)."""
+        norm = self.critic_norm if self.shape.central else self.obs_norm
+        return x if norm is None else norm(x)
+
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         """State value per observation (per critic input when the critic is centralised)."""
-        return self.critic(obs).squeeze(-1)
+        return self.critic(self._critic_input(obs)).squeeze(-1)
 
     def action_values(self, critic_in: torch.Tensor) -> torch.Tensor:
         """COMA: Q of every action of the agent, (batch, actions), from its centralised critic input."""
-        return self.critic(critic_in)
+        return self.critic(self._critic_input(critic_in))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from mpimarl.algos.coma import counterfactual_advantage, expected_q
-from mpimarl.algos.data_parallel import GradientGroup, group_moments, group_update
+from mpimarl.algos.data_parallel import GradientGroup, feature_moments, group_moments, group_update
 from mpimarl.algos.networks import ActorCritic, PolicyShape
 from mpimarl.algos.value_norm import ValueNormalizer
 from mpimarl.config import PPOConfig
@@ -173,6 +173,11 @@ def compute_gae(reward: np.ndarray, value: np.ndarray, next_value: np.ndarray, c
 # ---------------------------------------------------------------------------------------------
 
 
+def trainable(net: nn.Module) -> list[nn.Parameter]:
+    """The parameters the optimiser moves (not the input normalisers' statistics)."""
+    return [p for p in net.parameters() if p.requires_grad]
+
+
 @dataclass
 class UpdateStats:
     """What one PPO update measured (averaged over minibatches)."""
@@ -242,7 +247,8 @@ class PPOLearner:
         torch.manual_seed(seed)
         self.value_norm = ValueNormalizer() if getattr(self.cfg, "value_norm", False) else None
         self.net = ActorCritic(self.shape).to(self.device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.cfg.learning_rate, eps=1e-5)
+        # Only what has a gradient: input normalisers' statistics are parameters too (in the buffer).
+        self.optimizer = torch.optim.Adam(trainable(self.net), lr=self.cfg.learning_rate, eps=1e-5)
         self.rollout = StreamRollout(self.shape, capacity=self.cfg.rollout_steps + 4 * self.cfg.num_envs)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.acting_net = self.net
@@ -396,7 +402,7 @@ class PPOLearner:
                 loss, terms = self.minibatch_loss(b, mb, mb_adv)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_(self.net.parameters(), cfg.max_grad_norm)
+                nn.utils.clip_grad_norm_(trainable(self.net), cfg.max_grad_norm)
                 self.optimizer.step()
                 sums += torch.stack([t.detach() for t in terms]).double()
                 count += 1
@@ -475,9 +481,16 @@ class PPOLearner:
         loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
         return loss, (pg_loss, v_loss, entropy, approx_kl, clip_frac)
 
-    def finish_update(self, b: PPOBatch, m: np.ndarray, lr: float) -> UpdateStats:
-        """Explained variance, carry the open transitions over, refresh the acting copy, and the
-        update's statistics."""
+    def finish_update(self, b: PPOBatch, m: np.ndarray, lr: float,
+                      group: GradientGroup | None = None) -> UpdateStats:
+        """Fold the rollout's inputs into the input normalisers (after the epochs, so the update's
+        ratios start from the policy that acted), explained variance, carry the open transitions over,
+        refresh the acting copy, and the update's statistics. In a learner `group` the normalisers
+        take the moments of the whole group's inputs, so the ranks' weights stay identical."""
+        net = self.net
+        for norm, x in ((net.obs_norm, b.obs), (net.critic_norm, b.critic_in)):
+            if norm is not None and x is not None:
+                norm.update_moments(*feature_moments(x.cpu().numpy(), group))
         self.weights_changed()
         ret_np = b.returns.cpu().numpy()
         var_ret = float(np.var(ret_np))

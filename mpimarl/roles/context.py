@@ -388,7 +388,8 @@ class RunContext:
             try:
                 shape = PolicyShape(rs.obs_size, rs.action_space, tuple(ppo.hidden), ppo.activation,
                                     obs_shape=rs.obs_shape, torso=torso, conv_channels=channels,
-                                    critic_input=critic_input, critic_outputs=critic_outputs)
+                                    critic_input=critic_input, critic_outputs=critic_outputs,
+                                    obs_norm=getattr(ppo, "obs_norm", False))
             except ValueError as exc:
                 raise ValueError(f"role {role!r}: {exc}") from exc
             self._shapes[role] = shape
