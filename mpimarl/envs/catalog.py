@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+import sys
 from types import ModuleType
 
 from mpimarl.envs.base import API_AEC, API_GYMNASIUM, API_PARALLEL
@@ -60,7 +61,8 @@ def _gymnasium_environments() -> tuple[tuple[str, str], ...]:
     for gym_id, spec in gymnasium.registry.items():
         entry_point = spec.entry_point
         if isinstance(entry_point, str):
-            if not _importable(entry_point.partition(":")[0]):
+            module_name, _, attribute = entry_point.partition(":")
+            if not _importable(module_name) or _needs_mujoco_py(module_name, attribute):
                 continue
         elif entry_point is None or getattr(entry_point, "__module__", "") == "gymnasium.envs":
             # gymnasium registers placeholders (mujoco-py, shimmy) in gymnasium.envs that only
@@ -79,6 +81,14 @@ def _openspiel_environments() -> tuple[tuple[str, str], ...]:
     from mpimarl.envs.openspiel import game_api
 
     return tuple((f"openspiel:{name}", game_api(pyspiel.load_game(name))) for name in OPENSPIEL_GAMES)
+
+
+def _needs_mujoco_py(module_name: str, attribute: str) -> bool:
+    """gymnasium-robotics re-registers the MuJoCo v2/v3 ids with classes that import fine but raise
+    "install mujoco-py" when built: not buildable unless mujoco_py itself is importable."""
+    target = getattr(sys.modules.get(module_name), attribute, None)
+    needs = isinstance(target, type) and any(base.__name__ == "MuJocoPyEnv" for base in target.__mro__)
+    return needs and not _importable("mujoco_py")
 
 
 @functools.cache
