@@ -112,12 +112,24 @@ class PPOConfig(_Section):
     epochs: int = Field(default=4, ge=1, description="Passes over each rollout.")
     minibatches: int = Field(default=4, ge=1, description="Minibatches per epoch.")
     learning_rate: float = Field(default=2.5e-4, gt=0, description="Adam learning rate.")
-    anneal_lr: bool = Field(default=False, description="Linearly decay the learning rate to 0 over the run.")
+    anneal_lr: bool = Field(
+        default=False,
+        description="Linearly decay the learning rate to 0 over the learner's training: the run, or each "
+        "generation with reset_each_generation (every generation is then a training of its own).",
+    )
     gamma: float = Field(default=0.99, gt=0, le=1, description="Discount factor.")
     gae_lambda: float = Field(default=0.95, ge=0, le=1, description="GAE lambda.")
     clip_coef: float = Field(default=0.2, gt=0, description="PPO ratio clip.")
     clip_value: bool = Field(default=True, description="Clip the value loss like the policy ratio.")
     ent_coef: float = Field(default=0.01, ge=0, description="Entropy bonus coefficient.")
+    ent_coef_final: float | None = Field(
+        default=None,
+        ge=0,
+        description="Anneal the entropy bonus linearly from ent_coef to this over the learner's training (as "
+        "anneal_lr: the run, or each generation with reset_each_generation). A best response that must "
+        "find a move whose value shows only after later moves are learned (slow-playing a strong hand) "
+        "keeps trying it early and still ends near-deterministic. None: ent_coef throughout.",
+    )
     vf_coef: float = Field(default=0.5, ge=0, description="Value loss coefficient.")
     max_grad_norm: float = Field(default=0.5, gt=0, description="Global gradient norm clip.")
     norm_adv: bool = Field(default=True, description="Normalise advantages per minibatch.")

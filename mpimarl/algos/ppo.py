@@ -237,6 +237,7 @@ class PPOLearner:
         if self.coma and not (shape.central and shape.discrete and shape.critic_outputs == shape.action_dim):
             raise ValueError("COMA needs Discrete actions and a centralised critic with one output per action")
         self.state_input = shape.critic_input - others_size  # where the others' actions begin (COMA)
+        self.ent_coef = cfg.ent_coef  # set_learning_rate anneals it with ppo.ent_coef_final
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
@@ -414,8 +415,11 @@ class PPOLearner:
         return self.finish_update(b, sums.cpu().numpy() / max(count, 1), lr)
 
     def set_learning_rate(self, progress: float) -> float:
-        """Set the optimiser's learning rate for `progress` in [0, 1] (annealed when ppo.anneal_lr) and return it."""
+        """Set the optimiser's learning rate for `progress` in [0, 1] (annealed when ppo.anneal_lr) and return it;
+        the entropy coefficient follows `progress` too when ppo.ent_coef_final is set."""
         cfg = self.cfg
+        final = cfg.ent_coef if cfg.ent_coef_final is None else cfg.ent_coef_final
+        self.ent_coef = cfg.ent_coef + (final - cfg.ent_coef) * min(max(progress, 0.0), 1.0)
         lr = cfg.learning_rate * (1.0 - progress) if cfg.anneal_lr else cfg.learning_rate
         lr = max(lr, 1e-8)
         for group in self.optimizer.param_groups:
@@ -478,7 +482,7 @@ class PPOLearner:
             v_loss = 0.5 * torch.max((new_value - returns) ** 2, (v_clipped - returns) ** 2).mean()
         else:
             v_loss = 0.5 * ((new_value - returns) ** 2).mean()
-        loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+        loss = pg_loss - self.ent_coef * entropy + cfg.vf_coef * v_loss
         return loss, (pg_loss, v_loss, entropy, approx_kl, clip_frac)
 
     def finish_update(self, b: PPOBatch, m: np.ndarray, lr: float,

@@ -19,7 +19,9 @@ Strategies:
   agents: 35%), so the learner keeps meeting the frontier of its population.
 - `psro` (policy-space response oracles): every seat samples its role's meta-strategy, the Nash
   equilibrium of the empirical payoff table restricted to that role's snapshots (LP for zero-sum
-  games, replicator dynamics otherwise); asymmetric games get one meta-strategy per role.
+  games, replicator dynamics otherwise); asymmetric games get one meta-strategy per role. A
+  generation's `n` line-ups are a systematic sample of it (each snapshot within one of its n w
+  share), not n independent draws.
 
 Every matchmaker also reports `meta_strategy(pool, role, payoff)`: the distribution over a role's
 snapshots that it draws seats from, which the server records and the exploitability of the
@@ -152,6 +154,23 @@ def _draw(weights: Weights, rng: np.random.Generator) -> SnapshotKey:
     keys = list(weights)
     p = np.array([weights[k] for k in keys], dtype=np.float64)
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
+
+
+def _systematic(weights: Weights, n: int, rng: np.random.Generator) -> list[SnapshotKey]:
+    """`n` draws from `weights` by systematic sampling, in random order.
+
+    The draws sit at the quantiles (u + i) / n of the distribution for one uniform u, so every key
+    appears floor(n w) or ceil(n w) times and is still drawn n w times in expectation. A learner's
+    generation trains against these `n` line-ups only: independent draws would leave it a best
+    response to a mixture off by about sqrt(w / n) per snapshot, which near an equilibrium, where a
+    best response's margin is small, is enough to train it against the wrong mixture.
+    """
+    keys = list(weights)
+    p = np.array([weights[k] for k in keys], dtype=np.float64)
+    cdf = np.cumsum(p / p.sum())
+    cdf[-1] = 1.0
+    picks = np.searchsorted(cdf, (rng.random() + np.arange(n)) / n, side="right")
+    return [keys[int(i)] for i in rng.permutation(np.minimum(picks, len(keys) - 1))]
 
 
 # ---- the registry -------------------------------------------------------------------------------
@@ -674,14 +693,16 @@ class PSROMatchmaker:
         rng: np.random.Generator,
         payoff: PayoffTable | None = None,
     ) -> list[Lineup]:
-        """`n` lineups, each seat drawn from its role's meta-strategy."""
+        """`n` lineups, each seat's column a systematic sample of its role's meta-strategy (each
+        snapshot fills within one of n w of its seats), shuffled independently per seat."""
         _check_request(pool, learner, learner_role, seat_roles, n)
         for role in seat_roles:
             if role != learner_role:
                 self._opponent_role.setdefault(role, learner_role)
                 self._opponent_role.setdefault(learner_role, role)
         dists = {role: self.meta_strategy(pool, role, payoff) for role in set(seat_roles)}
-        return [tuple(_draw(dists[role], rng) for role in seat_roles) for _ in range(n)]
+        columns = [_systematic(dists[role], n, rng) for role in seat_roles]
+        return [tuple(column[i] for column in columns) for i in range(n)]
 
     def record_result(self, learner: SnapshotKey, opponent: SnapshotKey, score: float) -> None:
         """Ignored: the meta-game is the payoff table (the score is still checked)."""

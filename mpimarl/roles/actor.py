@@ -189,8 +189,8 @@ class ImpalaLearner(Trainer):
     def learn(self, budget: int) -> dict[int, Tally]:
         """Learn from the actors until their summed steps reach `budget` more (at an update); then
         end the actors' generation and collect their tallies."""
+        start = self.steps_learned
         target = self.policy_env_steps + budget
-        total = self.ctx.config.schedule.total_steps
         width = self.layout.width
         ended: set[int] = set()
         done = budget <= 0
@@ -203,7 +203,8 @@ class ImpalaLearner(Trainer):
             else:
                 while not self.learner.ready:  # whatever has arrived, from any actor
                     self._take(self.link.receive(MPI.ANY_SOURCE, width, self.link.deadline("segments from the actors")))
-            stats = self.learner.update(progress=min(1.0, (self.steps_learned + self.learner.queued_env_steps) / total))
+            stats = self.learner.update(progress=self.ctx.learning_progress(
+                self.steps_learned + self.learner.queued_env_steps, start, budget))
             self.steps_learned += self.learner.last_env_steps + self._dropped_steps
             self._dropped_steps = 0
             done = self.policy_env_steps >= target

@@ -400,6 +400,15 @@ class RunContext:
         """Snapshots each trainer publishes after its initial version 0."""
         return self.config.schedule.generations()
 
+    def learning_progress(self, steps: int, start: int, budget: int) -> float:
+        """Where a learner is in its training, in [0, 1], for the annealed settings (ppo.anneal_lr,
+        ppo.ent_coef_final): with ppo.reset_each_generation every generation trains a fresh learner, so
+        the share of this generation's `budget` done since `start`; otherwise the share of
+        schedule.total_steps that `steps` is."""
+        if self.config.ppo.reset_each_generation:
+            return min(1.0, max(steps - start, 0) / max(budget, 1))
+        return min(1.0, steps / self.config.schedule.total_steps)
+
     def generation_budget(self, generation: int) -> int:
         """Environment steps of generation `generation` (schedule.generation_growth makes them grow)."""
         return self.config.schedule.generation_budget(generation)

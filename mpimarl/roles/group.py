@@ -168,8 +168,8 @@ class GroupTrainer(Trainer):
         matches = self.matches
         policies = self._start_generation(lineups)
         tallies: dict[int, Tally] = {}
-        target = self.group_env_steps + budget
-        total = self.ctx.config.schedule.total_steps
+        start = self.group_env_steps
+        target = start + budget
         competitive = self.ctx.config.task.kind == "competitive"
         margin = self.ctx.config.task.draw_margin
         if budget <= 0:
@@ -179,7 +179,7 @@ class GroupTrainer(Trainer):
                 self._account(ep, tallies, competitive, margin)
                 self._seat_next(ep.env_index, lineups)
             if self._rollout_done():
-                stats = self._group_update(min(1.0, self.group_env_steps / total))
+                stats = self._group_update(self.ctx.learning_progress(self.group_env_steps, start, budget))
                 self.send_train_row(stats)
                 self.serve_evaluations()
                 faults.reached("training")

@@ -297,8 +297,8 @@ class Trainer:
         matches = self.matches
         policies = self._start_generation(lineups)
         tallies: dict[int, Tally] = {}
-        target = matches.env_steps + budget
-        total = self.ctx.config.schedule.total_steps
+        start = matches.env_steps
+        target = start + budget
         competitive = self.ctx.config.task.kind == "competitive"
         margin = self.ctx.config.task.draw_margin
         while matches.env_steps < target:
@@ -307,7 +307,7 @@ class Trainer:
                 self._account(ep, tallies, competitive, margin)
                 self._seat_next(ep.env_index, lineups)
             if self.learner.ready:
-                stats = self.learner.update(progress=min(1.0, matches.env_steps / total))
+                stats = self.learner.update(progress=self.ctx.learning_progress(matches.env_steps, start, budget))
                 self.send_train_row(stats)
                 self.serve_evaluations()
                 faults.reached("training")
