@@ -108,3 +108,35 @@ def test_reset_gives_the_fresh_learner_of_that_seed() -> None:
     fresh = PPOLearner(SHAPE, cfg, torch.device("cpu"), seed=5)
     np.testing.assert_array_equal(flat_weights(trained.net), flat_weights(fresh.net))
     assert not trained.optimizer.state and trained.rollout.size == 0 and not trained.rollout.pending
+
+
+def test_entropy_bonus_anneals_to_its_final_value() -> None:
+    """ppo.ent_coef_final: the coefficient moves linearly with the learner's progress and stops at the final
+    value; without it the coefficient stays ent_coef."""
+    annealed = PPOLearner(SHAPE, PPOConfig(ent_coef=0.1, ent_coef_final=0.0, hidden=[8]), torch.device("cpu"), seed=1)
+    seen = []
+    for progress in (0.0, 0.25, 1.0, 1.5):
+        annealed.set_learning_rate(progress)
+        seen.append(annealed.ent_coef)
+    assert seen == pytest.approx([0.1, 0.075, 0.0, 0.0])
+    constant = PPOLearner(SHAPE, PPOConfig(ent_coef=0.1, hidden=[8]), torch.device("cpu"), seed=1)
+    constant.set_learning_rate(0.8)
+    assert constant.ent_coef == pytest.approx(0.1)
+
+
+def test_a_reset_learner_anneals_over_each_generation() -> None:
+    """With reset_each_generation every generation trains a fresh best response, so annealing restarts at
+    each generation's start; otherwise it runs over schedule.total_steps."""
+    from mpimarl.config import load_config
+    from mpimarl.roles.context import RunContext
+
+    from tests.conftest import CONFIGS
+
+    reset = RunContext.build(load_config(CONFIGS / "kuhn_psro.yaml"), None)
+    assert reset.config.ppo.reset_each_generation
+    assert reset.learning_progress(steps=150_000, start=100_000, budget=50_000) == pytest.approx(1.0)
+    assert reset.learning_progress(steps=125_000, start=100_000, budget=50_000) == pytest.approx(0.5)
+    carried = RunContext.build(load_config(CONFIGS / "cartpole.yaml"), None)
+    total = carried.config.schedule.total_steps
+    assert not carried.config.ppo.reset_each_generation
+    assert carried.learning_progress(steps=total // 4, start=total // 5, budget=10) == pytest.approx(0.25, abs=1e-6)
