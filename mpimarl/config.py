@@ -297,10 +297,12 @@ class MatchmakingConfig(_Section):
         "and evaluation), forgetting with a time constant of this many games; 0 reads only the evaluated "
         "payoff table.",
     )
-    psro_solver: Literal["lp", "replicator"] = Field(
+    psro_solver: Literal["lp", "max_entropy", "replicator"] = Field(
         default="lp",
-        description="psro: lp solves the two-player zero-sum meta-game exactly; replicator runs "
-        "replicator dynamics (general-sum games).",
+        description="psro: lp solves the two-player zero-sum meta-game exactly (one vertex of the equilibrium "
+        "set); max_entropy takes the symmetric meta-game's maximum-entropy equilibrium, which spreads weight "
+        "over every snapshot any equilibrium plays (asymmetric roles: lp); replicator runs replicator "
+        "dynamics (general-sum games).",
     )
     psro_window: int | None = Field(
         default=None,

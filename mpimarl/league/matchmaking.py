@@ -630,7 +630,9 @@ class PSROMatchmaker:
     measured) against the snapshots it meets: itself for a symmetric role (a square, antisymmetric
     table of `PayoffEntry.value`), the first other role it faces otherwise (a bimatrix solved per
     role, so asymmetric games get one meta-strategy per role). Missing cells count as even (0). The
-    `lp` solver solves the zero-sum game exactly; `replicator` runs replicator dynamics. Until the
+    `lp` solver solves the zero-sum game exactly (a vertex of the equilibrium set); `max_entropy`
+    takes a symmetric table's maximum-entropy equilibrium (bimatrix tables: lp), which keeps every
+    snapshot that some equilibrium plays in the mixture; `replicator` runs replicator dynamics. Until the
     table measures any snapshot of the role, the meta-strategy is the role's latest snapshots.
     """
 
@@ -642,8 +644,8 @@ class PSROMatchmaker:
         return cls(options.solver, options.window)
 
     def __init__(self, solver: str = "lp", window: int | None = None) -> None:
-        if solver not in ("lp", "replicator"):
-            raise ValueError(f"unknown psro solver {solver!r}; allowed: 'lp', 'replicator'")
+        if solver not in ("lp", "max_entropy", "replicator"):
+            raise ValueError(f"unknown psro solver {solver!r}; allowed: 'lp', 'max_entropy', 'replicator'")
         if window is not None and window < 2:
             raise ValueError(f"psro window must be at least 2 snapshots, got {window!r}")
         self.solver = solver
@@ -678,7 +680,7 @@ class PSROMatchmaker:
                 return _latest_weights(pool, role)
             a = np.nan_to_num(payoff.matrix([str(k) for k in rows], [str(k) for k in cols], "value",
                                             antisymmetric_fill=True), nan=0.0)
-            p, _ = solve_meta_game(a, self.solver)
+            p, _ = solve_meta_game(a, "lp" if self.solver == "max_entropy" else self.solver)
         p = np.clip(np.asarray(p, dtype=np.float64), 0.0, None)
         p = p / p.sum()
         return {k: float(w) for k, w in zip(rows, p) if w > 1e-9}

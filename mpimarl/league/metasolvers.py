@@ -16,7 +16,7 @@ import math
 import numpy as np
 from scipy.optimize import linprog, minimize
 
-SOLVERS = ("lp", "replicator")
+SOLVERS = ("lp", "max_entropy", "replicator")
 """Solver names `solve_meta_game` accepts."""
 
 ANTISYMMETRY_TOLERANCE = 1e-9
@@ -219,9 +219,11 @@ def replicator_dynamics(a: np.ndarray, b: np.ndarray | None = None, iterations: 
 
 
 def solve_meta_game(a: np.ndarray, solver: str = "lp", b: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Equilibrium strategies (rows, columns) of a meta-game by `solver`: 'lp' or 'replicator'.
+    """Equilibrium strategies (rows, columns) of a meta-game by `solver`: 'lp', 'max_entropy' or 'replicator'.
 
-    'lp' is exact but zero-sum only (`b` must be None or -a); 'replicator' takes any bimatrix game.
+    'lp' is exact but zero-sum only (`b` must be None or -a); 'max_entropy' is the unique
+    maximum-entropy equilibrium of a symmetric zero-sum game (antisymmetric `a`); 'replicator' takes
+    any bimatrix game.
     """
     if solver == "lp":
         if b is not None:
@@ -232,6 +234,11 @@ def solve_meta_game(a: np.ndarray, solver: str = "lp", b: np.ndarray | None = No
                                  "use solver 'replicator' for general-sum games")
         p, q, _ = zero_sum_nash(a)
         return p, q
+    if solver == "max_entropy":
+        if b is not None:
+            raise ValueError("meta-game solver 'max_entropy' needs a symmetric zero-sum game (b None)")
+        p = max_entropy_nash(a)
+        return p, p
     if solver == "replicator":
         return replicator_dynamics(a, b)
     raise ValueError(f"unknown meta-game solver {solver!r}; expected one of {', '.join(repr(s) for s in SOLVERS)}")

@@ -475,7 +475,7 @@ def test_psro_puts_no_weight_on_a_dominated_snapshot(pool_factory: PoolFactory) 
     _scored(table, "player-0@1", "player-0@0", 0.9)
     _scored(table, "player-0@2", "player-0@0", 0.8)
     _scored(table, "player-0@2", "player-0@1", 0.7)
-    for solver in ("lp", "replicator"):
+    for solver in ("lp", "max_entropy", "replicator"):
         weights = make_matchmaker("psro", solver=solver).meta_strategy(pool, "player", table)
         assert weights.get(SnapshotKey("player-0", 2), 0.0) > 0.95, solver
 

@@ -149,5 +149,5 @@ def test_solve_meta_game_dispatches_and_validates() -> None:
     np.testing.assert_allclose(p, BIASED_NASH, atol=0.02)
     with pytest.raises(ValueError, match="'lp'"):
         solve_meta_game(BIASED_RPS, "lp", b=BIASED_RPS)
-    with pytest.raises(ValueError, match="'lp', 'replicator'"):
+    with pytest.raises(ValueError, match="'lp', 'max_entropy', 'replicator'"):
         solve_meta_game(BIASED_RPS, "fictitious")
