@@ -480,6 +480,19 @@ def test_psro_puts_no_weight_on_a_dominated_snapshot(pool_factory: PoolFactory) 
         assert weights.get(SnapshotKey("player-0", 2), 0.0) > 0.95, solver
 
 
+def test_psro_max_entropy_keeps_every_equilibrium_snapshot(pool_factory: PoolFactory) -> None:
+    """Two snapshots that play alike (paper and a copy of it): lp may put all of paper's weight on one;
+    max_entropy splits it between both, so the mixture keeps every snapshot an equilibrium plays."""
+    pool = pool_factory([("player-0", "player", 4)])  # @0 rock, @1 paper, @2 scissors, @3 paper again
+    table = PayoffTable()
+    for row, col in [("1", "0"), ("2", "1"), ("0", "2"), ("3", "0"), ("2", "3")]:
+        _scored(table, f"player-0@{row}", f"player-0@{col}", 1.0)
+    _scored(table, "player-0@3", "player-0@1", 0.5)
+    weights = make_matchmaker("psro", solver="max_entropy").meta_strategy(pool, "player", table)
+    expected = [1 / 3, 1 / 6, 1 / 3, 1 / 6]
+    assert [weights[SnapshotKey("player-0", v)] for v in range(4)] == pytest.approx(expected, abs=1e-6)
+
+
 def test_psro_uses_exact_values_and_a_window(pool_factory: PoolFactory) -> None:
     pool = pool_factory([("player-0", "player", 4)])
     table = PayoffTable()

@@ -149,5 +149,10 @@ def test_solve_meta_game_dispatches_and_validates() -> None:
     np.testing.assert_allclose(p, BIASED_NASH, atol=0.02)
     with pytest.raises(ValueError, match="'lp'"):
         solve_meta_game(BIASED_RPS, "lp", b=BIASED_RPS)
+    p, q = solve_meta_game(BIASED_RPS, "max_entropy")
+    np.testing.assert_allclose(p, BIASED_NASH, atol=1e-8)
+    np.testing.assert_allclose(q, BIASED_NASH, atol=1e-8)
+    with pytest.raises(ValueError, match="'max_entropy' needs a symmetric"):
+        solve_meta_game(BIASED_RPS, "max_entropy", b=-BIASED_RPS)
     with pytest.raises(ValueError, match="'lp', 'max_entropy', 'replicator'"):
         solve_meta_game(BIASED_RPS, "fictitious")
