@@ -310,6 +310,13 @@ class MatchmakingConfig(_Section):
         description="psro: only the newest snapshots of a role enter the meta-game (None: all); "
         "evaluation then plays each new snapshot against the whole window.",
     )
+    psro_sampling: Literal["independent", "systematic"] = Field(
+        default="independent",
+        description="psro: how a generation's line-ups sample the meta-strategy. independent: each seat an "
+        "independent draw, so each trainer's best response targets a slightly different mixture; "
+        "systematic: each snapshot fills within one of its share of the line-ups (on Kuhn, 3 seeds, this "
+        "ended more exploitable: benchmarks/results/league_kuhn_sampling.md).",
+    )
     latest_fraction: float = Field(default=0.8, ge=0, le=1, description="openai_five: share of latest.")
     quality_lr: float = Field(default=0.01, gt=0, description="openai_five: quality score step (eta).")
     lineups: int = Field(default=8, ge=1, description="Opponent/partner line-ups drawn per generation.")

@@ -202,6 +202,7 @@ class League:
         self.matchmaker: Matchmaker = make_matchmaker(
             mm.strategy, latest_fraction=mm.latest_fraction, quality_lr=mm.quality_lr,
             weighting=mm.pfsp_weighting, exponent=mm.pfsp_exponent, solver=mm.psro_solver, window=mm.psro_window,
+            sampling=mm.psro_sampling,
             self_play=mm.pfsp_self_play, memory=mm.pfsp_memory,
         )
         self.eval_sampler = make_matchmaker("uniform")

@@ -20,8 +20,8 @@ Strategies:
 - `psro` (policy-space response oracles): every seat samples its role's meta-strategy, the Nash
   equilibrium of the empirical payoff table restricted to that role's snapshots (LP for zero-sum
   games, replicator dynamics otherwise); asymmetric games get one meta-strategy per role. A
-  generation's `n` line-ups are a systematic sample of it (each snapshot within one of its n w
-  share), not n independent draws.
+  generation's `n` line-ups are independent draws from it, or with `sampling='systematic'` a
+  systematic sample (each snapshot within one of its n w share).
 
 Every matchmaker also reports `meta_strategy(pool, role, payoff)`: the distribution over a role's
 snapshots that it draws seats from, which the server records and the exploitability of the
@@ -161,9 +161,9 @@ def _systematic(weights: Weights, n: int, rng: np.random.Generator) -> list[Snap
 
     The draws sit at the quantiles (u + i) / n of the distribution for one uniform u, so every key
     appears floor(n w) or ceil(n w) times and is still drawn n w times in expectation. A learner's
-    generation trains against these `n` line-ups only: independent draws would leave it a best
-    response to a mixture off by about sqrt(w / n) per snapshot, which near an equilibrium, where a
-    best response's margin is small, is enough to train it against the wrong mixture.
+    generation trains against these `n` line-ups only: independent draws leave it a best response
+    to a mixture off by about sqrt(w / n) per snapshot. (On Kuhn that noise helped: two trainers'
+    best responses to the same exact mixture were alike, and psro ended more exploitable.)
     """
     keys = list(weights)
     p = np.array([weights[k] for k in keys], dtype=np.float64)
@@ -186,6 +186,7 @@ class MatchmakerOptions:
     exponent: float = 2.0
     solver: str = "lp"
     window: int | None = None
+    sampling: str = "independent"
     self_play: float = 0.0
     memory: int = 256
 
@@ -641,9 +642,12 @@ class PSROMatchmaker:
     @classmethod
     def from_options(cls, options: MatchmakerOptions) -> PSROMatchmaker:
         """Built from the config's matchmaking options."""
-        return cls(options.solver, options.window)
+        return cls(options.solver, options.window, options.sampling)
 
-    def __init__(self, solver: str = "lp", window: int | None = None) -> None:
+    def __init__(self, solver: str = "lp", window: int | None = None, sampling: str = "independent") -> None:
+        if sampling not in ("independent", "systematic"):
+            raise ValueError(f"unknown psro sampling {sampling!r}; allowed: 'independent', 'systematic'")
+        self.sampling = sampling
         if solver not in ("lp", "max_entropy", "replicator"):
             raise ValueError(f"unknown psro solver {solver!r}; allowed: 'lp', 'max_entropy', 'replicator'")
         if window is not None and window < 2:
@@ -695,14 +699,17 @@ class PSROMatchmaker:
         rng: np.random.Generator,
         payoff: PayoffTable | None = None,
     ) -> list[Lineup]:
-        """`n` lineups, each seat's column a systematic sample of its role's meta-strategy (each
-        snapshot fills within one of n w of its seats), shuffled independently per seat."""
+        """`n` lineups, each seat drawn from its role's meta-strategy: independently, or (sampling
+        'systematic') each seat's column a systematic sample (each snapshot within one of n w of the
+        seats), shuffled independently per seat."""
         _check_request(pool, learner, learner_role, seat_roles, n)
         for role in seat_roles:
             if role != learner_role:
                 self._opponent_role.setdefault(role, learner_role)
                 self._opponent_role.setdefault(learner_role, role)
         dists = {role: self.meta_strategy(pool, role, payoff) for role in set(seat_roles)}
+        if self.sampling == "independent":
+            return [tuple(_draw(dists[role], rng) for role in seat_roles) for _ in range(n)]
         columns = [_systematic(dists[role], n, rng) for role in seat_roles]
         return [tuple(column[i] for column in columns) for i in range(n)]
 

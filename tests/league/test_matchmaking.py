@@ -447,15 +447,15 @@ def test_psro_meta_strategy_is_the_nash_of_the_payoff_table(pool_factory: PoolFa
     assert all(abs(counts[v] / 3000 - 1 / 3) < 0.03 for v in range(3))
 
 
-def test_psro_lineups_follow_the_meta_strategy_within_one_seat(pool_factory: PoolFactory) -> None:
-    """A generation trains against its line-ups only: each snapshot fills within one of n w of them,
-    for every n and seed, where independent draws would be off by about sqrt(n w)."""
+def test_psro_systematic_lineups_follow_the_meta_strategy_within_one_seat(pool_factory: PoolFactory) -> None:
+    """psro_sampling 'systematic': each snapshot fills within one of n w of a generation's line-ups, for
+    every n and seed, where independent draws are off by about sqrt(n w)."""
     pool = _rps_pool(pool_factory)
     table = PayoffTable()
     _scored(table, "player-0@1", "player-0@0", 0.8)   # rock loses to paper...
     _scored(table, "player-0@0", "player-0@2", 0.6)   # ...beats scissors (weaker)...
     _scored(table, "player-0@2", "player-0@1", 0.7)   # ...which beat paper: an uneven cycle
-    mm = make_matchmaker("psro")
+    mm = make_matchmaker("psro", sampling="systematic")
     weights = mm.meta_strategy(pool, "player", table)
     assert len(weights) == 3 and max(weights.values()) - min(weights.values()) > 0.05
     for n, seed in [(7, 0), (64, 1), (64, 2), (1000, 3)]:
