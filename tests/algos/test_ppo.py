@@ -129,7 +129,6 @@ def test_a_reset_learner_anneals_over_each_generation() -> None:
     each generation's start; otherwise it runs over schedule.total_steps."""
     from mpimarl.config import load_config
     from mpimarl.roles.context import RunContext
-
     from tests.conftest import CONFIGS
 
     reset = RunContext.build(load_config(CONFIGS / "kuhn_psro.yaml"), None)
