@@ -250,8 +250,8 @@ def c4_retention(args: argparse.Namespace) -> None:
              "(two runs a side: the smallest possible p is 0.33).")
     save(pd.DataFrame(rows), "pool_retention_c4", notes)
     text = (RESULTS / "pool_retention_c4.md").read_text()
-    text += ("\n## Run files\n\n" + pd.DataFrame(files).to_markdown(index=False)
-             + "\n\n## Every pairing\n\n" + wide.to_markdown(index=False) + "\n")
+    text += ("\n## Run files\n\n" + pd.DataFrame(files).to_string(index=False)
+             + "\n\n## Every pairing\n\n" + wide.to_string(index=False) + "\n")
     (RESULTS / "pool_retention_c4.md").write_text(text)
 
 
