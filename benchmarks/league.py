@@ -97,7 +97,7 @@ def connect_four(args: argparse.Namespace) -> None:
     steps = int(run.pool.groupby("policy_id").env_steps.max().min())
     size_mb = Path(path).stat().st_size / 2**20
     stored = run.policies()
-    kept = int(stored["stored"].astype(bool).sum()) if "stored" in stored.columns else len(stored)
+    kept = int((stored["stored"] != "none").sum()) if "stored" in stored.columns else len(stored)
     budget_text = f"{args.steps} env steps per trainer" if args.steps else f"{args.minutes} min wall limit"
     text = (f"config {args.config} {' '.join(args.set)} (seed {args.seed}): {budget_text}, {wall:.0f} s of training "
             f"with start-up and final evaluation, {steps} env steps per trainer, {len(stored)} snapshots "

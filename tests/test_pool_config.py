@@ -22,17 +22,13 @@ def test_defaults_keep_every_weight_and_publish_every_generation() -> None:
     pool = PoolConfig()
     assert pool.keep_latest is None and not pool.retention and pool.publish_every == 1
     assert pool.commit_window_s == 0.0 and pool.compression == "none" and pool.cache_mb == 256.0
-    # the connect-four league sets its own retention (benchmarks/results/pool_retention_c4.md)
-    c4 = load_config(C4).pool
-    assert c4.retention and (c4.keep_latest, c4.keep_every, c4.keep_weight_above) == (8, 5, None)
+    assert not load_config(C4).pool.retention  # benchmarks/results/pool_retention_c4.md: not the default yet
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
     (["pool.keep_latest=0"], "pool.keep_latest 0 would leave the matchmaker nothing to draw"),
-    (["pool.keep_latest=null", "pool.keep_weight_above=null"],
-     "pool.keep_every is part of the retention policy, which is off"),
-    (["pool.keep_latest=null", "pool.keep_every=null", "pool.keep_weight_above=null", "pool.archive=float16"],
-     "pool.archive is part of the retention policy"),
+    (["pool.keep_every=5"], "pool.keep_every is part of the retention policy, which is off"),
+    (["pool.archive=float16"], "pool.archive is part of the retention policy"),
     (["pool.keep_latest=2", "pool.keep=[player-0]"], "pool.keep: 'player-0' is not 'policy_id@version'"),
     (["pool.publish_every=4"], "need schedule.mode 'async'"),
     (["pool.cache_mb=0"], "pool.cache_mb"),
@@ -59,14 +55,15 @@ def test_a_cache_smaller_than_one_snapshot_is_refused_at_start() -> None:
     ("player-0@21", 3, "pool.keep: 'player-0@21' names version 21, but each policy publishes versions 0..20"),
 ])
 def test_anchors_the_run_never_publishes_are_refused_at_start(keep: str, world_size: int | None, message: str) -> None:
-    config = load_config(C4, [f"pool.keep=[{keep}]", "baselines=[]"])  # 20 generations by default
+    config = load_config(C4, ["pool.keep_latest=8", f"pool.keep=[{keep}]", "baselines=[]"])  # 20 generations by default
     with pytest.raises(ConfigError, match=re.escape(message)):
         RunContext.build(config, world_size)
-    RunContext.build(load_config(C4, ["pool.keep=[player-5@20]", "baselines=[]"]), None)  # 7 ranks create it
+    ok = load_config(C4, ["pool.keep_latest=8", "pool.keep=[player-5@20]", "baselines=[]"])
+    RunContext.build(ok, None)  # 7 ranks create player-5
 
 
 def test_anchors_of_versions_the_publish_cadence_skips_are_refused() -> None:
-    cadence = ["schedule.mode=async", "pool.publish_every=4", "baselines=[]"]
+    cadence = ["schedule.mode=async", "pool.publish_every=4", "pool.keep_latest=8", "baselines=[]"]
     with pytest.raises(ConfigError, match=r"'player-0@6' names version 6, which pool.publish_every 4 never publishes"):
         RunContext.build(load_config(C4, [*cadence, "pool.keep=[player-0@6]"]), 3)
     RunContext.build(load_config(C4, [*cadence, "pool.keep=[player-0@8, player-1@20]"]), 3)
@@ -75,10 +72,11 @@ def test_anchors_of_versions_the_publish_cadence_skips_are_refused() -> None:
 @pytest.mark.mpi
 def test_check_and_train_refuse_an_anchor_of_a_policy_the_run_does_not_create(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", str(C4), "pool.keep=[plyer-0@4]"]) == 2
+    assert main(["check", str(C4), "pool.keep_latest=8", "pool.keep=[plyer-0@4]"]) == 2
     err = capsys.readouterr().err
     assert "pool.keep: 'plyer-0@4' names policy 'plyer-0'" in err and err.count("\n") == 1
-    out = run_mpi(3, ["train", str(C4), "--run-dir", str(tmp_path / "run"), "pool.keep=[player-2@4]"], timeout=240)
+    out = run_mpi(3, ["train", str(C4), "--run-dir", str(tmp_path / "run"), "pool.keep_latest=8",
+                      "pool.keep=[player-2@4]"], timeout=240)
     assert out.returncode == 2, out.stderr
     assert "pool.keep: 'player-2@4' names policy 'player-2', which this run does not create" in out.stderr
     assert not (tmp_path / "run" / "run.h5").exists()  # refused before any training
