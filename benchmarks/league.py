@@ -8,6 +8,7 @@ final policies, and exact exploitability where the game allows it. Reference fig
     python -m benchmarks.league connect_four [--minutes 30]        # the default config
     python -m benchmarks.league c4_ablation [--steps 2000000]     # which connect-four change bought what
     python -m benchmarks.league c4_evidence                        # league vs self-play over the connect_four tables
+    python -m benchmarks.league c4_retention                       # default retention vs everything kept
     python -m benchmarks.league matchmakers [--minutes 6]          # latest/uniform/openai_five/pfsp/psro
     python -m benchmarks.league rps                                # latest vs uniform vs psro
     python -m benchmarks.league kuhn [--minutes 15 | --steps N] [--set k=v ...] [--label L]
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -95,7 +97,7 @@ def connect_four(args: argparse.Namespace) -> None:
     steps = int(run.pool.groupby("policy_id").env_steps.max().min())
     size_mb = Path(path).stat().st_size / 2**20
     stored = run.policies()
-    kept = int(stored["stored"].astype(bool).sum()) if "stored" in stored.columns else len(stored)
+    kept = int((stored["stored"] != "none").sum()) if "stored" in stored.columns else len(stored)
     budget_text = f"{args.steps} env steps per trainer" if args.steps else f"{args.minutes} min wall limit"
     text = (f"config {args.config} {' '.join(args.set)} (seed {args.seed}): {budget_text}, {wall:.0f} s of training "
             f"with start-up and final evaluation, {steps} env steps per trainer, {len(stored)} snapshots "
@@ -195,6 +197,62 @@ def c4_evidence(args: argparse.Namespace) -> None:
              "(with three runs a side the smallest possible p is 0.1, with two 0.33). No judge is a training "
              "opponent, except the tactical player for the `league` setup.")
     save(pd.DataFrame(rows), "league_connect_four_evidence", notes)
+
+
+C4_RETENTION = (("kept", ("default_seed1", "default_seed2")), ("retention", ("retention_seed1", "retention_seed2")))
+"""`c4_retention`: the everything-kept runs and the default-retention runs of the same seeds."""
+
+
+def _run_note(label: str) -> dict[str, float]:
+    """Run file size and snapshot counts from a `connect_four` table's notes."""
+    text = (RESULTS / f"league_connect_four_{label}.md").read_text()
+    found = re.search(r"(\d+) snapshots \((\d+) with weights\), run file (\d+) MB", text)
+    wall = re.search(r"(\d+) s of training", text)
+    if found is None:
+        return {}
+    return {"snapshots": int(found[1]), "with weights": int(found[2]), "run file MB": int(found[3]),
+            "training s": int(wall[1]) if wall else math.nan}
+
+
+def c4_retention(args: argparse.Namespace) -> None:
+    """The default retention (pool.keep_latest 8, keep_every 5) against everything kept, over the
+    `connect_four` tables of C4_RETENTION: run file size, snapshots with weights, and every judge's
+    score per final policy (Wilson intervals) and per setup (mean over runs, difference with a
+    bootstrap interval and a permutation p over runs)."""
+    from mpimarl.stats import difference
+
+    pairings, per_run, files = [], {}, []
+    for setup, labels in C4_RETENTION:
+        for label in labels:
+            judged = pd.read_csv(RESULTS / f"league_connect_four_{label}.csv")
+            seed = int(label.rsplit("seed", 1)[1])
+            files.append({"setup": setup, "seed": seed, **_run_note(label)})
+            for r in judged.itertuples():
+                pairings.append({"judge": r.judge, "seed": seed, "policy": r.policy_id, "setup": setup,
+                                 "score": f"{r.score:.3f} [{r.score_low:.3f}, {r.score_high:.3f}]"})
+            for judge, part in judged.groupby("judge", sort=False):
+                per_run.setdefault(judge, {}).setdefault(setup, []).append(float(part.score.mean()))
+    rows = []
+    for judge, by_setup in per_run.items():
+        d = difference(by_setup.get("retention", []), by_setup.get("kept", []))
+        rows.append({"judge": judge, **{setup: f"{np.mean(v):.3f} (" + ", ".join(f"{x:.2f}" for x in v) + ")"
+                                        for setup, v in by_setup.items()},
+                     "retention - kept": f"{d.diff:+.3f} [{d.low:+.2f}, {d.high:+.2f}] p={d.p_value:.2f}"})
+    wide = pd.DataFrame(pairings).pivot_table(index=["judge", "seed", "policy"], columns="setup", values="score",
+                                              aggfunc="first").reset_index()
+    notes = ("Connect four, the default config (pfsp, tactical player in training) at 2M env steps per trainer, 3 "
+             "ranks, seeds 1 and 2: `kept` is every snapshot's weights kept (the config before retention; "
+             "league_connect_four_default_seed1/2), `retention` the default retention pool.keep_latest 8, "
+             "keep_every 5 (league_connect_four_retention_seed1/2). Judges as in league_connect_four_*: 400 fresh "
+             "games per pairing, score = (wins + draws/2) / games, Wilson 95% interval; own@0.5 is the policy's own "
+             "snapshot at half its versions. Summary: the mean over runs of each run's two final policies, with the "
+             "per-run values; the difference with a bootstrap 95% interval and the exact permutation p over runs "
+             "(two runs a side: the smallest possible p is 0.33).")
+    save(pd.DataFrame(rows), "pool_retention_c4", notes)
+    text = (RESULTS / "pool_retention_c4.md").read_text()
+    text += ("\n## Run files\n\n" + pd.DataFrame(files).to_string(index=False)
+             + "\n\n## Every pairing\n\n" + wide.to_string(index=False) + "\n")
+    (RESULTS / "pool_retention_c4.md").write_text(text)
 
 
 MLP = ["ppo.torso=mlp", "ppo.hidden=[256, 256]"]
@@ -398,8 +456,8 @@ def simple_tag(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("case", choices=["connect_four", "c4_ablation", "c4_evidence", "matchmakers", "rps", "kuhn",
-                                         "leduc", "simple_tag"])
+    parser.add_argument("case", choices=["connect_four", "c4_ablation", "c4_evidence", "c4_retention", "matchmakers",
+                                         "rps", "kuhn", "leduc", "simple_tag"])
     parser.add_argument("--minutes", type=float, default=None, help="wall-time limit per training run")
     parser.add_argument("--episodes", type=int, default=400, help="evaluation episodes per pairing")
     parser.add_argument("--seed", type=int, default=0)
@@ -422,7 +480,8 @@ def main() -> None:
     defaults = {"connect_four": 30, "matchmakers": 6, "kuhn": 15, "leduc": 30}
     if args.minutes is None:
         args.minutes = defaults.get(args.case, 0)
-    {"connect_four": connect_four, "c4_ablation": c4_ablation, "c4_evidence": c4_evidence, "matchmakers": matchmakers,
+    {"connect_four": connect_four, "c4_ablation": c4_ablation, "c4_evidence": c4_evidence,
+     "c4_retention": c4_retention, "matchmakers": matchmakers,
      "rps": rps, "kuhn": kuhn,
      "leduc": leduc, "simple_tag": simple_tag}[args.case](args)
 

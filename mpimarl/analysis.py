@@ -125,7 +125,7 @@ class Run:
                     "incomplete (the writer stopped while saving them)"
                 )
             if _text(ds.attrs.get("stored", "float32")) == "none":
-                raise WeightsDropped(_dropped_message(self.path, policy_id, int(version), self.config))
+                raise WeightsDropped(dropped_message(self.path, policy_id, int(version), self.config))
             return np.asarray(ds[...], dtype=np.float32)  # a float16 archive reads as float32
 
         return _read(self.path, read)
@@ -238,11 +238,11 @@ class Run:
             )
         row = rows[rows.version == int(version)].iloc[0]
         if row.stored == "none":
-            raise WeightsDropped(_dropped_message(self.path, policy_id, int(version), self.config))
+            raise WeightsDropped(dropped_message(self.path, policy_id, int(version), self.config))
         return StoredPolicy.build(self, policy_id, int(version), str(row.role), str(row.layout))
 
 
-def _dropped_message(path: Path, policy_id: str, version: int, config: dict[str, Any]) -> str:
+def dropped_message(path: Path, policy_id: str, version: int, config: dict[str, Any]) -> str:
     """What a reader asking for a dropped snapshot is told: the snapshot, and the settings that dropped it."""
     pool = config.get("pool") or {}
     settings = ", ".join(f"pool.{k}={pool.get(k)!r}" for k in ("keep_latest", "keep_every", "keep_weight_above")

@@ -73,10 +73,15 @@ class JudgePlan:
         return [*self.baselines, *(f"{HISTORY_PREFIX}{f:g}" for f in self.history), *exploiter]
 
 
-def _history_version(versions: Sequence[int], fraction: float) -> int:
-    """The stored version at `fraction` of a policy's stored versions (the earliest for 0)."""
+def _history_version(versions: Sequence[int], fraction: float, usable: Sequence[int] | None = None) -> int:
+    """The version at `fraction` of a policy's published versions (the earliest for 0); with `usable`
+    (the versions whose weights are still stored: the retention policy, pool.keep*, drops others),
+    the usable version nearest to it, the earlier one on a tie."""
     ordered = sorted(versions)
-    return ordered[min(len(ordered) - 1, int(math.floor(fraction * (len(ordered) - 1) + 0.5)))]
+    aim = ordered[min(len(ordered) - 1, int(math.floor(fraction * (len(ordered) - 1) + 0.5)))]
+    if usable is None:
+        return aim
+    return min(usable, key=lambda v: (abs(v - aim), v))
 
 
 def _cached(path: Path) -> pd.DataFrame:
@@ -127,9 +132,11 @@ def judge_run(path: str | Path, plan: JudgePlan, run: Run | None = None) -> tupl
     stored = run.policies()
     for final in finals:
         assert final.stored is not None
-        versions = stored[stored.policy_id == final.stored.policy_id].version.astype(int).tolist()
+        rows = stored[stored.policy_id == final.stored.policy_id]
+        versions = rows.version.astype(int).tolist()
+        usable = rows.version[rows.stored != "none"].astype(int).tolist()
         for label in (j for j in todo if j.startswith(HISTORY_PREFIX)):
-            version = _history_version(versions, float(label[len(HISTORY_PREFIX):]))
+            version = _history_version(versions, float(label[len(HISTORY_PREFIX):]), usable)
             if version == final.stored.version:
                 notes.append(f"{path}: {final.label} has too few snapshots to meet its {label} self")
                 continue

@@ -44,3 +44,16 @@ def test_a_rock_biased_population_is_judged_by_random_its_past_and_an_exploiter(
     again, _ = judge_run(run, plan)
     assert len(load_exploiters(run)) == 1
     assert np.allclose(again.set_index("judge").loc[by.index, "score"], by.score)
+
+
+def test_history_judges_meet_the_nearest_snapshot_whose_weights_are_still_stored(tmp_path: Path) -> None:
+    # player-0: v0 paper, v1 dropped by the retention policy, v2 rock (final). own@0.5 aims at v1; the
+    # nearest stored versions are v0 and v2 (a tie: the earlier), so the rock-biased final meets paper.
+    paper = np.array([0.1, 0.8, 0.1])
+    run = write_run(tmp_path / "run.h5", "rps_league.yaml", {"player-0": [paper, ROCK, ROCK]},
+                    overrides=["pool.keep_latest=1"], dropped=[("player-0", 1)])
+    rows, notes = judge_run(run, JudgePlan((), (0.5,), episodes=200, seed=3))
+    assert not notes and len(rows) == 1
+    row = rows.iloc[0]
+    assert row.judge == "own@0.5" and row.version == 2
+    assert row.score < 0.3  # rock (80%) against paper (80%) loses: about 0.15

@@ -33,6 +33,8 @@ snapshot is a bug and raises RuntimeError naming the role.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -296,6 +298,67 @@ class UniformMatchmaker:
         """Nothing to restore."""
 
 
+class _RoleScores:
+    """One role's quality scores as `OpenAIFiveMatchmaker.record_result` needs them per reported game:
+    their maximum and the softmax denominator, kept as scores change instead of recomputed over every
+    snapshot the role ever published. The maximum is a lazy max-heap; the denominator a sum of
+    exp(q - ref) for a fixed reference, recomputed exactly (and the heap compacted) once the changes
+    since the last recomputation outnumber the snapshots or the sum fell a millionfold (its absolute
+    rounding error is that of the largest sum since: relative to a sum that small it would grow), so
+    the result is the full softmax's to about 1e-10 and the cost per game O(log n) amortised."""
+
+    def __init__(self, quality: dict[SnapshotKey, float], keys: Sequence[SnapshotKey] = ()) -> None:
+        self._quality = quality
+        self._keys: list[SnapshotKey] = []
+        self._heap: list[tuple[float, int, SnapshotKey]] = []
+        self._pushes = 0
+        self._ref = 0.0
+        self._sum = 0.0
+        self._sum_floor = 0.0
+        self._changes = 0
+        self._rebuild(list(keys))
+
+    def _rebuild(self, keys: list[SnapshotKey]) -> None:
+        self._keys = keys
+        q = np.array([self._quality[k] for k in keys], dtype=np.float64)
+        self._ref = float(q.max()) if len(q) else 0.0
+        self._sum = float(np.exp(q - self._ref).sum()) if len(q) else 0.0
+        self._sum_floor = self._sum * 1e-6
+        self._heap = [(-float(v), i, k) for i, (k, v) in enumerate(zip(keys, q.tolist(), strict=True))]
+        heapq.heapify(self._heap)
+        self._pushes = len(self._heap)
+        self._changes = 0
+
+    def _push(self, key: SnapshotKey, q: float) -> None:
+        heapq.heappush(self._heap, (-q, self._pushes, key))
+        self._pushes += 1
+
+    def max(self) -> float:
+        """The highest q of the role (stale heap entries are dropped on the way)."""
+        while self._heap and self._quality[self._heap[0][2]] != -self._heap[0][0]:
+            heapq.heappop(self._heap)
+        return -self._heap[0][0]
+
+    def probability(self, q: float) -> float:
+        """softmax(q) of a snapshot of the role whose score is `q`."""
+        return math.exp(q - self._ref) / self._sum
+
+    def add(self, key: SnapshotKey, q: float) -> None:
+        """A snapshot registered with score `q` (at most the role's highest: never above the reference)."""
+        self._keys.append(key)
+        self._sum += math.exp(q - self._ref)
+        self._push(key, q)
+
+    def change(self, key: SnapshotKey, old: float, new: float) -> None:
+        """A snapshot's score fell from `old` to `new`."""
+        self._sum += math.exp(new - self._ref) - math.exp(old - self._ref)
+        self._push(key, new)
+        self._changes += 1
+        count = len(self._keys)
+        if self._changes > count or len(self._heap) > 2 * count + 64 or self._sum < self._sum_floor:
+            self._rebuild(self._keys)
+
+
 @register
 class OpenAIFiveMatchmaker:
     """OpenAI Five opponent sampling: latest with probability `latest_fraction`, else past
@@ -330,6 +393,22 @@ class OpenAIFiveMatchmaker:
         self._quality: dict[SnapshotKey, float] = {}
         self._role_of: dict[SnapshotKey, str] = {}
         self._by_role: dict[str, list[SnapshotKey]] = {}  # publish order
+        self._scores: dict[str, _RoleScores] = {}  # per role: max q and sum exp(q) without a scan
+        self._synced: tuple[int, int] = (0, -1)  # (id, size) of the pool last registered from
+
+    def _scores_of(self, role: str) -> _RoleScores:
+        scores = self._scores.get(role)
+        if scores is None:
+            scores = self._scores[role] = _RoleScores(self._quality)
+        return scores
+
+    def _sync(self, pool: PolicyPool) -> None:
+        """Register the pool's snapshots not passed to `on_publish` (after a resume); a no-op while the
+        pool has not grown since the last call, so a request does not walk the pool for it."""
+        if self._synced != (id(pool), len(pool)):
+            for snapshot in pool.snapshots():
+                self.on_publish(snapshot)
+            self._synced = (id(pool), len(pool))
 
     # ---- quality scores -----------------------------------------------------------------------
 
@@ -338,9 +417,12 @@ class OpenAIFiveMatchmaker:
         if snapshot.key in self._quality:
             return
         keys = self._by_role.setdefault(snapshot.role, [])
-        self._quality[snapshot.key] = max((self._quality[k] for k in keys), default=0.0)
+        scores = self._scores_of(snapshot.role)
+        q = scores.max() if keys else 0.0
+        self._quality[snapshot.key] = q
         self._role_of[snapshot.key] = snapshot.role
         keys.append(snapshot.key)
+        scores.add(snapshot.key, q)
 
     def quality(self, key: SnapshotKey) -> float:
         """The quality score q of a registered snapshot; KeyError naming it otherwise."""
@@ -363,7 +445,8 @@ class OpenAIFiveMatchmaker:
         keys = self._by_role.get(role, [])
         if pool is None or not pool.dropped_count:
             return keys
-        return [k for k in keys if pool.drawable(k)]
+        # The pool's drawable index, in publish order as `keys` is: what can be drawn, not the history.
+        return [s.key for s in pool.snapshots(role) if s.key in self._quality]
 
     def _softmax(self, keys: Sequence[SnapshotKey]) -> np.ndarray:
         q = np.array([self._quality[k] for k in keys], dtype=np.float64)
@@ -377,17 +460,20 @@ class OpenAIFiveMatchmaker:
             return  # e.g. the random baseline, which is not sampled from the pool
         if opponent.policy_id == learner.policy_id and opponent.version >= learner.version:
             return  # the learner's current self, not a past snapshot
-        keys = self._by_role[self._role_of[opponent]]
-        p = self._softmax(keys)[keys.index(opponent)]
-        floor = max(self._quality[k] for k in keys) - QUALITY_FLOOR_GAP
+        role = self._role_of[opponent]
+        keys = self._by_role[role]
+        scores = self._scores_of(role)
+        p = scores.probability(self._quality[opponent])  # softmax(q) over the role, kept incrementally
+        floor = scores.max() - QUALITY_FLOOR_GAP
         with np.errstate(divide="ignore", over="ignore"):
             step = self.quality_lr / (len(keys) * p)
-        self._quality[opponent] = max(float(self._quality[opponent] - step), floor)
+        old = self._quality[opponent]
+        self._quality[opponent] = max(float(old - step), floor)
+        scores.change(opponent, old, self._quality[opponent])
 
     def meta_strategy(self, pool: PolicyPool, role: str, payoff: PayoffTable | None = None) -> Weights:
         """latest_fraction on the role's latest snapshots, the rest by softmax(q)."""
-        for snapshot in pool.snapshots():
-            self.on_publish(snapshot)
+        self._sync(pool)
         out = {k: (1.0 - self.latest_fraction) * p for k, p in self.probabilities(role, pool).items()}
         for k, w in _latest_weights(pool, role).items():
             out[k] = out.get(k, 0.0) + self.latest_fraction * w
@@ -408,6 +494,8 @@ class OpenAIFiveMatchmaker:
             self._quality[key] = float(q)
             self._role_of[key] = str(role)
             self._by_role.setdefault(str(role), []).append(key)
+        self._scores = {role: _RoleScores(self._quality, keys) for role, keys in self._by_role.items()}
+        self._synced = (0, -1)
 
     # ---- sampling -----------------------------------------------------------------------------
 
@@ -424,8 +512,7 @@ class OpenAIFiveMatchmaker:
         """`n` lineups; each is all-latest with probability `latest_fraction`, else every seat is
         drawn independently from softmax(q) over its role's snapshots."""
         _check_request(pool, learner, learner_role, seat_roles, n)
-        for snapshot in pool.snapshots():
-            self.on_publish(snapshot)
+        self._sync(pool)
         candidates = {role: self._candidates(role, pool) for role in set(seat_roles)}
         probs = {role: self._softmax(keys) for role, keys in candidates.items()}
         out: list[Lineup] = []
@@ -467,7 +554,14 @@ def win_rate(payoff: PayoffTable | None, learner: SnapshotKey, opponent: Snapsho
         return math.nan
     if opponent.policy_id == learner.policy_id and opponent.version >= learner.version:
         return 0.5  # its current self
-    for version in range(learner.version, -1, -1):
+    # Only the learner's versions that have an entry with the opponent, newest first (the table's
+    # index): the same answer as walking every version down from the learner's, without the walk.
+    as_row, as_member = payoff.versions_against(learner.policy_id, str(opponent))
+    i, j = bisect.bisect_right(as_row, learner.version) - 1, bisect.bisect_right(as_member, learner.version) - 1
+    while i >= 0 or j >= 0:
+        version = max(as_row[i] if i >= 0 else -1, as_member[j] if j >= 0 else -1)
+        i -= i >= 0 and as_row[i] == version
+        j -= j >= 0 and as_member[j] == version
         row = f"{learner.policy_id}@{version}"
         entry = payoff.pair(row, str(opponent))
         if entry is not None:
@@ -662,9 +756,7 @@ class PSROMatchmaker:
             keys = keys[-self.window:]
         if payoff is None:
             return []
-        measured = set(payoff.rows())
-        for _, column, _ in payoff.entries():
-            measured.update(column.split("+"))
+        measured = payoff.measured()  # an index: not a scan of every entry ever recorded
         return [k for k in keys if str(k) in measured]
 
     def meta_strategy(self, pool: PolicyPool, role: str, payoff: PayoffTable | None = None) -> Weights:

@@ -9,6 +9,7 @@ had several. `matrix` reads the pairwise entries into the square tables the meta
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -141,6 +142,33 @@ class PayoffTable:
     def __init__(self) -> None:
         self._direct: dict[tuple[str, str], PayoffEntry] = {}
         self._pairwise: dict[tuple[str, str], PayoffEntry] = {}
+        # Indexes kept as entries arrive, so that rank 0's per-request reads do not scan the history:
+        # every id that has an entry (as a row or a column member), and per (policy id, other id) the
+        # versions v with a pairwise entry (policy@v, other) and with one (other, policy@v), ascending.
+        self._measured: set[str] = set()
+        self._as_row: dict[tuple[str, str], list[int]] = {}
+        self._as_member: dict[tuple[str, str], list[int]] = {}
+
+    def _index_pair(self, row_id: str, member_id: str) -> None:
+        """Index a new pairwise entry (row, member)."""
+        self._measured.update((row_id, member_id))
+        for own, other, index in ((row_id, member_id, self._as_row), (member_id, row_id, self._as_member)):
+            policy_id, at, version = own.rpartition("@")
+            if at and version.isdigit():
+                versions = index.setdefault((policy_id, other), [])
+                v = int(version)
+                if not versions or versions[-1] < v:
+                    versions.append(v)  # the usual case: a policy's versions arrive in order
+                else:
+                    bisect.insort(versions, v)
+
+    def _pairwise_entry(self, row_id: str, member_id: str) -> PayoffEntry:
+        """The pairwise entry (row, member), created (and indexed) when new."""
+        entry = self._pairwise.get((row_id, member_id))
+        if entry is None:
+            entry = self._pairwise[(row_id, member_id)] = PayoffEntry()
+            self._index_pair(row_id, member_id)
+        return entry
 
     # ---- updates ------------------------------------------------------------------------------
 
@@ -157,8 +185,9 @@ class PayoffTable:
         batch = (int(wins), int(draws), int(losses), float(return_sum), float(opponent_return_sum))
         entry = self._direct.setdefault((row_id, column_id), PayoffEntry())
         entry.accumulate(*batch)
+        self._measured.add(row_id)
         for member in members:
-            self._pairwise.setdefault((row_id, member), PayoffEntry()).accumulate(*batch)
+            self._pairwise_entry(row_id, member).accumulate(*batch)
         return entry
 
     def set_exact(self, row_id: str, column_id: str, own_return: float, opponent_return: float) -> PayoffEntry:
@@ -174,7 +203,10 @@ class PayoffTable:
         members = column_members(column_id)
         entry = PayoffEntry(exact=True, exact_return=float(own_return), exact_opponent_return=float(opponent_return))
         self._direct[(row_id, column_id)] = entry
+        self._measured.update((row_id, *members))
         if len(members) == 1:
+            if (row_id, members[0]) not in self._pairwise:
+                self._index_pair(row_id, members[0])
             self._pairwise[(row_id, members[0])] = PayoffEntry(
                 exact=True, exact_return=float(own_return), exact_opponent_return=float(opponent_return))
         return entry
@@ -188,6 +220,15 @@ class PayoffTable:
     def pair(self, row_id: str, member_id: str) -> PayoffEntry | None:
         """The pairwise entry of `row_id` against every column that included `member_id`, or None."""
         return self._pairwise.get((row_id, member_id))
+
+    def versions_against(self, policy_id: str, other_id: str) -> tuple[list[int], list[int]]:
+        """The versions v of `policy_id` with a pairwise entry (policy_id@v, other_id), and those with
+        one (other_id, policy_id@v), each ascending (read-only views: an index, not a scan)."""
+        return self._as_row.get((policy_id, other_id), []), self._as_member.get((policy_id, other_id), [])
+
+    def measured(self) -> set[str]:
+        """Every id with an entry, as a row or as a member of a column (read-only view)."""
+        return self._measured
 
     def rows(self) -> list[str]:
         """Every row id with a direct entry, in first-added order."""
@@ -254,6 +295,8 @@ class PayoffTable:
         table = cls()
         for row, col, entry in state["direct"]:
             table._direct[(str(row), str(col))] = PayoffEntry(**entry)
+            table._measured.update((str(row), *column_members(str(col))))
         for row, col, entry in state["pairwise"]:
             table._pairwise[(str(row), str(col))] = PayoffEntry(**entry)
+            table._index_pair(str(row), str(col))
         return table

@@ -36,9 +36,10 @@ def is_baseline_id(policy_id: str) -> bool:
     return "-" not in policy_id
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True, order=True, slots=True)
 class SnapshotKey:
-    """Identifies one published snapshot: a policy id and a version of that policy."""
+    """Identifies one published snapshot: a policy id and a version of that policy (slots: rank 0 keeps
+    one or two per snapshot ever published)."""
 
     policy_id: str
     version: int
@@ -201,13 +202,28 @@ class PolicyPool:
                 else type(weights).__name__
             )
             raise ValueError(f"snapshot {key} weights must be a 1-D float32 array, got {got}")
-        meta = replace(snapshot, weights=None, stored=True, size=int(weights.size))
+        meta = replace(snapshot, key=self._shared_key(key), role=self._role_of.get(key.policy_id, snapshot.role),
+                       parent=None if snapshot.parent is None else self._shared_key(snapshot.parent),
+                       weights=None, stored=True, size=int(weights.size))
+        key = meta.key
         self._snapshots[key] = meta
         self._latest[key.policy_id] = key
         self._role_of.setdefault(key.policy_id, snapshot.role)
         self._versions.setdefault(key.policy_id, []).append(key)
         self._index_drawable(meta)
         self.cache.put(key, weights)
+
+    def _shared_key(self, key: SnapshotKey) -> SnapshotKey:
+        """`key` as the pool's own key object when it has one, else with the policy id string the pool
+        already holds: the metadata of every snapshot ever published stays in memory for the whole run,
+        so it does not repeat the same strings and keys (benchmarks/results/pool_scale_growth.md)."""
+        snap = self._snapshots.get(key)
+        if snap is not None:
+            return snap.key
+        latest = self._latest.get(key.policy_id)
+        if latest is not None and latest.policy_id is not key.policy_id:
+            return SnapshotKey(latest.policy_id, key.version)
+        return key
 
     def _index_drawable(self, snap: Snapshot) -> None:
         self._drawable[snap.key] = snap

@@ -74,6 +74,7 @@ class RunContext:
         if world_size is not None:
             ctx.check_world_size()
         ctx.check_league()
+        ctx.check_pool_anchors(world_size is not None)
         return ctx
 
     def check_league(self) -> None:
@@ -119,6 +120,36 @@ class RunContext:
                 f"pool.cache_mb {mb:g} is smaller than one snapshot of role {role!r} "
                 f"({largest / 2**20:.3f} MB of float32 weights); set it to at least {largest / 2**20:.3f} "
                 "(or null for no limit)")
+
+    def check_pool_anchors(self, world_size_known: bool) -> None:
+        """pool.keep names snapshots this run will publish: a policy id it creates and a version it
+        reaches, or the anchor would silently keep nothing. Policy ids depend on the world size: with it
+        unknown (`mpimarl check`), an id only has to be '<role>-<k>' for a role that trains."""
+        pc = self.config.pool
+        if not pc.keep:
+            return
+        ids = [u.policy_id for u in self.units]
+        last = self.generations
+        for item, (policy_id, version) in zip(pc.keep, pc.anchor_keys(), strict=True):
+            role, _, index = policy_id.rpartition("-")
+            if world_size_known and policy_id not in ids:
+                raise ConfigError(
+                    f"pool.keep: {item!r} names policy {policy_id!r}, which this run does not create; with "
+                    f"{self.world_size} ranks its policies are {', '.join(ids)}")
+            if not world_size_known and (role not in self.unit_roles or not index.isdigit()):
+                raise ConfigError(
+                    f"pool.keep: {item!r} names policy {policy_id!r}, which no run of this config creates; "
+                    f"policy ids are '<role>-<k>' (k = 0, 1, ... one per trainer of the role), roles "
+                    f"{', '.join(repr(r) for r in self.unit_roles)}: e.g. {ids[0]!r}")
+            if version > last:
+                raise ConfigError(
+                    f"pool.keep: {item!r} names version {version}, but each policy publishes versions 0..{last} "
+                    f"({last} generations of schedule.total_steps {self.config.schedule.total_steps})")
+            every = pc.publish_every if self.config.schedule.mode == "async" else 1
+            if version % every and version != last:
+                raise ConfigError(
+                    f"pool.keep: {item!r} names version {version}, which pool.publish_every {every} never "
+                    f"publishes (only multiples of {every} and the last version, {last})")
 
     # -- centralised critics (MAPPO, COMA) -------------------------------------------------------
     def central(self, role: str) -> bool:

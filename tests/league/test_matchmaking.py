@@ -529,3 +529,125 @@ def test_every_meta_strategy_is_a_distribution_over_the_role(name: str, asymmetr
     weights = mm.meta_strategy(asymmetric, "prey", PayoffTable())
     assert weights and sum(weights.values()) == pytest.approx(1.0)
     assert all(asymmetric.get(k).role == "prey" for k in weights)
+
+
+# ---- rank 0's per-request work: indexed, with the same answers as the plain scans ------------------
+
+
+def _win_rate_by_walking(payoff: PayoffTable, learner: SnapshotKey, opponent: SnapshotKey) -> float:
+    """`win_rate` as it was: every version of the learner from its own down to 0, both directions."""
+    from mpimarl.league.matchmaking import _entry_rate
+
+    if opponent.policy_id == learner.policy_id and opponent.version >= learner.version:
+        return 0.5
+    for version in range(learner.version, -1, -1):
+        row = f"{learner.policy_id}@{version}"
+        for entry, mirrored in ((payoff.pair(row, str(opponent)), False), (payoff.pair(str(opponent), row), True)):
+            if entry is not None and np.isfinite(rate := _entry_rate(entry)):
+                return 1.0 - rate if mirrored else rate
+    return float("nan")
+
+
+def _random_payoff(rng: np.random.Generator, ids: list[str], entries: int) -> PayoffTable:
+    """Entries in random order: single and several-member columns, both directions, exact entries,
+    batches with no games (a NaN rate the walk must skip) and a baseline."""
+    payoff = PayoffTable()
+    for _ in range(entries):
+        row, *others = rng.choice(ids, size=int(rng.integers(2, 4)), replace=False).tolist()
+        column = "+".join(others)
+        if rng.random() < 0.1:
+            payoff.set_exact(row, others[0], float(rng.normal()), 0.0)
+        elif rng.random() < 0.1:
+            payoff.add(row, column, 0, 0, 0, 0.0, 0.0)
+        else:
+            w, d, lo = (int(x) for x in rng.integers(0, 5, size=3))
+            payoff.add(row, column, w, d, lo, float(w - lo), float(lo - w))
+    return payoff
+
+
+def test_win_rate_reads_the_payoff_index_and_answers_as_the_walk_over_versions() -> None:
+    rng = np.random.default_rng(5)
+    ids = [f"player-{p}@{v}" for p in range(3) for v in range(12)] + ["tactical"]
+    payoff = _random_payoff(rng, ids, 300)
+    restored = PayoffTable.from_state(payoff.to_state())  # a resumed server rebuilds the index
+    keys = [SnapshotKey(p, v) for p in ("player-0", "player-1", "player-2") for v in range(12)]
+    answered = 0
+    for learner in keys:
+        for opponent in keys:
+            expected = _win_rate_by_walking(payoff, learner, opponent)
+            for table in (payoff, restored):
+                got = win_rate(table, learner, opponent)
+                assert got == expected or (np.isnan(got) and np.isnan(expected)), (learner, opponent)
+            answered += not np.isnan(expected)
+    assert answered > 200  # most pairs have an entry somewhere in the learner's history
+
+
+def test_the_payoff_tables_measured_ids_are_every_row_and_column_member() -> None:
+    payoff = _random_payoff(np.random.default_rng(6), [f"player-0@{v}" for v in range(20)] + ["random"], 100)
+    scanned = set(payoff.rows())
+    for _, column, _ in payoff.entries():
+        scanned.update(column.split("+"))
+    assert payoff.measured() == scanned == PayoffTable.from_state(payoff.to_state()).measured()
+
+
+class _OpenAIFiveByScanning(OpenAIFiveMatchmaker):
+    """openai_five's quality updates as they were: max and softmax over every snapshot of the role."""
+
+    def on_publish(self, snapshot: Snapshot) -> None:
+        if snapshot.key in self._quality:
+            return
+        keys = self._by_role.setdefault(snapshot.role, [])
+        self._quality[snapshot.key] = max((self._quality[k] for k in keys), default=0.0)
+        self._role_of[snapshot.key] = snapshot.role
+        keys.append(snapshot.key)
+
+    def record_result(self, learner: SnapshotKey, opponent: SnapshotKey, score: float) -> None:
+        if score != 1.0 or opponent not in self._quality:
+            return
+        if opponent.policy_id == learner.policy_id and opponent.version >= learner.version:
+            return
+        keys = self._by_role[self._role_of[opponent]]
+        p = self._softmax(keys)[keys.index(opponent)]
+        floor = max(self._quality[k] for k in keys) - QUALITY_FLOOR_GAP
+        step = self.quality_lr / (len(keys) * p)
+        self._quality[opponent] = max(float(self._quality[opponent] - step), floor)
+
+    def _candidates(self, role: str, pool: PolicyPool | None) -> list[SnapshotKey]:
+        keys = self._by_role.get(role, [])
+        return keys if pool is None else [k for k in keys if pool.drawable(k)]
+
+
+@pytest.mark.parametrize("quality_lr", [0.01, 0.5])  # 0.5: scores reach the floor and the maximum falls
+def test_openai_five_keeps_its_scores_incrementally_with_the_same_results_as_the_full_scan(
+        quality_lr: float, make_snapshot: SnapshotFactory) -> None:
+    rng = np.random.default_rng(7)
+    new, old = OpenAIFiveMatchmaker(0.2, quality_lr), _OpenAIFiveByScanning(0.2, quality_lr)
+    pools = [PolicyPool(), PolicyPool()]
+    draws_new, draws_old = np.random.default_rng(1), np.random.default_rng(1)
+    for version in range(60):
+        for pid in ("player-0", "player-1"):
+            for pool, mm in zip(pools, (new, old), strict=True):
+                snap = make_snapshot(pid, version, "player")
+                pool.add(snap)
+                mm.on_publish(snap)
+                if version > 8 and version % 3:  # a retention policy drops some older weights
+                    pool.drop_weights(SnapshotKey(pid, version - 8))
+        learner = SnapshotKey("player-0", version)
+        lineups = [mm.lineups(pool, learner, "player", ["player"], 6, g)
+                   for pool, mm, g in ((pools[0], new, draws_new), (pools[1], old, draws_old))]
+        assert lineups[0] == lineups[1]
+        for (opponent,) in lineups[0] + [(SnapshotKey("player-1", int(rng.integers(version + 1))),)] * 20:
+            score = float(rng.random() < 0.8)
+            new.record_result(learner, opponent, score)
+            old.record_result(learner, opponent, score)
+        keys = list(old._quality)
+        np.testing.assert_allclose([new.quality(k) for k in keys], [old.quality(k) for k in keys],
+                                   rtol=1e-9, atol=1e-9)
+    assert min(old._quality.values()) < -1.0  # the scores moved: the comparison is not between zeros
+    restored = OpenAIFiveMatchmaker(0.2, quality_lr)
+    restored.load_state(new.to_state())
+    key = SnapshotKey("player-1", 59)
+    for mm in (new, restored, old):
+        mm.record_result(SnapshotKey("player-0", 59), key, 1.0)
+    assert new.quality(key) == pytest.approx(old.quality(key), rel=1e-9)
+    assert restored.quality(key) == pytest.approx(old.quality(key), rel=1e-9)
