@@ -102,6 +102,12 @@ class Run:
     """One row per retention decision (``pool.keep*``): which snapshots keep their weights, and why."""
     _context: Any = field(default=None, init=False, repr=False, compare=False)
 
+    @property
+    def cooperative(self) -> bool:
+        """Whether the run's task is cooperative (``task.kind``): judged by team return, not by wins."""
+        task = self.config.get("task") if isinstance(self.config, dict) else None
+        return isinstance(task, dict) and task.get("kind", "competitive") == "cooperative"
+
     def weights(self, policy_id: str, version: int) -> np.ndarray:
         """The stored float32 weights of ``policy_id`` at ``version``.
 
@@ -673,7 +679,18 @@ SUMMARY_COLUMNS = (
     "win_rate_vs_random",
     "random_episodes",
 )
-"""Columns of :func:`summarize` (its index is policy_id)."""
+"""Columns of :func:`summarize` for a competitive run (its index is policy_id)."""
+
+COOPERATIVE_SUMMARY_COLUMNS = (
+    "role",
+    "version",
+    "env_steps",
+    "episode_return_mean",
+    "eval_return_mean",
+    "random_return_mean",
+    "eval_episodes",
+)
+"""Columns of :func:`summarize` for a cooperative run: team returns instead of Elo and win rates."""
 
 
 def summarize(run: Run) -> pd.DataFrame:
@@ -685,8 +702,17 @@ def summarize(run: Run) -> pd.DataFrame:
     episodes over the evaluation matches against the ``random`` baseline of the latest evaluated
     version, at its latest generation) and random_episodes (the episodes that rate is over); then
     one ``vs_<name>`` score per scripted baseline. Values that are not recorded are NaN.
+
+    A cooperative run (``task.kind: cooperative``) has no winner: a "win" against the random
+    comparator only says the team's return beat random partners' in the same seat, and an Elo built
+    on those wins says nothing more. Its columns (:data:`COOPERATIVE_SUMMARY_COLUMNS`) replace elo,
+    win_rate_vs_random and random_episodes by the newest evaluated version's team return in
+    evaluation (eval_return_mean, a mean over eval_episodes episodes at its latest generation) and the
+    random comparator's return on the same episodes (random_return_mean); a scripted comparator
+    adds ``<name>_return_mean``.
     """
     train, pool, ratings, matches = run.train, run.pool, run.ratings, run.matches
+    cooperative = run.cooperative
     ids = list(dict.fromkeys([*pool.policy_id, *train.policy_id, *ratings.policy_id]))
     rows: dict[str, dict[str, Any]] = {}
     for policy_id in ids:
@@ -700,12 +726,18 @@ def summarize(run: Run) -> pd.DataFrame:
         else:
             env_steps = p_train.env_steps.iloc[-1] if len(p_train) else np.nan
         returns = p_train.episode_return_mean.dropna()
-        win_rate, episodes = _win_rate_vs_random(matches, policy_id)
-        rows[policy_id] = {
+        common = {
             "role": role,
             "version": version,
             "env_steps": env_steps,
             "episode_return_mean": returns.iloc[-1] if len(returns) else np.nan,
+        }
+        if cooperative:
+            rows[policy_id] = {**common, **_team_returns(matches, policy_id)}
+            continue
+        win_rate, episodes = _win_rate_vs_random(matches, policy_id)
+        rows[policy_id] = {
+            **common,
             # The newest rated version's latest row (older versions keep being re-rated as opponents).
             "elo": p_ratings[p_ratings.version == p_ratings.version.max()].elo.iloc[-1]
             if len(p_ratings) else np.nan,
@@ -714,8 +746,9 @@ def summarize(run: Run) -> pd.DataFrame:
         }
         for name, score in _scores_vs_baselines(matches, policy_id).items():
             rows[policy_id][f"vs_{name}"] = score
-    extra = sorted({k for row in rows.values() for k in row} - set(SUMMARY_COLUMNS))
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[*SUMMARY_COLUMNS, *extra])
+    base = COOPERATIVE_SUMMARY_COLUMNS if cooperative else SUMMARY_COLUMNS
+    extra = sorted({k for row in rows.values() for k in row} - set(base))
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[*base, *extra])
     frame.index.name = "policy_id"
     return frame
 
@@ -733,6 +766,30 @@ def _scores_vs_baselines(matches: pd.DataFrame, policy_id: str) -> dict[str, flo
         episodes = int(group.episodes.sum())
         if episodes:
             out[str(name)] = float(group.wins.sum() + 0.5 * group.draws.sum()) / episodes
+    return out
+
+
+def _team_returns(matches: pd.DataFrame, policy_id: str) -> dict[str, float | int]:
+    """A cooperative policy's newest evaluated version, at its latest generation: its team return in
+    the evaluation episodes against the comparators (eval_return_mean over eval_episodes), and each
+    comparator's return in the same seat on the same episodes (``<name>_return_mean``; random's is
+    random_return_mean). Cross-play and communication checks are other kinds and stay out."""
+    evals = matches[(matches.kind == "evaluation") & (matches.policy_id == policy_id)
+                    & (matches.matchmaker.isin(["comparator", "baseline"]))]
+    out: dict[str, float | int] = {"eval_return_mean": np.nan, "random_return_mean": np.nan, "eval_episodes": 0}
+    if evals.empty:
+        return out
+    evals = evals[evals.version == evals.version.max()]
+    evals = evals[evals.generation == evals.generation.max()]
+    episodes = int(evals.episodes.sum())
+    if not episodes:
+        return out
+    out["eval_return_mean"] = float((evals.return_mean * evals.episodes).sum()) / episodes
+    out["eval_episodes"] = episodes
+    for name, group in evals.groupby("opponent_id"):
+        n = int(group.episodes.sum())
+        if n:
+            out[f"{name}_return_mean"] = float((group.opponent_return_mean * group.episodes).sum()) / n
     return out
 
 

@@ -1,6 +1,8 @@
 """Draw the figures of one mpimarl run file as PNGs: learning curves, Elo, play against the random
 baseline, the evaluation match-up matrix, trainer throughput, and for league runs the skill
 ratings with their uncertainty, the payoff table, the meta-strategy over time and exploitability.
+A cooperative run (a team task) is judged by team return: its figures show returns (against the
+random comparator, in the payoff table and the match-ups) and leave out the Elo and skill ratings.
 
     python -m mpimarl report RUN.h5 [--out DIR]     (or: python analysis/plot_run.py RUN.h5)
     python -m mpimarl report RUN.h5 --follow [--interval 30]   (redraw a live run until it ends)
@@ -66,8 +68,13 @@ def config_value(config: dict[str, Any], dotted: str, default: Any) -> Any:
 
 
 def is_cooperative(run: Run) -> bool:
-    """Whether the run's task is cooperative (rated by return, not by wins)."""
-    return config_value(run.config, "task.kind", "competitive") == "cooperative"
+    """Whether the run's task is cooperative (judged by team return, not by wins)."""
+    return run.cooperative
+
+
+COOPERATIVE_NO_RATINGS = ("a cooperative task: Elo and skill ratings rank wins over the random comparator, "
+                          "which say nothing of a team's return (see vs_random.png and learning_curves.png)")
+"""Why the rating figures are skipped for a cooperative run."""
 
 
 def is_random(opponent_id: str) -> bool:
@@ -145,7 +152,10 @@ def plot_learning_curves(run: Run, colors: dict[str, Any]) -> Figure:
 
 
 def plot_ratings(run: Run, colors: dict[str, Any]) -> Figure:
-    """Elo of each policy's snapshots vs version, with the random baseline's fixed anchor."""
+    """Elo of each policy's snapshots vs version, with the random baseline's fixed anchor (competitive
+    runs only: a cooperative run's "wins" only say its return beat random partners')."""
+    if is_cooperative(run):
+        raise SkipFigure(COOPERATIVE_NO_RATINGS)
     ratings = run.ratings[run.ratings.policy_id != RANDOM_BASELINE]
     if ratings.empty:
         raise SkipFigure("the ratings table is empty")
@@ -261,7 +271,9 @@ def plot_throughput(run: Run, colors: dict[str, Any]) -> Figure:
 
 def plot_rating_uncertainty(run: Run, colors: dict[str, Any]) -> Figure:
     """Plackett-Luce skill (mu, with a band of one sigma) of each policy's newest snapshot over time:
-    one point per snapshot, at its last rating while it was the newest."""
+    one point per snapshot, at its last rating while it was the newest (competitive runs only)."""
+    if is_cooperative(run):
+        raise SkipFigure(COOPERATIVE_NO_RATINGS)
     ratings = run.ratings[(run.ratings.policy_id != RANDOM_BASELINE) & run.ratings.mu.notna()]
     if ratings.empty:
         raise SkipFigure("the ratings table has no mu/sigma ratings")
@@ -306,32 +318,37 @@ def _newest_labels(entries: pd.DataFrame, column: str) -> list[str]:
 
 def plot_payoff(run: Run, colors: dict[str, Any]) -> Figure:
     """The payoff table: the latest cumulative entry of each (row, column), one panel per role; the
-    score colours (the expected return where entries are exact)."""
+    score colours (the expected return where entries are exact, the row's mean team return in a
+    cooperative run, where a score would only count the episodes it beat its comparator)."""
     payoff = run.payoff
     if payoff.empty:
         raise SkipFigure("the payoff table is empty")
     latest = payoff.sort_values("time", kind="stable").drop_duplicates(["role", "row_id", "column_id"], keep="last")
     roles = sorted(latest.role.unique())
+    cooperative = is_cooperative(run)
     panels = []
     for role in roles:
         entries = latest[latest.role == role]
         rows, cols = _newest_labels(entries, "row_id"), _newest_labels(entries, "column_id")
-        exact = entries.score.isna().all()
-        field = "return_mean" if exact else "score"
+        kind = "team" if cooperative else ("exact" if entries.score.isna().all() else "score")
+        field = "score" if kind == "score" else "return_mean"
         matrix = entries.pivot_table(index="row_id", columns="column_id", values=field, aggfunc="last")
-        panels.append((role, matrix.reindex(index=rows, columns=cols), exact))
+        panels.append((role, matrix.reindex(index=rows, columns=cols), kind))
     width = sum(min(4 + 0.4 * m.shape[1], 24) for _, m, _ in panels)
     height = min(3 + 0.3 * max(m.shape[0] for _, m, _ in panels), 24)
     fig = Figure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (role, matrix, exact) in zip(axes, panels):
+    for ax, (role, matrix, kind) in zip(axes, panels):
         data = np.ma.masked_invalid(matrix.to_numpy(dtype=float))
-        if exact:
+        cmap = "RdBu"
+        if kind == "exact":
             bound = float(np.nanmax(np.abs(matrix.to_numpy(dtype=float)))) or 1.0
             limits, label = {"vmin": -bound, "vmax": bound}, "expected return of the row (exact)"
+        elif kind == "team":
+            limits, label, cmap = {}, "team return of the row (mean)", "viridis"
         else:
             limits, label = {"vmin": 0.0, "vmax": 1.0}, "score of the row: (wins + draws/2) / games"
-        image = ax.imshow(data, cmap=matplotlib.colormaps["RdBu"].with_extremes(bad="0.9"), aspect="auto",
+        image = ax.imshow(data, cmap=matplotlib.colormaps[cmap].with_extremes(bad="0.9"), aspect="auto",
                           interpolation="nearest", **limits)
         ax.set_xticks(range(matrix.shape[1]), list(matrix.columns), rotation=60, ha="right", fontsize="x-small")
         ax.set_yticks(range(matrix.shape[0]), list(matrix.index), fontsize="x-small")
@@ -340,7 +357,8 @@ def plot_payoff(run: Run, colors: dict[str, Any]) -> Figure:
                 if not np.isnan(value):
                     ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize="xx-small")
         fig.colorbar(image, ax=ax, label=label)
-        ax.set(title=f"Payoff table, role {role}", xlabel="column (the other seats)", ylabel="row")
+        title = f"Payoff table (team return), role {role}" if kind == "team" else f"Payoff table, role {role}"
+        ax.set(title=title, xlabel="column (the other seats)", ylabel="row")
     return fig
 
 

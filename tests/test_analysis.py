@@ -179,6 +179,38 @@ def test_summary_per_policy(run_path: Path) -> None:
     assert math.isnan(prey.win_rate_vs_random) and prey.random_episodes == 0
 
 
+def test_summary_of_a_cooperative_run_reports_team_returns_not_wins(tmp_path: Path) -> None:
+    """A team task has no winner: no Elo or win rate against random, but the newest evaluated
+    version's team return (episode-weighted, latest generation) beside the random comparator's on
+    the same episodes; communication checks are not evaluations against the comparator."""
+    path = tmp_path / "run.h5"
+    config = {"task": {"kind": "cooperative"}, "evaluation": {"elo_initial": 1000.0}}
+
+    def evaluation(version: int, generation: int, ret: float, random_ret: float, episodes: int, **extra: object
+                   ) -> dict:
+        return {**_match("team", version, "random", generation, wins=episodes, episodes=episodes), "role": "agent",
+                "opponent_role": "agent", "matchmaker": "comparator", "return_mean": ret,
+                "opponent_return_mean": random_ret, **extra}
+
+    with RunRecorder(path, {"config": config, "world_size": 2}) as rec:
+        rec.append("train", [_train("team", "agent", 1, 1000, 80.0), _train("team", "agent", 2, 2000, 95.0)])
+        rec.append("pool", [_pool("team", "agent", 1, 1000), _pool("team", "agent", 2, 2000, parent=1)])
+        rec.append("matches", [
+            evaluation(1, 1, 50.0, -10.0, 4),
+            evaluation(2, 2, 100.0, -20.0, 4),
+            evaluation(2, 2, 130.0, -40.0, 12),  # the same version and generation: weighted by episodes
+            evaluation(2, 2, 999.0, 5.0, 4, matchmaker="communication", opponent_id="random_partners"),
+        ])  # fmt: skip
+        rec.append("ratings", [_rating("team", 2, "agent", 1180.0, 2)])
+    summary = summarize(load_run(path))
+    assert "elo" not in summary.columns and "win_rate_vs_random" not in summary.columns
+    team = summary.loc["team"]
+    assert (team.role, team.version, team.env_steps, team.episode_return_mean) == ("agent", 2, 2000, 95.0)
+    assert team.eval_return_mean == pytest.approx((100.0 * 4 + 130.0 * 12) / 16)
+    assert team.random_return_mean == pytest.approx((-20.0 * 4 - 40.0 * 12) / 16)
+    assert team.eval_episodes == 16
+
+
 def test_missing_path_is_named(tmp_path: Path) -> None:
     path = tmp_path / "nowhere.h5"
     with pytest.raises(RunFileError, match=f"run file {path} does not exist"):

@@ -162,3 +162,85 @@ def test_bad_export_requests_are_one_error(tmp_path: Path, capsys: pytest.Captur
     assert main(["export", str(run_path), *args]) == 2
     assert needle in _one_error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]
+
+
+# ---------------------------------------------------------------------------------------------
+# ppo.obs_norm: the running statistics travel in the weights, so the exported model normalises too
+# ---------------------------------------------------------------------------------------------
+
+PENDULUM_NORM = {**PENDULUM, "name": "pendulum_obs_norm", "ppo": {"hidden": [16], "obs_norm": True}}
+MAMUJOCO = REPO / "configs" / "mamujoco_halfcheetah_mappo.yaml"
+
+
+def _mamujoco_observations(rng: np.random.Generator) -> Iterator[Any]:
+    """agent_0's raw observations of MaMuJoCo HalfCheetah 2x3 (as the shipped config builds it) under random actions."""
+    from gymnasium_robotics.envs.multiagent_mujoco import mamujoco_v1
+
+    env = mamujoco_v1.parallel_env(scenario="HalfCheetah", agent_conf="2x3", agent_obsk=1)
+    while True:
+        obs, _ = env.reset(seed=int(rng.integers(1 << 30)))
+        for _ in range(60):
+            yield obs["agent_0"]
+            obs, *_ = env.step({a: env.action_space(a).sample() for a in env.agents})
+
+
+def _write_normalised_policy_run(path: Path, config: Any, raw: list[Any]) -> str:
+    """A run file holding one snapshot (its id is returned) of the first role's policy, whose
+    observation normaliser has folded in `raw` (encoded), shifted and scaled so that normalising
+    changes what the policy does."""
+    from mpimarl.algos.data_parallel import feature_moments
+    from mpimarl.algos.networks import ActorCritic, flat_weights
+    from mpimarl.config import config_to_dict, load_config, parse_config
+    from mpimarl.record.recorder import RunRecorder
+    from mpimarl.roles.context import RunContext
+
+    torch.manual_seed(0)
+    parsed = parse_config(config) if isinstance(config, dict) else load_config(config, [])
+    ctx = RunContext.build(parsed, None)
+    role = next(iter(ctx.spec.roles))
+    shape = ctx.shape(role)
+    assert shape.obs_norm and shape.layout.endswith("/obsnorm")
+    net = ActorCritic(shape)
+    encoded = np.stack([np.asarray(r, np.float64).ravel() for r in raw])  # Box observations encode as raveled
+    assert net.obs_norm is not None
+    net.obs_norm.update_moments(*feature_moments(encoded * 3.0 + 1.5))
+    attrs = {"config": config_to_dict(parsed), "name": parsed.name, "world_size": 2}
+    with RunRecorder(path, attrs) as rec:
+        rec.save_weights(f"{role}-0", 0, role, flat_weights(net), parent=None, layout=shape.layout)
+    return f"{role}-0"
+
+
+@pytest.mark.parametrize(("config", "source", "suffix"), [
+    pytest.param(PENDULUM_NORM, _pendulum_observations, ".pt", id="pendulum_torchscript"),
+    pytest.param(MAMUJOCO, _mamujoco_observations, ".onnx", id="mamujoco_onnx", marks=pytest.mark.slow),
+])
+def test_an_obs_norm_policy_exports_with_its_normalisation(tmp_path: Path, config: Any, source: Any,
+                                                           suffix: str) -> None:
+    """The exported model (ONNX or TorchScript) takes the raw encoded observation and acts as
+    `Run.policy` does greedily, normaliser included; resetting the normaliser changes those actions,
+    so the observations are ones on which the statistics matter."""
+    if config is MAMUJOCO:
+        pytest.importorskip("gymnasium_robotics", reason="the robotics extra is not installed")
+    raw = _observations(source(np.random.default_rng(3)))
+    run_path = tmp_path / "run.h5"
+    policy_id = _write_normalised_policy_run(run_path, config, raw)
+    out = tmp_path / f"policy{suffix}"
+    assert main(["export", str(run_path), policy_id, "--out", str(out)]) == 0
+    policy = load_run(run_path).policy(policy_id)
+    expected = np.stack([policy.act(r, greedy=True) for r in raw])
+    if suffix == ".onnx":
+        actions = np.stack(_onnx_actions(out, policy, raw)[0])
+    else:
+        side = json.loads(out.with_name(out.name + ".json").read_text())
+        module = torch.jit.load(str(out))
+        means = module(torch.from_numpy(np.stack([policy.encode(r)[0] for r in raw]))).detach().numpy()
+        low, high = np.array(side["action"]["low"]), np.array(side["action"]["high"])
+        actions = np.clip(means, low, high).reshape(expected.shape)
+    np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-5)
+    norm = policy.net.obs_norm
+    assert norm is not None and float(norm.count.item()) == OBSERVATIONS
+    with torch.no_grad():
+        norm.mean.zero_()
+        norm.var.fill_(1.0)
+    unnormalised = np.stack([policy.act(r, greedy=True) for r in raw])
+    assert np.abs(unnormalised - expected).max() > 1e-2

@@ -181,10 +181,36 @@ def test_cooperative_run_defaults_to_the_run_folder(
     run = _write_run(tmp_path / "run.h5", "cooperative", league=False)  # an old-style run: no league tables
     assert plot_run.main([str(run)]) == 0
     for name in FIGURES:
-        _assert_png(tmp_path / name)
+        if name != "ratings.png":
+            _assert_png(tmp_path / name)
     printed = capsys.readouterr().out
     for name in LEAGUE_FIGURES:
         assert f"skipped {name}" in printed and not (tmp_path / name).exists()
+    # A team task has no winner: no Elo figure, whatever the ratings table holds.
+    assert "skipped ratings.png: a cooperative task" in printed and not (tmp_path / "ratings.png").exists()
+
+
+def test_a_cooperative_run_shows_team_returns_and_no_ratings(
+    plot_run: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With league tables: the payoff heatmap colours the row's mean team return (not a score of wins),
+    the Elo and skill figures are skipped with the reason."""
+    from mpimarl import report
+    from mpimarl.analysis import load_run
+
+    run = _write_run(tmp_path / "run.h5", "cooperative")
+    assert plot_run.main([str(run)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("ratings.png", "rating_uncertainty.png"):
+        assert f"skipped {name}: a cooperative task" in printed and not (tmp_path / name).exists()
+    _assert_png(tmp_path / "payoff.png")
+    loaded = load_run(run)
+    ax = report.plot_payoff(loaded, report.policy_colors(report.all_policy_ids(loaded))).axes[0]
+    assert ax.get_title() == "Payoff table (team return), role player"
+    # player-0@1 vs player-1@1, re-played: its newest entry has 3 wins of 30 games, return_mean 0.1 * 3.
+    values = {t.get_text() for t in ax.texts}
+    assert "0.30" in values and "0.10" not in values  # the team return, not the score 3 / 30
+    assert ax.images[0].get_cmap().name.startswith("viridis")
 
 
 def test_empty_run_skips_figures_without_crashing(

@@ -59,14 +59,23 @@ class Progress:
         return sum(t.env_steps for t in server.trainers.values())
 
     def _policy_text(self, server: ProgressSource) -> str:
+        cooperative = server.league.cfg.task.kind == "cooperative"
         parts = []
         for t in server.trainers.values():
             ret = t.last_row.get("episode_return_mean")
             ret_txt = "-" if ret is None or ret != ret else f"{ret:+.2f}"
-            rate_txt = "".join(f" vs_{name} {rate:.0%}" for (pid, name), rate in
-                               sorted(server.league.vs_baseline.items()) if pid == t.policy_id)
-            parts.append(f"{t.policy_id} v{max(t.published, 0)} ret {ret_txt}{rate_txt}")
+            eval_txt = self._team_return_text(server.league, t.policy_id) if cooperative else "".join(
+                f" vs_{name} {rate:.0%}" for (pid, name), rate in sorted(server.league.vs_baseline.items())
+                if pid == t.policy_id)
+            parts.append(f"{t.policy_id} v{max(t.published, 0)} ret {ret_txt}{eval_txt}")
         return " | ".join(parts)
+
+    @staticmethod
+    def _team_return_text(league: League, policy_id: str) -> str:
+        """A cooperative policy's team return in its newest evaluation (a score against the random
+        comparator would only count the episodes it beat random partners)."""
+        scored = [(key.version, score) for key, score in league.scores.items() if key.policy_id == policy_id]
+        return f" eval {max(scored)[1]:+.2f}" if scored else ""
 
     def update(self, server: ProgressSource) -> None:
         """Called when a trainer reports; refreshes the bar or prints a line when one is due."""
