@@ -33,11 +33,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from benchmarks.common import REPO, save
 from benchmarks.scaling import load_average
+
+if TYPE_CHECKING:  # the workers import these themselves, after measuring their start-up memory
+    import numpy as np
+
+    from mpimarl.league.pool import PolicyPool, Retention, SnapshotKey
+    from mpimarl.record.recorder import RunRecorder
 
 SETUPS = {
     "before": {"cache_mb": None, "keep_latest": None, "window": 0.0, "archive": "none", "compression": "none"},
@@ -55,11 +62,33 @@ def _rss_mb() -> float:
     return float("nan")
 
 
+def _publish(rec: RunRecorder, pool: PolicyPool, retention: Retention | None, archive: str, pid: str, version: int,
+             i: int, weights: np.ndarray, parent: SnapshotKey | None) -> None:
+    """What rank 0 does for the i-th published snapshot: store it, add it to the pool, apply retention."""
+    from mpimarl.league.pool import Snapshot, SnapshotKey
+
+    rec.save_weights(pid, version, "player", weights, parent=None, layout="flat")
+    rec.append("pool", [{"time": float(i), "generation": version, "policy_id": pid, "role": "player",
+                         "version": version, "parent_id": "", "parent_version": -1, "rank": 1, "env_steps": i}])
+    pool.add(Snapshot(SnapshotKey(pid, version), "player", parent, 1, i, float(i), weights))
+    if retention is None:
+        return
+    rows = []
+    for old, reason in retention.apply(pool, pid):
+        rows.append({"time": float(i), "generation": version, "policy_id": old.policy_id, "role": "player",
+                     "version": old.version, "weights": archive if reason == "dropped" else "float32",
+                     "reason": reason})
+        if reason == "dropped":
+            rec.drop_weights(old.policy_id, old.version, archive, reason)
+    if rows:
+        rec.append("retention", rows)
+
+
 def _worker(setup: str, count: int, size: int, folder: str) -> dict[str, object]:
     """One (setup, count): publish `count` synthetic snapshots as rank 0 does; return the measurements."""
     import numpy as np
 
-    from mpimarl.league.pool import PolicyPool, Retention, Snapshot, SnapshotKey
+    from mpimarl.league.pool import PolicyPool, Retention
     from mpimarl.record.recorder import RunRecorder
 
     s = SETUPS[setup]
@@ -78,22 +107,7 @@ def _worker(setup: str, count: int, size: int, folder: str) -> dict[str, object]
     for i in range(count):
         pid, version = f"player-{i % 2}", i // 2
         weights = base + np.float32(i * 1e-3)  # a real network drifts a little each version
-        rec.save_weights(pid, version, "player", weights, parent=None, layout="flat")
-        rec.append("pool", [{"time": float(i), "generation": version, "policy_id": pid, "role": "player",
-                             "version": version, "parent_id": "", "parent_version": -1, "rank": 1,
-                             "env_steps": i}])
-        key = SnapshotKey(pid, version)
-        pool.add(Snapshot(key, "player", None, 1, i, float(i), weights))
-        if retention is not None:
-            rows = []
-            for old, reason in retention.apply(pool, pid):
-                rows.append({"time": float(i), "generation": version, "policy_id": old.policy_id, "role": "player",
-                             "version": old.version, "weights": s["archive"] if reason == "dropped" else "float32",
-                             "reason": reason})
-                if reason == "dropped":
-                    rec.drop_weights(old.policy_id, old.version, str(s["archive"]), reason)
-            if rows:
-                rec.append("retention", rows)
+        _publish(rec, pool, retention, str(s["archive"]), pid, version, i, weights, parent=None)
         if i % 50 == 0 and i:  # a trainer or an evaluation asks for an old snapshot now and then
             drawable = pool.snapshots()
             pool.weights(drawable[int(rng.integers(len(drawable)))].key)
@@ -122,7 +136,7 @@ def _grow(setup: str, count: int, size: int, folder: str, max_s: float) -> None:
     reaches within `max_s` seconds, and one for where it stopped."""
     import numpy as np
 
-    from mpimarl.league.pool import PolicyPool, Retention, Snapshot, SnapshotKey
+    from mpimarl.league.pool import PolicyPool, Retention, SnapshotKey
     from mpimarl.record.recorder import RunRecorder
 
     s = SETUPS[setup]
@@ -152,23 +166,8 @@ def _grow(setup: str, count: int, size: int, folder: str, max_s: float) -> None:
     for i in range(count):
         pid, version = f"player-{i % 2}", i // 2
         weights = base + np.float32(i * 1e-3)
-        rec.save_weights(pid, version, "player", weights, parent=None, layout="flat")
-        rec.append("pool", [{"time": float(i), "generation": version, "policy_id": pid, "role": "player",
-                             "version": version, "parent_id": "", "parent_version": -1, "rank": 1,
-                             "env_steps": i}])
-        key = SnapshotKey(pid, version)
         parent = SnapshotKey(pid, version - 1) if version else None
-        pool.add(Snapshot(key, "player", parent, 1, i, float(i), weights))
-        if retention is not None:
-            rows = []
-            for old, reason in retention.apply(pool, pid):
-                rows.append({"time": float(i), "generation": version, "policy_id": old.policy_id, "role": "player",
-                             "version": old.version, "weights": s["archive"] if reason == "dropped" else "float32",
-                             "reason": reason})
-                if reason == "dropped":
-                    rec.drop_weights(old.policy_id, old.version, str(s["archive"]), reason)
-            if rows:
-                rec.append("retention", rows)
+        _publish(rec, pool, retention, str(s["archive"]), pid, version, i, weights, parent)
         if i % 50 == 0 and i:
             drawable = pool.snapshots()
             pool.weights(drawable[int(rng.integers(len(drawable)))].key)
