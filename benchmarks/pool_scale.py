@@ -84,8 +84,8 @@ def _publish(rec: RunRecorder, pool: PolicyPool, retention: Retention | None, ar
         rec.append("retention", rows)
 
 
-def _worker(setup: str, count: int, size: int, folder: str) -> dict[str, object]:
-    """One (setup, count): publish `count` synthetic snapshots as rank 0 does; return the measurements."""
+def _open(setup: str, size: int, folder: str) -> tuple:
+    """A setup's run file, pool and retention, and the seeded generator and base weights of its snapshots."""
     import numpy as np
 
     from mpimarl.league.pool import PolicyPool, Retention
@@ -101,6 +101,15 @@ def _worker(setup: str, count: int, size: int, folder: str) -> dict[str, object]
     retention = None if s["keep_latest"] is None else Retention(int(s["keep_latest"]), keep_every=100)  # type: ignore[arg-type]
     rng = np.random.default_rng(0)
     base = rng.standard_normal(size).astype(np.float32)
+    return s, path, rec, pool, retention, rng, base
+
+
+def _worker(setup: str, count: int, size: int, folder: str) -> dict[str, object]:
+    """One (setup, count): publish `count` synthetic snapshots as rank 0 does; return the measurements."""
+    import numpy as np
+
+
+    s, path, rec, pool, retention, rng, base = _open(setup, size, folder)
     rss: list[float] = [_rss_mb()]
     t0 = time.perf_counter()
     reads = 0
@@ -136,19 +145,9 @@ def _grow(setup: str, count: int, size: int, folder: str, max_s: float) -> None:
     reaches within `max_s` seconds, and one for where it stopped."""
     import numpy as np
 
-    from mpimarl.league.pool import PolicyPool, Retention, SnapshotKey
-    from mpimarl.record.recorder import RunRecorder
+    from mpimarl.league.pool import SnapshotKey
 
-    s = SETUPS[setup]
-    path = Path(folder) / "run.h5"
-    rec = RunRecorder(path, {"config": {}})
-    rec.configure(commit_window_s=s["window"], compression=s["compression"])
-    cache = None if s["cache_mb"] is None else int(float(s["cache_mb"]) * 2**20)  # type: ignore[arg-type]
-    load = None if cache is None else (lambda k: rec.read_weights(k.policy_id, k.version))
-    pool = PolicyPool(load, cache_bytes=cache)
-    retention = None if s["keep_latest"] is None else Retention(int(s["keep_latest"]), keep_every=100)  # type: ignore[arg-type]
-    rng = np.random.default_rng(0)
-    base = rng.standard_normal(size).astype(np.float32)
+    s, path, rec, pool, retention, rng, base = _open(setup, size, folder)
     start_rss = _rss_mb()
     t0 = time.perf_counter()
 
