@@ -212,11 +212,32 @@ def register(cls: type) -> type:
 def matchmaker_names() -> tuple[str, ...]:
     """The registered matchmaker names, in registration order."""
     return tuple(_REGISTRY)
+
+
 # ---- strategies ---------------------------------------------------------------------------------
 
 
+class _ReadsOnlyThePool:
+    """The stateless half of a matchmaker that decides from the pool alone: results and publications
+    are ignored (a result's score is still checked) and there is no state to save or restore."""
+
+    def record_result(self, learner: SnapshotKey, opponent: SnapshotKey, score: float) -> None:
+        """Ignored (the score is still checked)."""
+        _check_score(learner, opponent, score)
+
+    def on_publish(self, snapshot: Snapshot) -> None:
+        """Ignored: the pool itself holds every snapshot."""
+
+    def to_state(self) -> dict[str, Any]:
+        """Nothing to keep: this matchmaker reads only the pool."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Nothing to restore."""
+
+
 @register
-class LatestMatchmaker:
+class LatestMatchmaker(_ReadsOnlyThePool):
     """Naive self-play: always the newest snapshots (own latest for own-role seats)."""
 
     name = "latest"
@@ -235,27 +256,13 @@ class LatestMatchmaker:
         _check_request(pool, learner, learner_role, seat_roles, n)
         return [_latest_lineup(pool, learner, learner_role, seat_roles, rng) for _ in range(n)]
 
-    def record_result(self, learner: SnapshotKey, opponent: SnapshotKey, score: float) -> None:
-        """Ignored (the score is still checked)."""
-        _check_score(learner, opponent, score)
-
-    def on_publish(self, snapshot: Snapshot) -> None:
-        """Ignored: the pool itself knows the latest snapshots."""
-
     def meta_strategy(self, pool: PolicyPool, role: str, payoff: PayoffTable | None = None) -> Weights:
         """The latest snapshot of every policy of `role`, equally."""
         return _latest_weights(pool, role)
 
-    def to_state(self) -> dict[str, Any]:
-        """Nothing to keep: this matchmaker reads only the pool."""
-        return {}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Nothing to restore."""
-
 
 @register
-class UniformMatchmaker:
+class UniformMatchmaker(_ReadsOnlyThePool):
     """Fictitious self-play: each seat samples uniformly over every snapshot of its role."""
 
     name = "uniform"
@@ -278,24 +285,10 @@ class UniformMatchmaker:
             for _ in range(n)
         ]
 
-    def record_result(self, learner: SnapshotKey, opponent: SnapshotKey, score: float) -> None:
-        """Ignored (the score is still checked)."""
-        _check_score(learner, opponent, score)
-
-    def on_publish(self, snapshot: Snapshot) -> None:
-        """Ignored: sampling reads the pool directly."""
-
     def meta_strategy(self, pool: PolicyPool, role: str, payoff: PayoffTable | None = None) -> Weights:
         """Every snapshot of `role`, equally."""
         keys = [s.key for s in pool.snapshots(role)]
         return {k: 1.0 / len(keys) for k in keys}
-
-    def to_state(self) -> dict[str, Any]:
-        """Nothing to keep: this matchmaker reads only the pool."""
-        return {}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Nothing to restore."""
 
 
 class _RoleScores:
