@@ -131,11 +131,14 @@ C4_SETUPS = {
                              "league_noscripted_seed3")),
     "self-play": ("naive self-play: matchmaking.strategy latest, no scripted opponent in training",
                   ("selfplay_seed1", "selfplay_seed2", "selfplay_seed3")),
+    "league, 12 epochs": ("the default config with 12 PPO epochs over each rollout instead of 4 (ppo.epochs=12)",
+                          ("e12_seed1", "e12_seed2", "e12_seed3")),
 }
 """The connect-four setups compared by `c4_evidence`: (what, labels of `connect_four --label` tables)."""
 
 C4_FACTORS = (("league", "league, no scripted", "the tactical player in training"),
-              ("league, no scripted", "self-play", "pfsp over the pool instead of the latest self"))
+              ("league, no scripted", "self-play", "pfsp over the pool instead of the latest self"),
+              ("league, 12 epochs", "league", "12 PPO epochs instead of 4"))
 """Pairs of setups that differ in one factor: (with it, without it, the factor)."""
 
 
@@ -195,7 +198,7 @@ def c4_evidence(args: argparse.Namespace) -> None:
              "(higher: harder to exploit; only runs whose exploiter curve was kept). Difference columns: the mean over "
              "runs with the factor minus without, bootstrap 95% interval, exact two-sided permutation p over runs "
              "(with three runs a side the smallest possible p is 0.1, with two 0.33). No judge is a training "
-             "opponent, except the tactical player for the `league` setup.")
+             "opponent, except the tactical player for the `league` and `league, 12 epochs` setups.")
     save(pd.DataFrame(rows), "league_connect_four_evidence", notes)
 
 
