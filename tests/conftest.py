@@ -16,6 +16,15 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Compile the package's bytecode once, before any test launches ranks: with PYTHONDONTWRITEBYTECODE
+    set (as on these machines) every rank of the suite's few hundred MPI jobs would otherwise compile
+    mpimarl's sources again at start-up. (__pycache__ is git-ignored; a read-only checkout just skips it.)"""
+    import compileall
+
+    compileall.compile_dir(REPO / "mpimarl", quiet=2)
+
+
 def mpiexec() -> str:
     """The mpiexec next to this Python (the PyPI mpich wheel), else the one on PATH."""
     local = Path(sys.executable).parent / "mpiexec"

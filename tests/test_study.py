@@ -95,7 +95,6 @@ def test_study_helpers() -> None:
 
 @pytest.mark.slow
 @pytest.mark.mpi
-@pytest.mark.slow
 def test_a_tiny_sweep_runs_resumes_and_makes_the_study(tmp_path: Path) -> None:
     sweep = _write_sweep(tmp_path)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")

@@ -14,7 +14,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import linprog, minimize
+
+# scipy.optimize is imported where an LP or SLSQP is solved, not here: every rank imports the league
+# package (its pool), but only rank 0 solves meta-games, and scipy.optimize costs each rank about half a
+# second of start-up (a tenth of torch's) on the 2-core machine.
 
 SOLVERS = ("lp", "max_entropy", "replicator")
 """Solver names `solve_meta_game` accepts."""
@@ -55,6 +58,8 @@ def _distribution(x: np.ndarray) -> np.ndarray:
 
 def _maximin(a: np.ndarray) -> tuple[np.ndarray, float]:
     """The row player's maximin strategy and value: maximise v s.t. (a^T p)_j >= v, p in the simplex."""
+    from scipy.optimize import linprog
+
     m, n = a.shape
     cost = np.zeros(m + 1)
     cost[-1] = -1.0  # maximise v
@@ -89,6 +94,8 @@ def _maximal_support(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cone; one LP maximising sum(t), t_i <= x_i, t_i <= 1, finds a point of it with x_i >= 1 on
     every strategy that any equilibrium plays (a sum of scaled equilibria) and x_i = 0 elsewhere.
     """
+    from scipy.optimize import linprog
+
     n = a.shape[0]
     cost = np.concatenate([np.zeros(n), -np.ones(n)])
     a_ub = np.vstack([np.hstack([-a.T, np.zeros((n, n))]),  # a^T x >= 0
@@ -139,6 +146,8 @@ def max_entropy_nash(a: np.ndarray) -> np.ndarray:
     basis = _null_space(np.vstack([a_s.T, np.ones((1, idx.size))]))
     p = p0
     if basis.shape[1] > 0:
+        from scipy.optimize import minimize
+
         def objective(z: np.ndarray) -> float:
             return _neg_entropy(p0 + basis @ z)
 
