@@ -357,9 +357,12 @@ def _population_curve(run: Run) -> pd.DataFrame:
 
 
 def _at_steps(curve: pd.DataFrame, steps: int) -> float:
-    """The population's exploitability at the last generation within `steps` env steps per trainer."""
+    """The population's exploitability at the last generation within `steps` env steps per trainer; NaN
+    for a mark past the run's last generation (the run never got there)."""
     within = curve[curve.steps_per_trainer <= steps]
-    return float(within.exploitability.iloc[-1]) if len(within) else math.nan
+    if not len(within) or curve.steps_per_trainer.max() < steps:
+        return math.nan
+    return float(within.exploitability.iloc[-1])
 
 
 def _exploitability_case(args: argparse.Namespace, case: str, config: str, strategies: tuple[str, ...],
