@@ -496,12 +496,15 @@ class League:
                                         self.payoff) if n > len(fixed) else []
         return fixed + [(tuple(SeatedKey(k, r) for k, r in zip(lu, roles)), self.matchmaker.name) for lu in drawn]
 
-    def add_targets(self, snapshots: Sequence[Snapshot], targets: dict[str, dict[SnapshotKey, float]]) -> None:
+    def add_targets(self, snapshots: Sequence[Snapshot], targets: dict[str, dict[SnapshotKey, float]],
+                    load: WeightLoader | None = None) -> None:
         """Fixed snapshots for the exploiters to train against (an exploit job): `snapshots` enter the
         pool (never evaluated or rated); a seat of a role in `targets` is drawn from that role's
-        distribution, a seat of another role gets the latest snapshot of one of its main policies."""
+        distribution, a seat of another role gets the latest snapshot of one of its main policies.
+        `load` reads their weights back once the pool's bounded cache evicted them (they are not in
+        the job's own run file)."""
         for snap in snapshots:
-            self.pool.add(snap)
+            self.pool.add(snap, load)
             self.matchmaker.on_publish(snap)
         for role, weights in targets.items():
             missing = [str(k) for k in weights if k not in self.pool]

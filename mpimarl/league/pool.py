@@ -166,9 +166,15 @@ class PolicyPool:
         # costs what the drawable part of the pool holds, not every snapshot ever published.
         self._drawable: dict[SnapshotKey, Snapshot] = {}
         self._drawable_by_role: dict[str, dict[SnapshotKey, Snapshot]] = {}
+        self._sources: dict[SnapshotKey, WeightLoader] = {}  # snapshots whose weights live elsewhere
 
-    def add(self, snapshot: Snapshot) -> None:
-        """Publish a snapshot; ValueError naming the key if it breaks one of the pool's rules."""
+    def add(self, snapshot: Snapshot, load: WeightLoader | None = None) -> None:
+        """Publish a snapshot; ValueError naming the key if it breaks one of the pool's rules.
+
+        `load`: where this snapshot's weights are read back once the cache evicted them, instead of
+        the pool's own loader (an exploit job's targets live in the run file it exploits, not in the
+        job's own).
+        """
         key = snapshot.key
         if key.policy_id == RANDOM_POLICY_ID:
             raise ValueError(
@@ -211,6 +217,8 @@ class PolicyPool:
         self._role_of.setdefault(key.policy_id, snapshot.role)
         self._versions.setdefault(key.policy_id, []).append(key)
         self._index_drawable(meta)
+        if load is not None:
+            self._sources[key] = load
         self.cache.put(key, weights)
 
     def _shared_key(self, key: SnapshotKey) -> SnapshotKey:
@@ -242,9 +250,10 @@ class PolicyPool:
                                  "and ratings remain")
         weights = self.cache.get(key)
         if weights is None:
-            if self._load is None:  # pragma: no cover - add() always caches without a loader
+            load = self._sources.get(snap.key, self._load)
+            if load is None:  # pragma: no cover - add() always caches without a loader
                 raise KeyError(f"snapshot {key}: weights not in memory and no store to read them from")
-            weights = self._load(key)
+            weights = load(snap.key)
             self.cache.put(key, weights)
         return weights
 

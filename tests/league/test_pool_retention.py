@@ -54,6 +54,22 @@ def test_the_cache_bounds_the_weights_in_memory_and_reads_the_rest_back() -> Non
     assert pool.get(SnapshotKey("player-0", 5)).weights is None  # metadata only on the heap
 
 
+def test_a_snapshot_from_another_store_is_read_back_from_that_store() -> None:
+    """An exploit job's targets come from the run it exploits: once evicted, they are read from there,
+    not from the job's own run file (which never held them)."""
+    own, source = _Store(), _Store()
+    pool = PolicyPool(own.load, cache_snapshots=2)
+    for v in range(5):  # a target population of five snapshots, more than the cache holds
+        snap = _big("player-0", v, size=10)
+        source.weights[snap.key] = snap.weights.copy()
+        pool.add(snap, source.load)
+    _publish(pool, own, _big("exploiter-player-0", 1, size=10))
+    for v in range(5):
+        np.testing.assert_array_equal(pool.weights(SnapshotKey("player-0", v)), np.full(10, v, np.float32))
+    assert source.reads >= 3 and own.reads == 0
+    np.testing.assert_array_equal(pool.weights(SnapshotKey("exploiter-player-0", 1)), np.full(10, 1, np.float32))
+
+
 def test_a_count_bound_and_no_store_means_everything_stays() -> None:
     store = _Store()
     pool = PolicyPool(store.load, cache_snapshots=3)
