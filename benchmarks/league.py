@@ -75,7 +75,7 @@ def connect_four(args: argparse.Namespace) -> None:
     label = args.label or f"seed{args.seed}"
     load_before = _load()
     if args.reuse:  # judge a run trained before (e.g. by hand with the same overrides)
-        path, wall = args.reuse, math.nan
+        path, wall = args.reuse, float(load_run(args.reuse).attrs.get("wall_time_s", math.nan))
     else:
         folder = fresh_run_dir(args.runs, f"connect_four_{label}")
         budget = (["--steps", str(args.steps)] if args.steps
