@@ -75,7 +75,7 @@ def connect_four(args: argparse.Namespace) -> None:
     label = args.label or f"seed{args.seed}"
     load_before = _load()
     if args.reuse:  # judge a run trained before (e.g. by hand with the same overrides)
-        path, wall = args.reuse, float(load_run(args.reuse).attrs.get("wall_time_s", math.nan))
+        path, wall = args.reuse, math.nan  # read from the run file below
     else:
         folder = fresh_run_dir(args.runs, f"connect_four_{label}")
         budget = (["--steps", str(args.steps)] if args.steps
@@ -85,6 +85,8 @@ def connect_four(args: argparse.Namespace) -> None:
         path = folder / "run.h5"
     load_after = _load()
     run = load_run(path)
+    if args.reuse:
+        wall = float(run.attrs.get("wall_time_s", math.nan))
     plan = JudgePlan(baselines=C4_JUDGES, history=(0.5,), episodes=args.episodes, seed=args.seed + 1,
                      exploit_steps=args.exploit_steps)
     t0 = time.monotonic()
