@@ -7,7 +7,7 @@ final policies, and exact exploitability where the game allows it. Reference fig
 
     python -m benchmarks.league connect_four [--minutes 30]        # the default config
     python -m benchmarks.league c4_ablation [--steps 2000000]     # which connect-four change bought what
-    python -m benchmarks.league c4_evidence                        # league vs self-play over the connect_four tables
+    python -m benchmarks.league c4_evidence [--budget 2M|30min]    # league vs self-play over the connect_four tables
     python -m benchmarks.league c4_retention                       # default retention vs everything kept
     python -m benchmarks.league matchmakers [--minutes 6]          # latest/uniform/openai_five/pfsp/psro
     python -m benchmarks.league rps                                # latest vs uniform vs psro
@@ -137,12 +137,35 @@ C4_SETUPS = {
     "league, 12 epochs": ("the default config with 12 PPO epochs over each rollout instead of 4 (ppo.epochs=12)",
                           ("e12_seed1", "e12_seed2", "e12_seed3")),
 }
-"""The connect-four setups compared by `c4_evidence`: (what, labels of `connect_four --label` tables)."""
+"""The connect-four setups compared by `c4_evidence` at 2M steps: (what, labels of `connect_four --label` tables)."""
 
 C4_FACTORS = (("league", "league, no scripted", "the tactical player in training"),
               ("league, no scripted", "self-play", "pfsp over the pool instead of the latest self"),
               ("league, 12 epochs", "league", "12 PPO epochs instead of 4"))
 """Pairs of setups that differ in one factor: (with it, without it, the factor)."""
+
+C4_SETUPS_30MIN = {
+    "league": ("the default config trained 30 minutes on the idle machine (5.76M and 5.91M env steps per trainer)",
+               ("default30_seed1", "default30_seed2")),
+    "self-play": ("naive self-play (matchmaking.strategy latest, no scripted opponent in training) trained to the "
+                  "same seed's league run's env steps (--steps 5755520 and 5905664)",
+                  ("selfplay30_seed1", "selfplay30_seed2")),
+}
+"""The connect-four setups compared by `c4_evidence --budget 30min`: the default's 30-minute budget, in steps."""
+
+C4_EVIDENCE = {
+    "2M": (C4_SETUPS, C4_FACTORS, "league_connect_four_evidence",
+           "Connect four, 3 ranks (two trainers), 2M env steps per trainer each run, seeds 1-3",
+           "No judge is a training opponent, except the tactical player for the `league` and `league, 12 epochs` "
+           "setups."),
+    "30min": (C4_SETUPS_30MIN, (("league", "self-play", "the default's pfsp pool and tactical player in training "
+                                 "instead of the latest self"),),
+              "league_connect_four_evidence_30min",
+              "Connect four, 3 ranks (two trainers), the default config's 30-minute budget in env steps per "
+              "trainer, seeds 1 and 2, the same steps for both setups of a seed",
+              "No judge is a training opponent, except the tactical player for the `league` setup."),
+}
+"""`c4_evidence --budget B`: (setups, one-factor pairs, table name, budget sentence, training-opponent sentence)."""
 
 
 def _steps_to(curve: pd.DataFrame, level: float) -> float:
@@ -152,13 +175,14 @@ def _steps_to(curve: pd.DataFrame, level: float) -> float:
 
 
 def c4_evidence(args: argparse.Namespace) -> None:
-    """One table over the `connect_four` runs of C4_SETUPS (same budget, seeds 1-3): each judge's score
+    """One table over the `connect_four` runs of one budget's setups (C4_EVIDENCE): each judge's score
     per setup (the mean of each run's two final policies, then over runs), and each one-factor difference
     with a bootstrap interval and an exact permutation p-value over runs (mpimarl.stats.difference)."""
     from mpimarl.stats import difference
 
+    setups_of_budget, factors, table_name, budget_text, trained_text = C4_EVIDENCE[args.budget]
     per_run: dict[str, dict[str, list[float]]] = {}
-    for setup, (_, labels) in C4_SETUPS.items():
+    for setup, (_, labels) in setups_of_budget.items():
         values: dict[str, list[float]] = {}
         for label in labels:
             table = RESULTS / f"league_connect_four_{label}.csv"
@@ -179,19 +203,19 @@ def c4_evidence(args: argparse.Namespace) -> None:
     judges = list(dict.fromkeys(j for values in per_run.values() for j in values))
     rows = [{"judge": "runs", **{setup: str(max((len(v) for v in values.values()), default=0))
                                  for setup, values in per_run.items()},
-             **{f"{a} - {b}": factor for a, b, factor in C4_FACTORS}}]
+             **{f"{a} - {b}": factor for a, b, factor in factors}}]
     for judge in judges:
         row = {"judge": judge}
         for setup, values in per_run.items():
             got = values.get(judge, [])
             row[setup] = (f"{np.mean(got):.3f} (" + ", ".join(f"{v:.2f}" for v in got) + ")") if got else ""
-        for with_it, without, _ in C4_FACTORS:
+        for with_it, without, _ in factors:
             d = difference(per_run[with_it].get(judge, []), per_run[without].get(judge, []))
             row[f"{with_it} - {without}"] = ("" if math.isnan(d.diff)
                                               else f"{d.diff:+.3f} [{d.low:+.2f}, {d.high:+.2f}] p={d.p_value:.2f}")
         rows.append(row)
-    setups = " ".join(f"**{name}**: {what} ({', '.join(labels)})." for name, (what, labels) in C4_SETUPS.items())
-    notes = ("Connect four, 3 ranks (two trainers), 2M env steps per trainer each run, seeds 1-3; the runs' own "
+    setups = " ".join(f"**{name}**: {what} ({', '.join(labels)})." for name, (what, labels) in setups_of_budget.items())
+    notes = (f"{budget_text}; the runs' own "
              "tables (league_connect_four_<label>.md) give wall time, load and every pairing's Wilson interval. "
              f"{setups} Setup columns: the mean over runs of each run's score (both final policies' 400 games per "
              "judge averaged; the exploiter row is the population's score, 1 - the exploiter's), with the per-run "
@@ -200,9 +224,8 @@ def c4_evidence(args: argparse.Namespace) -> None:
              "before its training score against the population first reached 0.9, at a resolution of 200k steps "
              "(higher: harder to exploit; only runs whose exploiter curve was kept). Difference columns: the mean over "
              "runs with the factor minus without, bootstrap 95% interval, exact two-sided permutation p over runs "
-             "(with three runs a side the smallest possible p is 0.1, with two 0.33). No judge is a training "
-             "opponent, except the tactical player for the `league` and `league, 12 epochs` setups.")
-    save(pd.DataFrame(rows), "league_connect_four_evidence", notes)
+             f"(with three runs a side the smallest possible p is 0.1, with two 0.33). {trained_text}")
+    save(pd.DataFrame(rows), table_name, notes)
 
 
 C4_RETENTION = (("kept", ("default_seed1", "default_seed2")), ("retention", ("retention_seed1", "retention_seed2")))
@@ -482,6 +505,8 @@ def main() -> None:
     parser.add_argument("--label", default=None, help="connect_four: table name suffix (default seedK)")
     parser.add_argument("--exploit-steps", type=int, default=0, help="connect_four: train an exploiter of the "
                         "final population for this many steps (0: none)")
+    parser.add_argument("--budget", choices=sorted(C4_EVIDENCE), default="2M", help="c4_evidence: which setups' "
+                        "budget (2M env steps per trainer, or the default's 30 minutes in steps)")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench", help="where run folders go")
     args = parser.parse_args()
     torch.set_num_threads(1)
