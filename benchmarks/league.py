@@ -174,6 +174,20 @@ def _steps_to(curve: pd.DataFrame, level: float) -> float:
     return float(hit.env_steps.min()) if len(hit) else math.nan
 
 
+def _steps_to_interpolated(curve: pd.DataFrame, level: float) -> float:
+    """Environment steps at which the exploiter's training score first crossed `level`, linear between
+    the two curve points around the crossing (finer than the curve's resolution where the score rises
+    steeply); the first point's steps if it already reached `level`, NaN if it never did."""
+    steps, score = curve.env_steps.to_numpy(float), curve.score.to_numpy(float)
+    above = np.flatnonzero(score >= level)
+    if not len(above):
+        return math.nan
+    i = int(above[0])
+    if i == 0:
+        return float(steps[0])
+    return float(steps[i - 1] + (level - score[i - 1]) / (score[i] - score[i - 1]) * (steps[i] - steps[i - 1]))
+
+
 def c4_evidence(args: argparse.Namespace) -> None:
     """One table over the `connect_four` runs of one budget's setups (C4_EVIDENCE): each judge's score
     per setup (the mean of each run's two final policies, then over runs), and each one-factor difference
@@ -198,6 +212,7 @@ def c4_evidence(args: argparse.Namespace) -> None:
                 pd.read_csv(found).to_csv(curve_file, index=False)
             if curve_file.exists():
                 curve = pd.read_csv(curve_file)
+                values.setdefault("exploiter steps to 0.5", []).append(_steps_to_interpolated(curve, 0.5) / 1e6)
                 values.setdefault("exploiter steps to 0.9", []).append(_steps_to(curve, 0.9) / 1e6)
         per_run[setup] = values
     judges = list(dict.fromkeys(j for values in per_run.values() for j in values))
@@ -222,7 +237,10 @@ def c4_evidence(args: argparse.Namespace) -> None:
              "values. "
              "`exploiter steps to 0.9`: millions of env steps the 2M-step exploiter of the final population trained "
              "before its training score against the population first reached 0.9, at a resolution of 200k steps "
-             "(higher: harder to exploit; only runs whose exploiter curve was kept). Difference columns: the mean over "
+             "(higher: harder to exploit; only runs whose exploiter curve was kept); `exploiter steps to 0.5`: the "
+             "same for a training score of 0.5, linear between the two curve points around the crossing "
+             "(0.2: already past it at the first point, 200k steps). "
+             "Difference columns: the mean over "
              "runs with the factor minus without, bootstrap 95% interval, exact two-sided permutation p over runs "
              f"(with three runs a side the smallest possible p is 0.1, with two 0.33). {trained_text}")
     save(pd.DataFrame(rows), table_name, notes)

@@ -40,3 +40,11 @@ def test_c4_evidence_compares_one_budgets_setups_run_by_run(tmp_path, monkeypatc
     assert table.loc["tactical", "self-play"] == "0.200 (0.30, 0.10)"
     assert table.loc["tactical", "league - self-play"].startswith("+0.550 ")
     assert not (tmp_path / "league_connect_four_evidence.csv").exists()
+
+
+def test_exploiter_steps_to_a_score_interpolate_between_curve_points() -> None:
+    curve = pd.DataFrame({"env_steps": [200_000, 400_000, 600_000], "score": [0.2, 0.7, 0.95]})
+    assert league._steps_to(curve, 0.9) == 600_000  # the first point at or past 0.9
+    assert league._steps_to_interpolated(curve, 0.5) == 320_000  # 3/5 of the way from 0.2 to 0.7
+    assert league._steps_to_interpolated(curve, 0.1) == 200_000  # reached by the first point
+    assert math.isnan(league._steps_to_interpolated(curve, 0.99))  # never reached
