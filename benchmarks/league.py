@@ -504,29 +504,35 @@ def simple_tag(args: argparse.Namespace) -> None:
     save(pd.DataFrame(rows), "league_simple_tag", notes)
 
 
+def parser() -> argparse.ArgumentParser:
+    """The command line of `python -m benchmarks.league`."""
+    cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_argument("case", choices=["connect_four", "c4_ablation", "c4_evidence", "c4_retention", "matchmakers",
+                                      "rps", "kuhn", "leduc", "simple_tag"])
+    cli.add_argument("--minutes", type=float, default=None, help="wall-time limit per training run")
+    cli.add_argument("--episodes", type=int, default=400, help="evaluation episodes per pairing")
+    cli.add_argument("--seed", type=int, default=0)
+    cli.add_argument("--ranks", type=int, default=3, help="rps/kuhn/leduc: MPI ranks (server + trainers)")
+    cli.add_argument("--note", default="", help="c4_ablation: a sentence added to the table's notes")
+    cli.add_argument("--only", type=lambda s: s.split(","), default=None, help="matchmakers: a subset")
+    cli.add_argument("--reuse", type=Path, default=None, help="connect_four: judge this run file, no training; "
+                     "c4_ablation: judge the runs in REUSE/c4_ablation_<variant>/")
+    cli.add_argument("--config", default="connect_four_league.yaml", help="connect_four: the config under configs/")
+    cli.add_argument("--steps", type=int, default=None, help="connect_four: a budget in env steps per trainer "
+                     "instead of --minutes")
+    cli.add_argument("--set", nargs="+", action="extend", default=[], metavar="key.path=value",
+                     help="connect_four/kuhn/leduc: config overrides (repeat --set or list several after one)")
+    cli.add_argument("--label", default=None, help="connect_four: table name suffix (default seedK)")
+    cli.add_argument("--exploit-steps", type=int, default=0, help="connect_four: train an exploiter of the "
+                     "final population for this many steps (0: none)")
+    cli.add_argument("--budget", choices=sorted(C4_EVIDENCE), default="2M", help="c4_evidence: which setups' "
+                     "budget (2M env steps per trainer, or the default's 30 minutes in steps)")
+    cli.add_argument("--runs", type=Path, default=REPO / "runs" / "bench", help="where run folders go")
+    return cli
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("case", choices=["connect_four", "c4_ablation", "c4_evidence", "c4_retention", "matchmakers",
-                                         "rps", "kuhn", "leduc", "simple_tag"])
-    parser.add_argument("--minutes", type=float, default=None, help="wall-time limit per training run")
-    parser.add_argument("--episodes", type=int, default=400, help="evaluation episodes per pairing")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ranks", type=int, default=3, help="rps/kuhn/leduc: MPI ranks (server + trainers)")
-    parser.add_argument("--note", default="", help="c4_ablation: a sentence added to the table's notes")
-    parser.add_argument("--only", type=lambda s: s.split(","), default=None, help="matchmakers: a subset")
-    parser.add_argument("--reuse", type=Path, default=None, help="connect_four: judge this run file, no training; "
-                        "c4_ablation: judge the runs in REUSE/c4_ablation_<variant>/")
-    parser.add_argument("--config", default="connect_four_league.yaml", help="connect_four: the config under configs/")
-    parser.add_argument("--steps", type=int, default=None, help="connect_four: a budget in env steps per trainer "
-                        "instead of --minutes")
-    parser.add_argument("--set", nargs="*", default=[], help="connect_four: key.path=value overrides")
-    parser.add_argument("--label", default=None, help="connect_four: table name suffix (default seedK)")
-    parser.add_argument("--exploit-steps", type=int, default=0, help="connect_four: train an exploiter of the "
-                        "final population for this many steps (0: none)")
-    parser.add_argument("--budget", choices=sorted(C4_EVIDENCE), default="2M", help="c4_evidence: which setups' "
-                        "budget (2M env steps per trainer, or the default's 30 minutes in steps)")
-    parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench", help="where run folders go")
-    args = parser.parse_args()
+    args = parser().parse_args()
     torch.set_num_threads(1)
     np.seterr(all="ignore")
     defaults = {"connect_four": 30, "matchmakers": 6, "kuhn": 15, "leduc": 30}

@@ -48,3 +48,12 @@ def test_exploiter_steps_to_a_score_interpolate_between_curve_points() -> None:
     assert league._steps_to_interpolated(curve, 0.5) == 320_000  # 3/5 of the way from 0.2 to 0.7
     assert league._steps_to_interpolated(curve, 0.1) == 200_000  # reached by the first point
     assert math.isnan(league._steps_to_interpolated(curve, 0.99))  # never reached
+
+
+def test_repeated_set_options_all_reach_the_run() -> None:
+    """`--set a --set b` keeps both overrides (a repeated option used to keep only the last: a
+    self-play comparison silently trained the default matchmaker)."""
+    args = league.parser().parse_args(["connect_four", "--set", "matchmaking.strategy=latest",
+                                       "--set", "ppo.epochs=2", "ppo.minibatches=4"])
+    assert args.set == ["matchmaking.strategy=latest", "ppo.epochs=2", "ppo.minibatches=4"]
+    assert league.parser().parse_args(["connect_four"]).set == []
