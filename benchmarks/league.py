@@ -147,9 +147,10 @@ C4_FACTORS = (("league", "league, no scripted", "the tactical player in training
 C4_SETUPS_30MIN = {
     "league": ("the default config trained 30 minutes on the idle machine (5.76M and 5.91M env steps per trainer)",
                ("default30_seed1", "default30_seed2")),
-    "self-play": ("naive self-play (matchmaking.strategy latest, no scripted opponent in training) trained to the "
-                  "same seed's league run's env steps (--steps 5755520 and 5905664)",
-                  ("selfplay30_seed1", "selfplay30_seed2")),
+    "league, no scripted": ("the default config with no scripted opponent in training, trained to seed 1's league "
+                            "step count (--steps 5755520)", ("noscripted30_seed1",)),
+    "self-play": ("naive self-play (matchmaking.strategy latest, no scripted opponent in training) trained to seed 1's "
+                  "league step count (--steps 5755520)", ("selfplay30_seed1",)),
 }
 """The connect-four setups compared by `c4_evidence --budget 30min`: the default's 30-minute budget, in steps."""
 
@@ -158,11 +159,13 @@ C4_EVIDENCE = {
            "Connect four, 3 ranks (two trainers), 2M env steps per trainer each run, seeds 1-3",
            "No judge is a training opponent, except the tactical player for the `league` and `league, 12 epochs` "
            "setups."),
-    "30min": (C4_SETUPS_30MIN, (("league", "self-play", "the default's pfsp pool and tactical player in training "
-                                 "instead of the latest self"),),
+    "30min": (C4_SETUPS_30MIN, (("league", "league, no scripted", "the tactical player in training"),
+                                ("league, no scripted", "self-play", "pfsp over the pool instead of the latest self"),
+                                ("league", "self-play", "the default (pfsp pool and tactical player in training) "
+                                 "instead of the latest self")),
               "league_connect_four_evidence_30min",
               "Connect four, 3 ranks (two trainers), the default config's 30-minute budget in env steps per "
-              "trainer, seeds 1 and 2, the same steps for both setups of a seed",
+              "trainer (seeds 1 and 2 for the default, seed 1 for the others, at seed 1's step count)",
               "No judge is a training opponent, except the tactical player for the `league` setup."),
 }
 """`c4_evidence --budget B`: (setups, one-factor pairs, table name, budget sentence, training-opponent sentence)."""

@@ -24,21 +24,22 @@ def test_a_step_mark_reads_the_last_generation_within_it_and_nothing_past_the_ru
 
 def test_c4_evidence_compares_one_budgets_setups_run_by_run(tmp_path, monkeypatch) -> None:
     """`c4_evidence --budget 30min` reads that budget's runs only: each run's two final policies are
-    averaged, then the runs; the difference column is league minus self-play over runs."""
+    averaged, then the runs; a difference column is one setup minus the other over runs."""
     monkeypatch.setattr(league, "RESULTS", tmp_path)
     monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
     scores = {"default30_seed1": (0.9, 0.8), "default30_seed2": (0.7, 0.6),
-              "selfplay30_seed1": (0.2, 0.4), "selfplay30_seed2": (0.1, 0.1),
+              "noscripted30_seed1": (0.5, 0.3), "selfplay30_seed1": (0.2, 0.4),
               "default_seed1": (0.0, 0.0)}  # a 2M-step run: not part of this budget
     for label, (p0, p1) in scores.items():
         pd.DataFrame({"policy_id": ["player-0", "player-1"], "judge": ["tactical", "tactical"],
                       "score": [p0, p1]}).to_csv(tmp_path / f"league_connect_four_{label}.csv", index=False)
     league.c4_evidence(argparse.Namespace(budget="30min", runs=tmp_path / "runs"))
     table = pd.read_csv(tmp_path / "league_connect_four_evidence_30min.csv").set_index("judge")
-    assert table.loc["runs", "league"] == "2" and table.loc["runs", "self-play"] == "2"
+    assert table.loc["runs", "league"] == "2" and table.loc["runs", "self-play"] == "1"
     assert table.loc["tactical", "league"] == "0.750 (0.85, 0.65)"
-    assert table.loc["tactical", "self-play"] == "0.200 (0.30, 0.10)"
-    assert table.loc["tactical", "league - self-play"].startswith("+0.550 ")
+    assert table.loc["tactical", "self-play"] == "0.300 (0.30)"
+    assert table.loc["tactical", "league - self-play"].startswith("+0.450 ")
+    assert table.loc["tactical", "league, no scripted - self-play"].startswith("+0.100 ")
     assert not (tmp_path / "league_connect_four_evidence.csv").exists()
 
 
