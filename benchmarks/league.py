@@ -228,11 +228,10 @@ def c4_evidence(args: argparse.Namespace) -> None:
             got = values.get(judge, [])
             row[setup] = (f"{np.mean(got):.3f} (" + ", ".join(f"{v:.2f}" for v in got) + ")") if got else ""
         for with_it, without, _ in factors:
-            a, b = per_run[with_it].get(judge, []), per_run[without].get(judge, [])
-            d = difference(a, b)
+            d = difference(per_run[with_it].get(judge, []), per_run[without].get(judge, []))
             if math.isnan(d.diff):
                 text = ""
-            elif min(len(a), len(b)) < 2:  # one run a side: the bootstrap interval and p say nothing
+            elif min(d.n_a, d.n_b) < 2:  # one run a side: the bootstrap interval and p say nothing
                 text = f"{d.diff:+.3f} (a single run on one side: no interval)"
             else:
                 text = f"{d.diff:+.3f} [{d.low:+.2f}, {d.high:+.2f}] p={d.p_value:.2f}"
