@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mpimarl.algos.adam import Adam
 from mpimarl.config import PPOConfig
 
 _TERMS = 5  # policy loss, value loss, entropy, approximate KL, clip fraction
@@ -48,7 +49,7 @@ class GroupLearner(Protocol):
 
     cfg: PPOConfig
     net: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: Adam
     generator: torch.Generator
     device: torch.device
 

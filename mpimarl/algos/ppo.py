@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mpimarl.algos.adam import Adam
 from mpimarl.algos.coma import counterfactual_advantage, expected_q
 from mpimarl.algos.data_parallel import GradientGroup, feature_moments, group_moments, group_update
 from mpimarl.algos.networks import ActorCritic, PolicyShape
@@ -249,7 +250,7 @@ class PPOLearner:
         self.value_norm = ValueNormalizer() if getattr(self.cfg, "value_norm", False) else None
         self.net = ActorCritic(self.shape).to(self.device)
         # Only what has a gradient: input normalisers' statistics are parameters too (in the buffer).
-        self.optimizer = torch.optim.Adam(trainable(self.net), lr=self.cfg.learning_rate, eps=1e-5)
+        self.optimizer = Adam(trainable(self.net), lr=self.cfg.learning_rate, eps=1e-5)
         self.rollout = StreamRollout(self.shape, capacity=self.cfg.rollout_steps + 4 * self.cfg.num_envs)
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.acting_net = self.net
