@@ -34,7 +34,7 @@ setups:
       matchmaking.strategy: [latest, uniform]
   - name: kuhn
     config: {CONFIGS / "kuhn_psro.yaml"}
-    overrides: [schedule.total_steps=4000, ppo.rollout_steps=512, ppo.num_envs=16]
+    overrides: [schedule.total_steps=4000, ppo.rollout_steps=512, ppo.num_envs=16, ppo.epochs=2]
   - name: sl
     config: {CONFIGS / "speaker_listener_team.yaml"}
     ranks: 3

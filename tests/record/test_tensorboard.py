@@ -129,7 +129,8 @@ def test_a_trained_run_shows_the_same_curves_live_and_converted(tmp_path: Path) 
     run_dir = tmp_path / "kuhn"
     proc = run_mpi(3, ["train", str(CONFIGS / "kuhn_psro.yaml"), "--run-dir", str(run_dir), "--steps", "6000",
                        "schedule.steps_per_generation=2000", "ppo.rollout_steps=512", "ppo.num_envs=16",
-                       "evaluation.baseline_episodes=8", "logging.tensorboard=true"], timeout=400)
+                       "evaluation.baseline_episodes=8", "logging.tensorboard=true", "ppo.epochs=2"],
+                   timeout=400)
     assert proc.returncode == 0, proc.stderr
     live = read_events(run_dir / "tensorboard")
     assert main(["tensorboard", str(run_dir / "run.h5")]) == 0  # default: tensorboard/ beside the run file
