@@ -147,8 +147,9 @@ C4_FACTORS = (("league", "league, no scripted", "the tactical player in training
 C4_SETUPS_30MIN = {
     "league": ("the default config trained 30 minutes on the idle machine (5.76M and 5.91M env steps per trainer)",
                ("default30_seed1", "default30_seed2")),
-    "league, no scripted": ("the default config with no scripted opponent in training, trained to seed 1's league "
-                            "step count (--steps 5755520)", ("noscripted30_seed1",)),
+    "league, no scripted": ("the default config with no scripted opponent in training, trained to each seed's "
+                            "league step count (--steps 5755520 and 5905664)",
+                            ("noscripted30_seed1", "noscripted30_seed2")),
     "self-play": ("naive self-play (matchmaking.strategy latest, no scripted opponent in training) trained to each "
                   "seed's league step count (--steps 5755520 and 5905664)", ("selfplay30_seed1", "selfplay30_seed2")),
 }
@@ -165,8 +166,7 @@ C4_EVIDENCE = {
                                  "instead of the latest self")),
               "league_connect_four_evidence_30min",
               "Connect four, 3 ranks (two trainers), the default config's 30-minute budget in env steps per "
-              "trainer (seeds 1 and 2 for the default and self-play, each at its league seed's step count; seed 1 "
-              "for the league without a scripted opponent)",
+              "trainer (seeds 1 and 2; the other setups each at its league seed's step count)",
               "No judge is a training opponent, except the tactical player for the `league` setup."),
 }
 """`c4_evidence --budget B`: (setups, one-factor pairs, table name, budget sentence, training-opponent sentence)."""
