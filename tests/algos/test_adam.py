@@ -21,7 +21,7 @@ def _net(seed: int) -> nn.Module:
                          nn.Tanh(), nn.Linear(5, 3))
 
 
-def _train(net: nn.Module, opt: object, steps: int, seed: int, lr_at: dict[int, float] | None = None,
+def _train(net: nn.Module, opt: Adam | torch.optim.Adam, steps: int, seed: int, lr_at: dict[int, float] | None = None,
            start: int = 0) -> None:
     """Steps `start`..`steps - 1` of a fixed stream of batches (`seed`), the learning rate set by `lr_at`."""
     gen = torch.Generator().manual_seed(seed)
@@ -30,15 +30,16 @@ def _train(net: nn.Module, opt: object, steps: int, seed: int, lr_at: dict[int, 
         if i < start:
             continue
         if lr_at and i in lr_at:
-            for group in opt.param_groups:  # type: ignore[attr-defined]
+            for group in opt.param_groups:
                 group["lr"] = lr_at[i]
-        loss = net(x).pow(2).mean() + net(x).sum() * 1e-3
-        opt.zero_grad(set_to_none=True)  # type: ignore[attr-defined]
+        out = net(x)
+        loss = out.pow(2).mean() + out.sum() * 1e-3
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         if i % 3 == 2:  # a parameter without a gradient this step keeps its moments and its count
             net[-1].bias.grad = None
         nn.utils.clip_grad_norm_(net.parameters(), 0.5)
-        opt.step()  # type: ignore[attr-defined]
+        opt.step()
 
 
 def test_updates_are_bit_identical_to_torch_adam_with_a_changing_learning_rate() -> None:
