@@ -110,15 +110,19 @@ def test_usr1_requeues_the_job_and_the_run_resumes(slurm_cluster: LocalCluster, 
     # A requeued job waits about two minutes before it may start again: SLURM's rule, not ours. The
     # requeue sets that begin time a moment after `Restarts` changes, so repeat the update until the
     # job has started again (a single early update is overwritten and the test waits two minutes).
+    # "Started again" is the requeued batch shell's own line in the log (SLURM appends a requeued
+    # job's output): `JobState` alone can still read RUNNING while the first run's shell is ending,
+    # and stopping the updates then left the job pending past the deadline below (CI, 2026-12-07).
     def restarted(info: dict[str, str]) -> bool:
-        if info.get("JobState") == "RUNNING" or _finished(info):
+        if _finished(info) or "resuming from its newest checkpoint" in log.read_text():
             return True
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm_cluster.env(),
-                       capture_output=True, timeout=30)
+        if info.get("JobState") != "RUNNING":
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm_cluster.env(),
+                           capture_output=True, timeout=30)
         time.sleep(1)
         return False
 
-    wait_for(slurm_cluster, job, restarted, 60, "the restart of the requeued job")
+    wait_for(slurm_cluster, job, restarted, 120, "the restart of the requeued job")
 
     # The race that used to fail a resumed run at its very end: the first run's aborted step 0 ends
     # after the requeued job's step has started, and its slurmstepd removes the PMI2 socket path
