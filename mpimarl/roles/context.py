@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from mpimarl.algos.networks import PolicyShape, RandomPolicy
+from mpimarl.algos.shapes import PolicyShape, RandomPolicy
 from mpimarl.config import RunConfig
-from mpimarl.envs.loader import EnvFactory, resolve_env
+from mpimarl.envs.loader import OPENSPIEL_PREFIX, EnvFactory, resolve_env
 from mpimarl.envs.spec import EnvSpec, RoleRule, build_env_spec
 from mpimarl.envs.state import StateSpec, probe_state
 from mpimarl.errors import ConfigError, EnvironmentSpecError, WorldSizeError
@@ -233,6 +233,8 @@ class RunContext:
         """An exact-evaluation option resolved: None means on where the game allows it."""
         if value is not None:
             return value
+        if not str(self.config.env.id).startswith(OPENSPIEL_PREFIX):
+            return False  # without importing open_spiel (half a second) for every other environment
         from mpimarl.league.exploitability import supports_exploitability
 
         return supports_exploitability(self.config.env.id, self.config.env.kwargs)

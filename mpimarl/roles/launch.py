@@ -113,10 +113,15 @@ def run_job(build: Callable[[int], Any], run_dir: str | None, progress: str = "a
     rank = comm.Get_rank()
     ctx: RunContext | None = None
     error: BaseException | None = None
+    folder: str | None = None
+    # Everything that can be checked without torch comes first (mpimarl/algos/shapes.py): a bad
+    # config, environment, world size or resume request ends the job before any rank imports it.
     try:
         ctx = build(comm.Get_size())
         _check_extras(ctx.config)
         faults.arm(rank, comm.Get_size())  # test-only MPIMARL_FAULT
+        if rank == 0:
+            folder = _resume_folder(resume, run_dir)
     except MpimarlError as exc:
         error = exc
     _agree(comm, error)
@@ -145,12 +150,6 @@ def run_job(build: Callable[[int], Any], run_dir: str | None, progress: str = "a
     start: dict[str, Any] = {"run_dir": None, "generation": None}
     server_state: dict[str, Any] | None = None
     if rank == 0:
-        try:
-            folder = _resume_folder(resume, run_dir)
-        except MpimarlError as exc:
-            error, folder = exc, None
-            comm.gather(me, root=0)  # the trainers wait in the ranks gather
-    if rank == 0 and error is None:
         try:
             if folder is not None:
                 recorder, path, generation, server_state = _reopen_recorder(ctx, comm, folder, me)
