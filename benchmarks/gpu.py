@@ -223,7 +223,10 @@ def run_determinism(device: str, quick: bool, tmp: Path, jobs: int, timeout: flo
     from mpimarl.analysis import load_run
 
     base = [*(C4_QUICK if quick else C4_SHORT), "ppo.torso=conv", "--seed", "7", f"trainer.device={device}"]
-    cases = [(flag, k) for flag in ("true", "false") for k in range(2)]
+    # CPU runs repeat without the setting (the suite's sync determinism tests run with it off), so a
+    # quick check on the CPU (the suite's smoke test of this part) runs the deterministic pair alone.
+    flags = ("true",) if quick and device == "cpu" else ("true", "false")
+    cases = [(flag, k) for flag in flags for k in range(2)]
 
     def one(case: tuple[str, int]) -> RunResult:
         flag, k = case
@@ -232,7 +235,7 @@ def run_determinism(device: str, quick: bool, tmp: Path, jobs: int, timeout: flo
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         results = list(pool.map(one, cases))
     rows = []
-    for flag in ("true", "false"):
+    for flag in flags:
         a, b = (r for (f, _), r in zip(cases, results, strict=True) if f == flag)
         row = {"trainer.deterministic": flag, "device": device, "both_finished": a.code == 0 and b.code == 0,
                "wall_s": round((a.wall_s + b.wall_s) / 2, 1)}

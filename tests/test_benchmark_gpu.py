@@ -30,8 +30,10 @@ def test_unknown_part_is_refused(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.mpi
 def test_determinism_check_on_the_cpu(tmp_path: Path) -> None:
-    """Two sync runs per setting of trainer.deterministic; on the CPU both settings repeat exactly."""
+    """Two sync runs with trainer.deterministic on repeat exactly on the CPU (--quick on the CPU runs that
+    setting alone: CPU runs repeat without it, which tests/roles/test_train_mpi.py checks)."""
     assert gpu.main(["--device", "cpu", "--quick", "--parts", "determinism", "--jobs", "2", "--timeout", "600",
                      "--out", str(tmp_path)]) == 0
     rows = pd.read_csv(tmp_path / "gpu_determinism.csv")
+    assert list(rows["trainer.deterministic"].astype(str).str.lower()) == ["true"]
     assert rows["both_finished"].all() and rows["weights_bit_identical"].all() and rows["losses_identical"].all()

@@ -31,10 +31,7 @@ setups:
     config: {CONFIGS / "rps_league.yaml"}
     overrides: [schedule.total_steps=4000]
     grid:
-      matchmaking.strategy: [latest, uniform]
-  - name: kuhn
-    config: {CONFIGS / "kuhn_psro.yaml"}
-    overrides: [schedule.total_steps=4000, ppo.rollout_steps=512, ppo.num_envs=16, ppo.epochs=2]
+      matchmaking.strategy: [latest, psro]
   - name: sl
     config: {CONFIGS / "speaker_listener_team.yaml"}
     ranks: 3
@@ -102,11 +99,11 @@ def test_a_tiny_sweep_runs_resumes_and_makes_the_study(tmp_path: Path) -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     runs = sorted(p.parent.name for p in (tmp_path / "runs").rglob("run.h5"))
-    assert runs == ["kuhn-seed0", "kuhn-seed1", "rps-latest-seed0", "rps-latest-seed1", "rps-uniform-seed0",
-                    "rps-uniform-seed1", "sl-seed0", "sl-seed1"]
+    assert runs == ["rps-latest-seed0", "rps-latest-seed1", "rps-psro-seed0", "rps-psro-seed1", "sl-seed0",
+                    "sl-seed1"]
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
-    assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 8, again.stdout
+    assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 6, again.stdout
 
     study = tmp_path / "study"
     made = subprocess.run([sys.executable, "-m", "mpimarl", "study", str(tmp_path / "runs"), "--out", str(study),
@@ -115,44 +112,43 @@ def test_a_tiny_sweep_runs_resumes_and_makes_the_study(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert made.returncode == 0, made.stderr[-3000:]
     per_run = pd.read_csv(study / "runs.csv")
-    assert sorted(per_run.setup) == ["kuhn", "kuhn", "rps-latest", "rps-latest", "rps-uniform", "rps-uniform",
-                                     "sl", "sl"]
+    assert sorted(per_run.setup) == ["rps-latest", "rps-latest", "rps-psro", "rps-psro", "sl", "sl"]
     assert set(per_run[per_run.setup != "sl"].metric) == {"population exploitability"}
     rps = per_run[per_run.setup == "rps-latest"]
     # RPS starts near uniform (exploitability ~0); a trained latest snapshot is pure, so exploitable.
     assert (rps.final > 0.1).all() and (rps.target == 0.9).all()
     q1 = pd.read_csv(study / "q1_convergence.csv").set_index("setup")
-    assert q1.loc["kuhn", "seeds"] == 2 and q1.loc["kuhn", "ranks"] == 2 and q1.loc["kuhn", "members"] == 1
+    assert q1.loc["rps-psro", "seeds"] == 2 and q1.loc["rps-psro", "ranks"] == 2 and q1.loc["rps-psro", "members"] == 1
     q3 = pd.read_csv(study / "q3_matchmaking.csv").set_index("setup")
-    assert {"kuhn", "rps-latest"} <= set(q3.index) and "exploitability (final)" in q3
-    assert q3.loc["kuhn", "strategy"] == "psro" and q3.loc["rps-latest", "strategy"] == "latest"
+    assert {"rps-psro", "rps-latest"} <= set(q3.index) and "exploitability (final)" in q3
+    assert q3.loc["rps-psro", "strategy"] == "psro" and q3.loc["rps-latest", "strategy"] == "latest"
     q2 = pd.read_csv(study / "q2_robustness.csv").set_index("setup")
-    assert q2.loc[["kuhn", "rps-latest"], "score vs random"].notna().all()
+    assert q2.loc[["rps-psro", "rps-latest"], "score vs random"].notna().all()
     # cooperative: each run's final policies with the final partners of the other run (never trained together)
     assert q2.loc["sl", "return with partners from other runs"] != "-"
     readme = (study / "README.md").read_text()
-    for name in ("q1_time_to_target.png", "q1_kuhn_poker_curves.png", "q3_matrix_rps_exploitability.png",
+    for name in ("q1_time_to_target.png", "q1_matrix_rps_curves.png", "q3_matrix_rps_exploitability.png",
                  "judges_matrix_rps.png"):
         assert (study / name).stat().st_size > 1000 and f"`{name}`" in readme
     # held-out judges: every final policy against random and its halfway self, cached beside the run
-    cached = pd.read_csv(tmp_path / "runs" / "rps-uniform-seed0" / "judges.csv")
+    cached = pd.read_csv(tmp_path / "runs" / "rps-psro-seed0" / "judges.csv")
     assert set(cached.judge) == {"random", "own@0.5"} and (cached.episodes == 6).all()
     judged = pd.read_csv(study / "judges.csv").set_index("setup")
-    assert {"kuhn", "rps-latest", "rps-uniform"} <= set(judged.index) and "score vs own@0.5" in judged
-    # rps-uniform and rps-latest differ in the matchmaker alone: compared, self-play as the reference
+    assert {"rps-latest", "rps-psro"} <= set(judged.index) and "score vs own@0.5" in judged
+    # rps-psro and rps-latest differ in the matchmaker alone: compared, self-play as the reference
     compared = pd.read_csv(study / "comparisons.csv")
     rows = compared[compared.metric == "exploitability (population)"]
-    assert len(rows) == 1 and rows.iloc[0].setup == "rps-uniform" and rows.iloc[0].reference == "rps-latest"
+    assert len(rows) == 1 and rows.iloc[0].setup == "rps-psro" and rows.iloc[0].reference == "rps-latest"
     assert rows.iloc[0].factor == "matchmaking.strategy" and rows.iloc[0].better == "lower"
     assert {"held-out score vs random", "held-out score vs own@0.5"} <= set(compared.metric)
 
     # judged again: nothing is played twice (the cache answers), the numbers are the same
-    before = (tmp_path / "runs" / "rps-uniform-seed0" / "judges.csv").stat().st_mtime_ns
+    before = (tmp_path / "runs" / "rps-psro-seed0" / "judges.csv").stat().st_mtime_ns
     again = subprocess.run([sys.executable, "-m", "mpimarl", "study", str(tmp_path / "runs"), "--out", str(study),
                             "--episodes", "0", "--judge", "random", "--history", "0.5", "--judge-episodes", "6"],
                            capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (tmp_path / "runs" / "rps-uniform-seed0" / "judges.csv").stat().st_mtime_ns == before
+    assert (tmp_path / "runs" / "rps-psro-seed0" / "judges.csv").stat().st_mtime_ns == before
     assert pd.read_csv(study / "judges.csv").set_index("setup").equals(judged)
 
 

@@ -71,6 +71,13 @@ def snapshot_name(version: int) -> str:
     return f"{version:06d}"
 
 
+def refuse_existing(path: str | Path) -> None:
+    """RunFileError when a run file is already at `path`: a new run never overwrites what was recorded."""
+    if Path(path).exists():
+        raise RunFileError(f"run file {path} already exists; choose a new path, remove it, "
+                           "or continue it with --resume")
+
+
 class RunRecorder:
     """Sole writer of a run's HDF5 file (rank 0 only).
 
@@ -86,9 +93,7 @@ class RunRecorder:
         """
         self._path = Path(path)
         encoded = {key: _encode_attr(key, value) for key, value in attrs.items()}
-        if self._path.exists():
-            raise RunFileError(f"run file {self._path} already exists; choose a new path, remove it, "
-                               "or continue it with --resume")
+        refuse_existing(self._path)
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._live = WriteSequence(self._path)  # odd until the new file is flushed

@@ -122,6 +122,10 @@ def run_job(build: Callable[[int], Any], run_dir: str | None, progress: str = "a
         faults.arm(rank, comm.Get_size())  # test-only MPIMARL_FAULT
         if rank == 0:
             folder = _resume_folder(resume, run_dir)
+            if folder is None and run_dir is not None:
+                from mpimarl.record.recorder import refuse_existing
+
+                refuse_existing(Path(run_dir) / "run.h5")
     except MpimarlError as exc:
         error = exc
     _agree(comm, error)
