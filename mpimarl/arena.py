@@ -193,7 +193,7 @@ def baseline_entrant(run: Run, spec: str, seed: int) -> Entrant:
     spaces it accepts. `spec` may add parameters, ``negamax:depth=4`` (see
     `mpimarl.baselines.parse_policy_spec`); for a baseline of the config they override its kwargs.
     ConfigError when the parameters are bad or it fits no role of the run's environment."""
-    from mpimarl.algos.networks import RandomPolicy
+    from mpimarl.algos.shapes import RandomPolicy
     from mpimarl.baselines import format_policy_spec, load_scripted, parse_policy_spec
 
     ctx = run.context()

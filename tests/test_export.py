@@ -194,12 +194,12 @@ def _write_normalised_policy_run(path: Path, config: Any, raw: list[Any]) -> str
     from mpimarl.record.recorder import RunRecorder
     from mpimarl.roles.context import RunContext
 
-    torch.manual_seed(0)
     parsed = parse_config(config) if isinstance(config, dict) else load_config(config, [])
     ctx = RunContext.build(parsed, None)
     role = next(iter(ctx.spec.roles))
     shape = ctx.shape(role)
     assert shape.obs_norm and shape.layout.endswith("/obsnorm")
+    torch.manual_seed(0)  # the network's initial weights, whatever building the context drew before
     net = ActorCritic(shape)
     encoded = np.stack([np.asarray(r, np.float64).ravel() for r in raw])  # Box observations encode as raveled
     assert net.obs_norm is not None
@@ -243,4 +243,7 @@ def test_an_obs_norm_policy_exports_with_its_normalisation(tmp_path: Path, confi
         norm.mean.zero_()
         norm.var.fill_(1.0)
     unnormalised = np.stack([policy.act(r, greedy=True) for r in raw])
-    assert np.abs(unnormalised - expected).max() > 1e-2
+    # A hundred times the tolerance of the comparison above: an export that dropped the normaliser
+    # fails it. (A fresh network's actions are small, its last layer scaled by 0.01: Pendulum's
+    # greedy torques move by about 0.01 here.)
+    assert np.abs(unnormalised - expected).max() > 1e-3

@@ -83,6 +83,34 @@ class PolicyShape:
         return f"mlp/obs={self.obs_size}/{head}{self._critic_layout}"
 
     @property
+    def num_weights(self) -> int:
+        """Length of the flat weight buffer of :class:`mpimarl.algos.networks.ActorCritic` for this shape,
+        counted without building it (no torch: rank 0's pool cache is checked at start-up with it;
+        tests/algos/test_networks.py holds it equal to the network's count for every kind of shape)."""
+
+        def mlp(sizes: list[int]) -> int:
+            return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+
+        hidden = list(self.hidden)
+        if self.torso == "conv":
+            height, width, depth = self.obs_shape
+            trunk = 0
+            for n_out in self.conv_channels:
+                trunk += depth * 9 * n_out + n_out  # 3x3 kernels and a bias
+                depth = n_out
+            actor_input = depth * height * width
+        else:
+            trunk, actor_input = 0, self.obs_size
+        total = trunk + mlp([actor_input, *hidden, self.action_dim])
+        critic_input = self.critic_input if self.central else actor_input
+        total += mlp([critic_input, *hidden, self.critic_outputs if self.central else 1])
+        if not self.discrete:
+            total += self.action_dim  # log standard deviations
+        if self.obs_norm:  # running mean, variance and count
+            total += 2 * self.obs_size + 1 + (2 * self.critic_input + 1 if self.central else 0)
+        return total
+
+    @property
     def central(self) -> bool:
         """True when the critic reads a centralised input (state) instead of the observation."""
         return self.critic_input > 0

@@ -424,7 +424,7 @@ def check_scripted(name: str, factory: Callable[[], MultiAgentEnv], spec: EnvSpe
                           f"its roles are {list(spec.roles)}")
     role_spec = spec.roles[role]
     # Deferred: the rollout runner pulls in torch and PPO, which loading a policy does not need.
-    from mpimarl.algos.networks import RandomPolicy
+    from mpimarl.algos.shapes import RandomPolicy
     from mpimarl.rollout.runner import ActingPolicy, VectorMatches
 
     env = factory()

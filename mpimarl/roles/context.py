@@ -111,9 +111,7 @@ class RunContext:
         mb = self.config.pool.cache_mb
         if mb is None:
             return
-        from mpimarl.algos.networks import ActorCritic, num_weights
-
-        sizes = {role: 4 * num_weights(ActorCritic(self.shape(role))) for role in self.spec.roles}
+        sizes = {role: 4 * self.shape(role).num_weights for role in self.spec.roles}
         role, largest = max(sizes.items(), key=lambda item: item[1])
         if mb * 2**20 < largest:
             raise ConfigError(
@@ -174,7 +172,7 @@ class RunContext:
 
     def joint_actions(self) -> Any:
         """COMA's encoder of the other agents' actions (every agent's action space is Discrete)."""
-        from mpimarl.algos.coma import JointActions
+        from mpimarl.rollout.critic_inputs import JointActions
 
         counts = {a: int(self.spec.roles[self.spec.role_of[a]].action_space.n) for a in self.spec.agents}
         return JointActions(self.spec.agents, counts)

@@ -8,14 +8,49 @@ agents' actions of the same tick, known only once every policy has acted, so the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from mpimarl.algos.coma import JointActions
 from mpimarl.envs.base import MultiAgentEnv
 from mpimarl.envs.state import StateReader, StateSpec
+
+
+class JointActions:
+    """One-hot encoding of the other agents' actions, in `possible_agents` order.
+
+    An agent that did not act at this time (turn-based games, finished agents) contributes zeros.
+    """
+
+    def __init__(self, agents: Sequence[str], action_counts: Mapping[str, int]) -> None:
+        self.agents = tuple(agents)
+        self.counts = {a: int(action_counts[a]) for a in self.agents}
+        self.offsets: dict[str, int] = {}
+        offset = 0
+        for a in self.agents:
+            self.offsets[a] = offset
+            offset += self.counts[a]
+        self.total = offset
+        # Column indices of everyone-but-`agent` in the full joint one-hot, for batched gathers.
+        self.others_columns = {
+            a: np.array([c for c in range(self.total) if not self.offsets[a] <= c < self.offsets[a] + self.counts[a]],
+                        np.int64) for a in self.agents}
+
+    def full(self, actions: Mapping[str, int]) -> np.ndarray:
+        """Every agent's action one-hot, concatenated (zeros for agents absent from `actions`)."""
+        out = np.zeros(self.total, np.float32)
+        for agent, action in actions.items():
+            out[self.offsets[agent] + int(action)] = 1.0
+        return out
+
+    def others_size(self, agent: str) -> int:
+        """Length of agent `agent`'s others-actions vector."""
+        return self.total - self.counts[agent]
+
+    def encode(self, agent: str, actions: Mapping[str, int]) -> np.ndarray:
+        """The one-hot actions of every agent but `agent` (float32, `others_size(agent)` long)."""
+        return self.full(actions)[self.others_columns[agent]]
 
 
 class CriticInputs:

@@ -160,3 +160,28 @@ def test_conv_policy_plays_connect_four_legally() -> None:
             assert mask[action]
             env.step({agent: int(action)})
     env.close()
+
+
+BOARD = (6, 7, 2)
+SHAPES = {
+    "mlp discrete": PolicyShape(84, gymnasium.spaces.Discrete(7), (64, 32), "tanh"),
+    "mlp box": PolicyShape(17, gymnasium.spaces.Box(-1, 1, (6,)), (64, 64), "tanh"),
+    "conv": PolicyShape(84, gymnasium.spaces.Discrete(7), (128,), "relu", obs_shape=BOARD, torso="conv",
+                        conv_channels=(16, 32)),
+    "conv central": PolicyShape(84, gymnasium.spaces.Discrete(7), (64,), "relu", obs_shape=BOARD, torso="conv",
+                                conv_channels=(8,), critic_input=30),
+    "mlp central (COMA)": PolicyShape(18, gymnasium.spaces.Discrete(5), (64, 64), "relu", critic_input=85,
+                                      critic_outputs=5),
+    "mlp box, obs norm": PolicyShape(17, gymnasium.spaces.Box(-1, 1, (3,)), (32,), "tanh", obs_norm=True),
+    "mlp central, obs norm": PolicyShape(18, gymnasium.spaces.Discrete(5), (32,), "tanh", critic_input=40,
+                                         obs_norm=True),
+    "conv, obs norm": PolicyShape(84, gymnasium.spaces.Discrete(7), (16,), "relu", obs_shape=BOARD, torso="conv",
+                                  conv_channels=(4, 4), obs_norm=True),
+}
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_the_shape_counts_the_networks_weights_without_building_it(name: str) -> None:
+    """PolicyShape.num_weights (torch-free, for the start-up checks) is the flat buffer's length."""
+    shape = SHAPES[name]
+    assert shape.num_weights == flat_weights(ActorCritic(shape)).size

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from mpimarl.config import load_config
 from mpimarl.errors import ConfigError, WorldSizeError
 from mpimarl.roles.context import RunContext
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, REPO
 
 
 def _ctx(config: str, world: int, *overrides: str) -> RunContext:
@@ -82,3 +85,29 @@ def test_bad_actor_settings_name_the_key(overrides: list[str], words: str) -> No
     with pytest.raises(ConfigError) as err:
         load_config(CONFIGS / "cartpole.yaml", overrides)
     assert words in str(err.value)
+
+
+@pytest.mark.parametrize("config", ["connect_four_league", "speaker_listener_mappo", "leduc_psro"])
+def test_every_start_up_check_runs_before_torch_is_imported(config: str) -> None:
+    """Each rank loads the config and builds its RunContext (environment probe, roles, world size,
+    network shapes, baselines) without torch, so a bad input ends a job before any rank pays for
+    importing it (mpimarl/roles/launch.py); a bad world size is refused there too."""
+    code = f"""
+import sys
+from mpimarl.config import load_config
+from mpimarl.errors import WorldSizeError
+from mpimarl.roles import launch
+from mpimarl.roles.context import RunContext
+cfg = load_config({str(CONFIGS / f"{config}.yaml")!r}, [])
+ctx = RunContext.build(cfg, 3)
+assert ctx.shape(next(iter(ctx.spec.roles))).layout
+try:
+    RunContext.build(cfg, 1)
+except WorldSizeError:
+    pass
+else:
+    raise SystemExit("world size 1 was accepted")
+assert "torch" not in sys.modules, "torch was imported before the start-up checks ended"
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
