@@ -83,6 +83,19 @@ def test_time_limit_signal_stops_the_run_cleanly(slurm_cluster: LocalCluster, tm
     assert len(run.train) > 0
 
 
+def _slurmstepd_running(job: str) -> bool:
+    """Whether a slurmstepd of `job` (its batch script or a step; it names itself "slurmstepd:
+    [JOB.batch]", "[JOB.0]", ...) still runs on this one-node cluster."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes()
+        except OSError:  # the process ended meanwhile
+            continue
+        if text.startswith(b"slurmstepd:") and f"[{job}.".encode() in text:
+            return True
+    return False
+
+
 def test_usr1_requeues_the_job_and_the_run_resumes(slurm_cluster: LocalCluster, tmp_path: Path) -> None:
     """Preemption: USR1 to the batch shell mid-run; the job requeues itself, the requeued job resumes the
     run from its newest checkpoint and finishes; every table continues without a gap or a duplicate."""
@@ -108,12 +121,16 @@ def test_usr1_requeues_the_job_and_the_run_resumes(slurm_cluster: LocalCluster, 
     wait_for(slurm_cluster, job, lambda i: i.get("Restarts") == "1", 90, "the requeue")
 
     # A requeued job waits about two minutes before it may start again: SLURM's rule, not ours. The
-    # requeue sets that begin time a moment after `Restarts` changes, so repeat the update while the
-    # job is pending, until the requeued batch shell's own line is in the log (SLURM appends a
-    # requeued job's output). No job state means "started again": on the way through the requeue the
-    # job shows states that look final or running, and stopping the updates on one of them left the
-    # job to SLURM's two minutes, a whisker past the deadline below (stop 30's CI and a rehearsal, 2026-12-07).
+    # test shortens it with `scontrol update StartTime=now` while the job is pending, repeated until
+    # the requeued batch shell's own line is in the log (SLURM appends a requeued job's output; no job
+    # state means "started again": on the way through the requeue the job shows states that look
+    # final or running, and stopping the updates on one left the job to SLURM's two minutes, 0.1 s
+    # past the deadline below, in stop 30's CI and a rehearsal). But not too soon: slurmd revokes the
+    # killed first run's credential, and a relaunch of the same job id within about the same second
+    # is refused ("Job N already killed, do not launch batch job"; the job then FAILED in a later
+    # rehearsal). So the updates start 3 s after the first run's last slurmstepd has exited.
     states: list[str] = []
+    quiet_since: list[float] = []
 
     def restarted(info: dict[str, str]) -> bool:
         if "resuming from its newest checkpoint" in log.read_text():
@@ -121,7 +138,11 @@ def test_usr1_requeues_the_job_and_the_run_resumes(slurm_cluster: LocalCluster, 
         state = info.get("JobState", "?")
         if not states or states[-1] != state:
             states.append(state)
-        if state == "PENDING":
+        if _slurmstepd_running(job):
+            quiet_since.clear()
+        elif not quiet_since:
+            quiet_since.append(time.monotonic())
+        if state == "PENDING" and quiet_since and time.monotonic() - quiet_since[0] >= 3:
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=slurm_cluster.env(),
                            capture_output=True, timeout=30)
         time.sleep(1)
