@@ -166,7 +166,7 @@ def run_job(build: Callable[[int], Any], run_dir: str | None, progress: str = "a
             _attach_views(ctx.config, recorder, path, resumed=folder is not None)
         except MpimarlError as exc:
             error = exc
-    elif rank != 0:
+    else:
         comm.gather(me, root=0)
     _agree(comm, error)
     start = bcast_json(comm, start if rank == 0 else None, 0, None)
