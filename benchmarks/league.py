@@ -148,10 +148,12 @@ C4_SETUPS_30MIN = {
     "league": ("the default config trained 30 minutes on the idle machine (5.76M and 5.91M env steps per trainer)",
                ("default30_seed1", "default30_seed2")),
     "league, no scripted": ("the default config with no scripted opponent in training, trained to each seed's "
-                            "league step count (--steps 5755520 and 5905664)",
-                            ("noscripted30_seed1", "noscripted30_seed2")),
+                            "league step count (--steps 5755520 and 5905664; seed 3, which has no league run, "
+                            "to their mean, 5830592)",
+                            ("noscripted30_seed1", "noscripted30_seed2", "noscripted30_seed3")),
     "self-play": ("naive self-play (matchmaking.strategy latest, no scripted opponent in training) trained to each "
-                  "seed's league step count (--steps 5755520 and 5905664)", ("selfplay30_seed1", "selfplay30_seed2")),
+                  "seed's league step count (--steps 5755520 and 5905664; seed 3 to 5830592)",
+                  ("selfplay30_seed1", "selfplay30_seed2", "selfplay30_seed3")),
 }
 """The connect-four setups compared by `c4_evidence --budget 30min`: the default's 30-minute budget, in steps."""
 
@@ -166,7 +168,7 @@ C4_EVIDENCE = {
                                  "instead of the latest self")),
               "league_connect_four_evidence_30min",
               "Connect four, 3 ranks (two trainers), the default config's 30-minute budget in env steps per "
-              "trainer (seeds 1 and 2; the other setups each at its league seed's step count)",
+              "trainer (league: seeds 1 and 2; the other setups seeds 1-3, each at its league seed's step count)",
               "No judge is a training opponent, except the tactical player for the `league` setup."),
 }
 """`c4_evidence --budget B`: (setups, one-factor pairs, table name, budget sentence, training-opponent sentence)."""
@@ -253,6 +255,39 @@ def c4_evidence(args: argparse.Namespace) -> None:
              "runs with the factor minus without, bootstrap 95% interval, exact two-sided permutation p over runs "
              f"(with three runs a side the smallest possible p is 0.1, with two 0.33). {trained_text}")
     save(pd.DataFrame(rows), table_name, notes)
+    _evidence_figure(per_run, judges, RESULTS / f"{table_name}.png", f"Connect four, budget {args.budget}")
+
+
+def _evidence_figure(per_run: dict[str, dict[str, list[float]]], judges: list[str], path: Path, title: str) -> None:
+    """The evidence table's scores as one panel: per judge, each setup's runs as dots and their mean as
+    a bar (the exploiter-steps rows, in millions of steps rather than scores, are left out)."""
+    from matplotlib.figure import Figure
+
+    scored = [j for j in judges if not j.startswith("exploiter steps")]
+    setups = list(per_run)
+    width = 0.8 / max(len(setups), 1)
+    fig = Figure(figsize=(max(6.0, 1.2 * len(scored)), 4.2), layout="constrained")
+    ax = fig.subplots()
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
+    for k, setup in enumerate(setups):
+        offset = (k - (len(setups) - 1) / 2) * width
+        colour = colours[k % len(colours)]
+        for x, judge in enumerate(scored):
+            got = per_run[setup].get(judge, [])
+            if not got:
+                continue
+            ax.bar(x + offset, float(np.mean(got)), width * 0.9, color=colour, alpha=0.35,
+                   label=f"{setup} ({len(got)} runs)" if x == 0 else None)
+            ax.scatter([x + offset] * len(got), got, s=14, color=colour, zorder=3)
+    names = [j.replace("negamax:depth=", "negamax d").replace("exploiter:", "exploiter ") for j in scored]
+    ax.set_xticks(range(len(scored)), names, rotation=20)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score of the final policies")
+    ax.set_title(f"{title}: bars the mean over runs, dots one run each", fontsize=9)
+    fig.legend(fontsize=8, loc="outside lower center", ncols=len(setups))
+    ax.grid(axis="y", alpha=0.3)
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}", flush=True)
 
 
 C4_RETENTION = (("kept", ("default_seed1", "default_seed2")), ("retention", ("retention_seed1", "retention_seed2")))
