@@ -88,7 +88,8 @@ def test_coma_truncation_bootstraps_from_the_expected_q() -> None:
 
 
 def test_coma_update_runs_on_a_rollout_with_value_normalisation() -> None:
-    """A full COMA update (value normalisation on) over several episodes: finite losses, every sample used."""
+    """A full COMA update (value normalisation on) over several episodes: finite losses, every sample used,
+    and the normaliser has taken in the update's TD(lambda) targets (the critic learns in its units)."""
     torch.set_num_threads(1)
     shape = PolicyShape(4, gymnasium.spaces.Discrete(3), (32,), "tanh", critic_input=6, critic_outputs=3)
     cfg = PPOConfig(num_envs=1, rollout_steps=64, epochs=20, minibatches=2, learning_rate=3e-3, value_norm=True)
@@ -102,9 +103,14 @@ def test_coma_update_runs_on_a_rollout_with_value_normalisation() -> None:
         ro.add_reward("s", float(x[0, 0]))
         if t % 10 == 9:
             ro.end("s", None)
+    _, _, returns, _ = learner.advantages()
+    assert learner.value_norm is not None and learner.value_norm.count < 1e-3
     stats = learner.update(0.0)
     assert np.isfinite([stats.policy_loss, stats.value_loss, stats.entropy]).all()
     assert stats.samples == 80
+    assert learner.value_norm.count == pytest.approx(80, abs=1e-3)
+    assert learner.value_norm.mean == pytest.approx(float(returns.mean()), rel=1e-4)
+    assert learner.value_norm.std == pytest.approx(float(returns.std()), rel=1e-3)
 
 
 def test_value_normalizer_tracks_mean_and_std() -> None:

@@ -40,9 +40,11 @@ def test_statistics_are_in_the_flat_buffer_and_a_snapshot_acts_the_same() -> Non
     np.testing.assert_allclose(frozen.net.obs_norm.mean.detach().numpy(), [1.0, 2.0, 3.0])
 
 
-def test_learner_folds_the_rollout_in_after_the_update_and_never_trains_the_statistics() -> None:
+def _filled_learner(epochs: int, minibatches: int) -> PPOLearner:
+    """A learner with observation normalisation whose rollout holds 64 complete steps far from the
+    statistics' starting point (mean 0, variance 1)."""
     shape = PolicyShape(3, BOX, (8,), "tanh", critic_input=4, obs_norm=True)
-    cfg = PPOConfig(num_envs=1, rollout_steps=64, minibatches=2, epochs=2, hidden=[8], obs_norm=True)
+    cfg = PPOConfig(num_envs=1, rollout_steps=64, minibatches=minibatches, epochs=epochs, hidden=[8], obs_norm=True)
     learner = PPOLearner(shape, cfg, torch.device("cpu"), seed=0)
     rng = np.random.default_rng(2)
     ro = learner.rollout
@@ -52,11 +54,19 @@ def test_learner_folds_the_rollout_in_after_the_update_and_never_trains_the_stat
         act, logp, value = learner.act(obs, None, crit)
         ro.add([0], obs, None, act, logp, value, crit)
         ro.add_reward(0, 1.0)
+    return learner
+
+
+def test_learner_folds_the_rollout_in_after_the_update_and_never_trains_the_statistics() -> None:
+    learner = _filled_learner(epochs=2, minibatches=2)
+    ro = learner.rollout
     complete = ro.obs[:64].copy(), ro.critic_in[:64].copy()
-    stats = learner.update(0.0)
-    assert stats.approx_kl >= 0.0
+    learner.update(0.0)
     net = learner.net
     np.testing.assert_allclose(net.obs_norm.mean.detach().numpy(), complete[0].mean(0), rtol=1e-4)
     np.testing.assert_allclose(net.critic_norm.var.detach().numpy(), complete[1].var(0), rtol=1e-3)
     optimised = {id(p) for g in learner.optimizer.param_groups for p in g["params"]}
     assert id(net.obs_norm.mean) not in optimised and id(net.log_std) in optimised
+    # One pass over one minibatch scores the rollout before any step: with the statistics the policy
+    # acted with, the ratio is exactly 1 (KL 0); folded in before the update it would not be (5e-5 here).
+    assert _filled_learner(epochs=1, minibatches=1).update(0.0).approx_kl == 0.0

@@ -20,11 +20,17 @@ def test_lists_buildable_environments_with_their_api() -> None:
         assert resolve_env(env_id, {}).api == listed[env_id]
 
 
-def test_skips_environments_with_missing_dependencies() -> None:
+def test_skips_environments_with_missing_dependencies(uninstall) -> None:
     listed = dict(list_environments())
-    if importlib.util.find_spec("rlcard") is None:
-        assert "pettingzoo.classic.texas_holdem_v4" not in listed
-    if importlib.util.find_spec("mujoco") is None:
-        assert "gymnasium:HalfCheetah-v5" not in listed
+    assert listed["pettingzoo.classic.texas_holdem_v4"] == "aec"  # installed here: rlcard is a dependency
+    uninstall("rlcard", "pettingzoo.classic.texas_holdem", "pettingzoo.classic.rlcard_envs")
+    listed = dict(list_environments())
+    assert "pettingzoo.classic.texas_holdem_v4" not in listed
+    assert listed["pettingzoo.classic.connect_four_v3"] == "aec"  # the rest of the package is still listed
+    if importlib.util.find_spec("mujoco") is not None:  # the robotics extra
+        assert listed["gymnasium:HalfCheetah-v5"] == "gymnasium"
+    uninstall("mujoco", "gymnasium.envs.mujoco")
+    listed = dict(list_environments())
+    assert "gymnasium:HalfCheetah-v5" not in listed and "gymnasium:CartPole-v1" in listed
     # gymnasium's placeholders for mujoco-py and shimmy only raise "install X".
     assert "gymnasium:HalfCheetah-v2" not in listed and "gymnasium:GymV26Environment-v0" not in listed

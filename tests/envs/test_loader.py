@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from mpimarl.envs import EnvFactory, resolve_env
@@ -84,10 +82,11 @@ def test_factory_raising_names_the_kwargs() -> None:
     assert "building it with kwargs {'board_size': 9} raised TypeError" in message
 
 
-@pytest.mark.skipif(importlib.util.find_spec("rlcard") is not None, reason="rlcard is installed")
-def test_missing_dependency_is_distinguished_from_a_missing_module() -> None:
+def test_missing_dependency_is_distinguished_from_a_missing_module(uninstall) -> None:
+    uninstall("rlcard", "pettingzoo.classic.texas_holdem", "pettingzoo.classic.rlcard_envs")
     message = _error("pettingzoo.classic.texas_holdem_v4")
-    assert "dependency 'rlcard' is not installed" in message
+    assert "importing 'pettingzoo.classic.texas_holdem_v4' failed because its dependency 'rlcard' is not " \
+           "installed" in message
 
 
 @pytest.mark.parametrize("env_id", ["", "   ", "mpe2.simple_spread_v3:", ":env"])

@@ -67,14 +67,41 @@ def test_existing_file_is_never_overwritten(tmp_path: Path) -> None:
     assert path.read_text() == "precious"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a read-only folder")
-def test_unwritable_folder_is_named(tmp_path: Path) -> None:
+def test_unwritable_folder_is_named(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A folder without write permission. Root may write anywhere (CI runs as root), so as root the
+    recorder runs in a forked child that has dropped to the unprivileged user `nobody` (a fork, not a
+    new interpreter: this one may live where `nobody` cannot read)."""
     folder = tmp_path / "locked"
     folder.mkdir()
-    folder.chmod(0o500)
+    folder.chmod(0o555)
+    path = folder / "run.h5"
     try:
-        with pytest.raises(RunFileError, match=f"cannot create run file {folder / 'run.h5'}"):
-            RunRecorder(folder / "run.h5", {})
+        if os.geteuid() != 0:
+            with pytest.raises(RunFileError, match=f"cannot create run file {path}"):
+                RunRecorder(path, {})
+            return
+        top = tmp_path_factory.getbasetemp().parent  # pytest-of-root: pytest's folders are 0700, let `nobody` in
+        for parent in [tmp_path, *tmp_path.parents[:tmp_path.parents.index(top) + 1]]:
+            parent.chmod(parent.stat().st_mode | 0o011)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report the error's text through the pipe, never return into pytest
+            code = 4
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                RunRecorder(path, {})
+            except RunFileError as exc:
+                os.write(write_end, str(exc).encode())
+                code = 3
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end) as pipe:
+            message = pipe.read()
+        assert os.waitpid(pid, 0)[1] >> 8 == 3, message
+        assert f"cannot create run file {path}" in message
+        assert not path.exists()
     finally:
         folder.chmod(0o700)
 

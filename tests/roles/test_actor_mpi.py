@@ -38,7 +38,7 @@ def test_async_learners_with_an_actor_each_train_connect_four(tmp_path: Path) ->
     lag = run.train[["policy_lag_mean", "policy_lag_max"]]
     assert lag.notna().all().all() and (lag >= 0).all().all()
     assert (run.train["policy_lag_max"] >= run.train["policy_lag_mean"]).all()
-    assert run.train["vtrace_rho_mean"].between(0, 1).all()
+    assert run.train["vtrace_rho_mean"].notna().all()
     assert sorted(run.pool.groupby("policy_id")["version"].max().unique()) == [2]
     assert (run.pool.groupby("policy_id")["env_steps"].max() >= 3000).all()
     training = run.matches[run.matches["kind"] == "training"]
@@ -59,7 +59,7 @@ def test_async_policy_lag_is_bounded_by_max_policy_lag(tmp_path: Path) -> None:
     run = load_run(tmp_path / "run.h5")
     assert (run.train["policy_lag_max"] <= 1).all(), run.train["policy_lag_max"].tolist()
     dropped = run.train["segments_dropped"]
-    assert dropped.notna().all() and (dropped >= 0).all()
+    assert dropped.notna().all() and dropped.sum() > 0  # without the bound the lag grew: segments were stale
     assert (run.pool.groupby("policy_id")["env_steps"].max() >= 6000).all()
 
 
@@ -137,7 +137,9 @@ def test_actors_feed_learners_with_value_norm_and_centralised_critics(n: int, co
     assert run.config["ppo"]["value_norm"] is True
     train = run.train
     assert (train["actor_ranks"] == 1).all() and (train["policy_lag_max"] == 0).all()
-    assert train["vtrace_rho_mean"].between(0.95, 1.0).all()  # the actors played the learner's policy
+    # The actors played the learner's policy (as in test_obs_norm_mpi: 0.9993-1.0 when they do, 0.90-0.99 when
+    # the actor's normalisation lagged).
+    assert train["vtrace_rho_mean"].between(0.995, 1.0).all(), train["vtrace_rho_mean"].tolist()
     assert train["value_loss"].notna().all() and (train["value_loss"] < 5.0).all()
     assert sorted(run.pool.groupby("policy_id")["version"].max().unique()) == [2]
     assert (run.pool.groupby("policy_id")["env_steps"].max() >= 3000).all()
