@@ -196,6 +196,13 @@ def benchmark_pages() -> dict[str, str]:
     return pages
 
 
+def benchmark_figures() -> dict[str, Path]:
+    """Site path -> file of every PNG figure under ``benchmarks/results/``."""
+    root = REPO / "benchmarks"
+    return {f"{BENCHMARKS_DIR}/{path.relative_to(root).as_posix()}": path
+            for path in sorted((root / "results").rglob("*.png"))}
+
+
 def _fence_plain_table(text: str) -> str:
     """A results file whose table is pandas' fixed-width text (no Markdown table) with that table in a
     code block, so its columns stay aligned on the site; Markdown tables are left as they are."""
@@ -226,6 +233,9 @@ def on_files(files: Any, config: Any) -> Any:
         if existing is not None:
             files.remove(existing)
         files.append(File.generated(config, uri, content=text))
+    for uri, path in benchmark_figures().items():  # the figures beside the tables, for pages that show them
+        if files.get_file_from_path(uri) is None:
+            files.append(File.generated(config, uri, abs_src_path=str(path)))
     return files
 
 
