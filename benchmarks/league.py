@@ -8,6 +8,7 @@ final policies, and exact exploitability where the game allows it. Reference fig
     python -m benchmarks.league connect_four [--minutes 30]        # the default config
     python -m benchmarks.league c4_ablation [--steps 2000000]     # which connect-four change bought what
     python -m benchmarks.league c4_evidence [--budget 2M|30min]    # league vs self-play over the connect_four tables
+    python -m benchmarks.league c4_greedy [--budget 2M|30min]      # the evidence runs' policies playing greedily
     python -m benchmarks.league c4_retention                       # default retention vs everything kept
     python -m benchmarks.league matchmakers [--minutes 6]          # latest/uniform/openai_five/pfsp/psro
     python -m benchmarks.league rps                                # latest vs uniform vs psro
@@ -290,6 +291,54 @@ def _evidence_figure(per_run: dict[str, dict[str, list[float]]], judges: list[st
     print(f"wrote {path}", flush=True)
 
 
+def c4_greedy(args: argparse.Namespace) -> None:
+    """Is the final policies' weakness against search their sampling? The runs of one budget's setups
+    (C4_EVIDENCE) whose run files are under --runs: every final policy, playing its most likely action,
+    against the judges of its table (C4_JUDGES), beside the score it got there sampling its actions."""
+    from mpimarl.arena import round_robin
+    from mpimarl.stats import difference
+
+    setups_of_budget = C4_EVIDENCE[args.budget][0]
+    rows, skipped = [], []
+    for setup, (_, labels) in setups_of_budget.items():
+        for label in labels:
+            path = args.runs / f"connect_four_{label}" / "run.h5"
+            table = RESULTS / f"league_connect_four_{label}.csv"
+            if not path.exists() or not table.exists():
+                skipped.append(label)
+                continue
+            sampled = pd.read_csv(table)
+            greedy = round_robin([path], vs=C4_JUDGES, episodes=args.episodes, seed=args.seed, greedy=True,
+                                 vs_only=True).results
+            for rec in greedy.itertuples():
+                policy_id, version = rec.entrant.split("@")
+                before = sampled[(sampled.policy_id == policy_id) & (sampled.judge == rec.opponent)].score
+                rows.append({"setup": setup, "run": label, "policy": rec.entrant, "judge": rec.opponent,
+                             "sampled": float(before.iloc[0]) if len(before) else math.nan,
+                             "greedy": round(float(rec.score), 3),
+                             "greedy 95%": f"[{rec.score_low:.3f}, {rec.score_high:.3f}]"})
+    long = pd.DataFrame(rows)
+    summary = []
+    for (setup, judge), part in long.groupby(["setup", "judge"], sort=False):
+        by_run = part.groupby("run", sort=False)[["sampled", "greedy"]].mean()
+        d = difference(list(by_run.greedy), list(by_run.sampled))
+        summary.append({"setup": setup, "judge": judge, "runs": len(by_run),
+                        "sampled": round(float(by_run.sampled.mean()), 3),
+                        "greedy": round(float(by_run.greedy.mean()), 3),
+                        "greedy - sampled": f"{d.diff:+.3f} [{d.low:+.2f}, {d.high:+.2f}]"})
+    notes = (f"Connect four, the `{args.budget}` evidence runs found under {args.runs}"
+             + (f" (not found here: {', '.join(skipped)})" if skipped else "") + ". `sampled`: the score in the "
+             "run's own table (league_connect_four_<label>.md: 400 games, actions sampled from the policy); "
+             f"`greedy`: {args.episodes} fresh games with the most likely action (`mpimarl evaluate --greedy`, "
+             f"evaluation seed {args.seed}), first move alternating. Per setup: the mean over runs of the mean of "
+             "the two final policies; the difference's interval is an unpaired bootstrap over runs (the same runs on both sides, so a "
+             "conservative range). A greedy policy is deterministic: against a judge that "
+             "randomises only among near-equal moves its games repeat a few lines, so one policy's score "
+             f"swings between near 0 and near 1. Per policy: league_connect_four_greedy_{args.budget}_policies.md.")
+    save(long, f"league_connect_four_greedy_{args.budget}_policies", notes)
+    save(pd.DataFrame(summary), f"league_connect_four_greedy_{args.budget}", notes)
+
+
 C4_RETENTION = (("kept", ("default_seed1", "default_seed2")), ("retention", ("retention_seed1", "retention_seed2")))
 """`c4_retention`: the everything-kept runs and the default-retention runs of the same seeds."""
 
@@ -551,7 +600,8 @@ def simple_tag(args: argparse.Namespace) -> None:
 def parser() -> argparse.ArgumentParser:
     """The command line of `python -m benchmarks.league`."""
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_argument("case", choices=["connect_four", "c4_ablation", "c4_evidence", "c4_retention", "matchmakers",
+    cli.add_argument("case", choices=["connect_four", "c4_ablation", "c4_evidence", "c4_greedy", "c4_retention",
+                                      "matchmakers",
                                       "rps", "kuhn", "leduc", "simple_tag"])
     cli.add_argument("--minutes", type=float, default=None, help="wall-time limit per training run")
     cli.add_argument("--episodes", type=int, default=400, help="evaluation episodes per pairing")
@@ -569,7 +619,7 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--label", default=None, help="connect_four: table name suffix (default seedK)")
     cli.add_argument("--exploit-steps", type=int, default=0, help="connect_four: train an exploiter of the "
                      "final population for this many steps (0: none)")
-    cli.add_argument("--budget", choices=sorted(C4_EVIDENCE), default="2M", help="c4_evidence: which setups' "
+    cli.add_argument("--budget", choices=sorted(C4_EVIDENCE), default="2M", help="c4_evidence/c4_greedy: which setups' "
                      "budget (2M env steps per trainer, or the default's 30 minutes in steps)")
     cli.add_argument("--runs", type=Path, default=REPO / "runs" / "bench", help="where run folders go")
     return cli
@@ -582,7 +632,7 @@ def main() -> None:
     defaults = {"connect_four": 30, "matchmakers": 6, "kuhn": 15, "leduc": 30}
     if args.minutes is None:
         args.minutes = defaults.get(args.case, 0)
-    {"connect_four": connect_four, "c4_ablation": c4_ablation, "c4_evidence": c4_evidence,
+    {"connect_four": connect_four, "c4_ablation": c4_ablation, "c4_evidence": c4_evidence, "c4_greedy": c4_greedy,
      "c4_retention": c4_retention, "matchmakers": matchmakers,
      "rps": rps, "kuhn": kuhn,
      "leduc": leduc, "simple_tag": simple_tag}[args.case](args)
