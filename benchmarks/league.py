@@ -331,8 +331,8 @@ def c4_greedy(args: argparse.Namespace) -> None:
              "run's own table (league_connect_four_<label>.md: 400 games, actions sampled from the policy); "
              f"`greedy`: {args.episodes} fresh games with the most likely action (`mpimarl evaluate --greedy`, "
              f"evaluation seed {args.seed}), first move alternating. Per setup: the mean over runs of the mean of "
-             "the two final policies; the difference's interval is an unpaired bootstrap over runs (the same runs on both sides, so a "
-             "conservative range). A greedy policy is deterministic: against a judge that "
+             "the two final policies; the difference's interval is an unpaired bootstrap over runs (the same "
+             "runs on both sides, so a conservative range). A greedy policy is deterministic: against a judge that "
              "randomises only among near-equal moves its games repeat a few lines, so one policy's score "
              f"swings between near 0 and near 1. Per policy: league_connect_four_greedy_{args.budget}_policies.md.")
     save(long, f"league_connect_four_greedy_{args.budget}_policies", notes)
