@@ -254,7 +254,8 @@ def c4_evidence(args: argparse.Namespace) -> None:
              "(0.2: already past it at the first point, 200k steps). "
              "Difference columns: the mean over "
              "runs with the factor minus without, bootstrap 95% interval, exact two-sided permutation p over runs "
-             f"(with three runs a side the smallest possible p is 0.1, with two 0.33). {trained_text}")
+             f"(the smallest possible p: 0.1 with three runs a side or two against three, 0.33 with two a side). "
+             f"{trained_text}")
     save(pd.DataFrame(rows), table_name, notes)
     _evidence_figure(per_run, judges, RESULTS / f"{table_name}.png", f"Connect four, budget {args.budget}")
 
