@@ -312,7 +312,7 @@ def c4_greedy(args: argparse.Namespace) -> None:
             greedy = round_robin([path], vs=C4_JUDGES, episodes=args.episodes, seed=args.seed, greedy=True,
                                  vs_only=True).results
             for rec in greedy.itertuples():
-                policy_id, version = rec.entrant.split("@")
+                policy_id = rec.entrant.split("@")[0]
                 before = sampled[(sampled.policy_id == policy_id) & (sampled.judge == rec.opponent)].score
                 rows.append({"setup": setup, "run": label, "policy": rec.entrant, "judge": rec.opponent,
                              "sampled": float(before.iloc[0]) if len(before) else math.nan,
@@ -602,8 +602,7 @@ def parser() -> argparse.ArgumentParser:
     """The command line of `python -m benchmarks.league`."""
     cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_argument("case", choices=["connect_four", "c4_ablation", "c4_evidence", "c4_greedy", "c4_retention",
-                                      "matchmakers",
-                                      "rps", "kuhn", "leduc", "simple_tag"])
+                                      "matchmakers", "rps", "kuhn", "leduc", "simple_tag"])
     cli.add_argument("--minutes", type=float, default=None, help="wall-time limit per training run")
     cli.add_argument("--episodes", type=int, default=400, help="evaluation episodes per pairing")
     cli.add_argument("--seed", type=int, default=0)
