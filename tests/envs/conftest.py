@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -11,8 +11,8 @@ from mpimarl.envs import catalog
 
 
 @pytest.fixture
-def uninstall(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """`uninstall("rlcard", "pettingzoo.classic")` makes `import rlcard` fail as if it were not installed
+def uninstall(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """`uninstall("rlcard", "pettingzoo.classic.texas_holdem")` makes `import rlcard` fail as if it were not installed
     (None in sys.modules) and forgets the already imported modules under the given prefixes, so that
     importing them again meets the missing dependency; the catalog's caches are emptied now and after
     the test, so no other test sees the pretended installation."""

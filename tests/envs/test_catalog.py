@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 
 from mpimarl.envs import list_environments, resolve_env
 
@@ -20,7 +21,7 @@ def test_lists_buildable_environments_with_their_api() -> None:
         assert resolve_env(env_id, {}).api == listed[env_id]
 
 
-def test_skips_environments_with_missing_dependencies(uninstall) -> None:
+def test_skips_environments_with_missing_dependencies(uninstall: Callable[..., None]) -> None:
     listed = dict(list_environments())
     assert listed["pettingzoo.classic.texas_holdem_v4"] == "aec"  # installed here: rlcard is a dependency
     uninstall("rlcard", "pettingzoo.classic.texas_holdem", "pettingzoo.classic.rlcard_envs")

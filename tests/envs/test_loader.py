@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from mpimarl.envs import EnvFactory, resolve_env
@@ -82,7 +84,7 @@ def test_factory_raising_names_the_kwargs() -> None:
     assert "building it with kwargs {'board_size': 9} raised TypeError" in message
 
 
-def test_missing_dependency_is_distinguished_from_a_missing_module(uninstall) -> None:
+def test_missing_dependency_is_distinguished_from_a_missing_module(uninstall: Callable[..., None]) -> None:
     uninstall("rlcard", "pettingzoo.classic.texas_holdem", "pettingzoo.classic.rlcard_envs")
     message = _error("pettingzoo.classic.texas_holdem_v4")
     assert "importing 'pettingzoo.classic.texas_holdem_v4' failed because its dependency 'rlcard' is not " \
