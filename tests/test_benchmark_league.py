@@ -41,6 +41,7 @@ def test_c4_evidence_compares_one_budgets_setups_run_by_run(tmp_path, monkeypatc
     assert table.loc["tactical", "league - self-play"].startswith("+0.450 ")
     assert table.loc["tactical", "league, no scripted - self-play"] == "+0.100 (a single run on one side: no interval)"
     assert not (tmp_path / "league_connect_four_evidence.csv").exists()
+    assert (tmp_path / "league_connect_four_evidence_30min.png").read_bytes()[:4] == b"\x89PNG"  # its figure
 
 
 def test_exploiter_steps_to_a_score_interpolate_between_curve_points() -> None:
