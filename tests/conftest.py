@@ -84,3 +84,18 @@ def assert_same_runs(a: object, b: object) -> None:
         np.testing.assert_array_equal(a.weights(row.policy_id, row.version),  # type: ignore[attr-defined]
                                       b.weights(row.policy_id, row.version),  # type: ignore[attr-defined]
                                       err_msg=f"weights of {row.policy_id}@{row.version}")
+
+
+def play_cartpole(learner: object, seed: int, steps: int | None = None) -> None:
+    """Fill a learner's rollout (the runner's sink) from four real CartPole copies: `steps` env steps,
+    or, with None, until the learner has enough complete transitions for an update."""
+    from mpimarl.envs.loader import resolve_env
+    from mpimarl.rollout.runner import LEARNER, VectorMatches
+
+    factory = resolve_env("gymnasium:CartPole-v1", {})
+    vm = VectorMatches([factory() for _ in range(4)], seed=seed)
+    for i in range(4):
+        vm.start(i, {"agent": LEARNER})
+    while (vm.env_steps < steps) if steps is not None else not learner.ready:  # type: ignore[attr-defined]
+        for ep in vm.tick({}, learner):  # type: ignore[arg-type]
+            vm.start(ep.env_index, {"agent": LEARNER})

@@ -18,7 +18,7 @@ from mpimarl.roles.context import RunContext
 from mpimarl.roles.evaluation import play_job
 from mpimarl.rollout.runner import VectorMatches
 from mpimarl.rollout.seating import SeatedKey, random_key
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, play_cartpole
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device here")
 
@@ -209,30 +209,17 @@ def test_gpu_learner_acts_on_cpu_with_weights_refreshed_after_update() -> None:
     gpu.weights_changed()
     np.testing.assert_array_equal(flat_weights(gpu.acting_net), flat_weights(gpu.net))
     before = flat_weights(gpu.net)
-    _fill_rollout(gpu)
+    play_cartpole(gpu, seed=3)
     gpu.update(0.0)  # an update moves the weights on the GPU and refreshes the CPU copy by itself
     assert not np.array_equal(flat_weights(gpu.net), before)
     np.testing.assert_array_equal(flat_weights(gpu.acting_net), flat_weights(gpu.net))
 
 
-def _fill_rollout(learner: PPOLearner) -> None:
-    """Complete transitions (random CartPole-shaped observations, reward 1 each) until an update is due."""
-    rng = np.random.default_rng(3)
-    for t in range(learner.cfg.rollout_steps + 1):
-        obs = rng.normal(size=(1, 4)).astype(np.float32)
-        act, logp, value = learner.act(obs, None, None)
-        learner.rollout.add([0], obs, None, act, logp, value, None)
-        learner.rollout.add_reward(0, 1.0)
-        if t % 50 == 49:
-            learner.rollout.end(0, None)
-    assert learner.ready
-
-
-def test_fill_rollout_makes_an_update_due_and_the_update_moves_the_weights() -> None:
-    """The CPU run of what the GPU test above does after its refresh check (so that its rollout helper is
-    exercised where no GPU is)."""
+def test_a_cpu_learner_fed_by_real_cartpole_updates() -> None:
+    """The CPU run of what the GPU test above does after its refresh check (so that its steps run where no
+    GPU is): real CartPole play makes an update due, and the update moves the weights."""
     cpu = _learner("cpu")
     before = flat_weights(cpu.net)
-    _fill_rollout(cpu)
+    play_cartpole(cpu, seed=3)
     cpu.update(0.0)
     assert not np.array_equal(flat_weights(cpu.net), before)

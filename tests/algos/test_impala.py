@@ -18,21 +18,10 @@ from mpimarl.algos.networks import PolicyShape, flat_weights, load_flat_weights
 from mpimarl.algos.ppo import PPOLearner, StreamRollout, compute_gae
 from mpimarl.config import PPOConfig
 from mpimarl.envs.loader import resolve_env
-from mpimarl.rollout.runner import LEARNER, VectorMatches
 from mpimarl.rollout.segment import SegmentLayout, pack_segment, unpack_segments
+from tests.conftest import play_cartpole
 
 SHAPE = PolicyShape(3, gymnasium.spaces.Discrete(2), (8,), "tanh")
-
-
-def _play_cartpole(learner: PPOLearner, steps: int, seed: int) -> None:
-    """Fill the learner's rollout (the runner's sink) from real CartPole copies."""
-    factory = resolve_env("gymnasium:CartPole-v1", {})
-    vm = VectorMatches([factory() for _ in range(4)], seed=seed)
-    for i in range(4):
-        vm.start(i, {"agent": LEARNER})
-    while vm.env_steps < steps:
-        for ep in vm.tick({}, learner):
-            vm.start(ep.env_index, {"agent": LEARNER})
 
 
 def _cartpole_shape() -> PolicyShape:
@@ -44,7 +33,7 @@ def test_a_segment_round_trips_and_carries_open_rows_over() -> None:
     """pack -> unpack returns the rollout's columns; the open rows stay in the rollout for the next segment."""
     shape = _cartpole_shape()
     learner = PPOLearner(shape, PPOConfig(num_envs=4, rollout_steps=64), torch.device("cpu"), seed=1)
-    _play_cartpole(learner, 200, seed=1)
+    play_cartpole(learner, seed=1, steps=200)
     ro = learner.rollout
     n, pending = ro.size, dict(ro.pending)
     expected = {name: getattr(ro, name)[:n].copy() for name in
@@ -63,7 +52,7 @@ def test_a_segment_round_trips_and_carries_open_rows_over() -> None:
     np.testing.assert_array_equal(rows.complete, expected["complete"])
     assert ro.size == len(pending) == 4 and ro.num_complete == 0  # one open transition per copy remains
     # Two segments concatenated: the second one's successor indices are rebased.
-    _play_cartpole(learner, 100, seed=2)
+    play_cartpole(learner, seed=2, steps=100)
     seg2 = pack_segment(ro, layout)
     both = unpack_segments([seg, seg2], layout)
     linked = rows.next_index >= 0
@@ -132,7 +121,7 @@ def test_the_vtrace_learner_trains_on_segments_and_reports_their_lag() -> None:
     layout = SegmentLayout.of(shape)
     learner.version = 2
     while not learner.ready:
-        _play_cartpole(actor, 70, seed=learner.queued)
+        play_cartpole(actor, seed=learner.queued, steps=70)
         learner.add_segment(pack_segment(actor.rollout, layout), behaviour_version=0, env_steps=70)
     segments = len(learner.queue)
     before = flat_weights(learner.net)
